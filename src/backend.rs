@@ -1,0 +1,180 @@
+//! `Backend` (address, health, pool) and `BackendConn` (one multiplexed connection).
+//!
+//! ```text
+//!   client requests ──▶ unsent [(origin, bytes)] ──write──▶ inflight [(origin, sent_at)] ──reply──▶ origin
+//! ```
+//!
+//! Invariants: `inflight` is in write order, so the front origin owns the next reply; a reply with
+//! nothing in flight means the stream is out of sync and the connection is closed. When the
+//! connection fails, `unsent` requests were never seen by the backend and are re-routed, while
+//! `inflight` ones may have run and get an error, in order — never a silent retry.
+
+use crate::health::Health;
+use crate::resp::ReplyScanner;
+use bytes::{Buf, Bytes, BytesMut};
+use mio::net::TcpStream;
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Who waits for a reply on a backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's slot.
+    Client { token: usize, gen: u32, seq: u64 },
+    /// respite's own `AUTH` on a new connection: its reply is checked and dropped.
+    Auth,
+}
+
+/// A reference to a slab entry that may have been replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    /// Slab key.
+    pub token: usize,
+    /// Generation of the entry when the reference was taken.
+    pub gen: u32,
+}
+
+/// One equivalent upstream endpoint.
+#[derive(Debug)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `addr` as text, for replies and logs.
+    pub label: String,
+    /// Rise/fall state.
+    pub health: Health,
+    /// The multiplexed data connections, by pool slot.
+    pub conns: Vec<Option<ConnRef>>,
+    /// The probe connection.
+    pub probe: Option<ConnRef>,
+    /// When the next probe starts.
+    pub next_probe: Instant,
+    /// Requests forwarded.
+    pub requests: u64,
+    /// Requests that failed because of this backend (connection lost, timeout).
+    pub errors: u64,
+}
+
+impl Backend {
+    /// A backend with `pool` connection slots, probed first at `now`.
+    pub fn new(addr: SocketAddr, pool: usize, now: Instant) -> Self {
+        Backend {
+            addr,
+            label: addr.to_string(),
+            health: Health::new(),
+            conns: vec![None; pool],
+            probe: None,
+            next_probe: now,
+            requests: 0,
+            errors: 0,
+        }
+    }
+}
+
+/// One multiplexed connection to a backend.
+#[derive(Debug)]
+pub struct BackendConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Index of its backend.
+    pub backend: usize,
+    /// Its slot in the backend's pool.
+    pub slot: usize,
+    /// The non-blocking connect has completed.
+    pub connected: bool,
+    /// When the connect started.
+    pub opened: Instant,
+    /// Requests not yet fully written, in order.
+    pub unsent: VecDeque<(Origin, Bytes)>,
+    /// Bytes of the front of `unsent` already written.
+    pub write_off: usize,
+    /// Requests written, awaiting replies, in order.
+    pub inflight: VecDeque<(Origin, Instant)>,
+    /// Replies read and not yet framed.
+    pub rbuf: BytesMut,
+    /// Framing state of `rbuf`.
+    pub scanner: ReplyScanner,
+    /// Edge state: writable since the last `WouldBlock`.
+    pub writable: bool,
+    /// Since when a write has been blocked with requests left to send.
+    pub stalled_since: Option<Instant>,
+    /// Queued in the loop's dirty list.
+    pub dirty: bool,
+}
+
+impl BackendConn {
+    /// A connection that has started connecting.
+    pub fn new(stream: TcpStream, backend: usize, slot: usize, now: Instant) -> Self {
+        BackendConn {
+            stream,
+            backend,
+            slot,
+            connected: false,
+            opened: now,
+            unsent: VecDeque::new(),
+            write_off: 0,
+            inflight: VecDeque::new(),
+            rbuf: BytesMut::new(),
+            scanner: ReplyScanner::new(),
+            writable: false,
+            stalled_since: None,
+            dirty: false,
+        }
+    }
+
+    /// Writes queued requests with vectored writes until done or `WouldBlock`; written requests
+    /// move to `inflight` stamped with `now`.
+    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+        while !self.unsent.is_empty() {
+            let off = self.write_off;
+            let res = crate::net::write_queue(&mut self.stream, || {
+                self.unsent
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, (_, b))| if i == 0 { &b[off..] } else { &b[..] })
+            });
+            let mut n = match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    self.stalled_since.get_or_insert(now);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            while n > 0 {
+                let Some((origin, front)) = self.unsent.front_mut() else {
+                    break;
+                };
+                let left = front.len() - self.write_off;
+                if n >= left {
+                    n -= left;
+                    let origin = *origin;
+                    self.unsent.pop_front();
+                    self.write_off = 0;
+                    self.inflight.push_back((origin, now));
+                } else {
+                    self.write_off += n;
+                    n = 0;
+                }
+            }
+        }
+        self.stalled_since = None;
+        Ok(())
+    }
+
+    /// Drops the written part of a partially written front request, so that it can be re-sent
+    /// whole elsewhere (a backend never runs half a request).
+    pub fn take_unsent(&mut self) -> VecDeque<(Origin, Bytes)> {
+        self.write_off = 0;
+        std::mem::take(&mut self.unsent)
+    }
+
+    /// Bytes of replies waiting to be framed.
+    pub fn buffered(&self) -> usize {
+        self.rbuf.remaining()
+    }
+}

@@ -1,0 +1,99 @@
+//! `ClientConn`: one downstream connection — its read buffer and scanner state, its pending
+//! queue of reply slots, its output queue, and the flags that drive backpressure and closing.
+//!
+//! Invariants: `backend` is meaningful only while `pending.waiting() > 0` (a client with nothing
+//! in flight gets a fresh pick); replies leave only through `pending.drain_ready_front`, so they
+//! keep request order; `paused` is the only thing that stops reading (READABLE interest stays).
+
+use crate::net::OutQueue;
+use crate::pending::PendingQueue;
+use crate::resp::RequestScanner;
+use bytes::BytesMut;
+use mio::net::TcpStream;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// A downstream connection.
+#[derive(Debug)]
+pub struct ClientConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Client id (`CLIENT ID`), unique for the process.
+    pub id: u64,
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// Local address.
+    pub local: Option<SocketAddr>,
+    /// Bytes read and not yet framed.
+    pub rbuf: BytesMut,
+    /// Framing state of `rbuf`.
+    pub scanner: RequestScanner,
+    /// Reply slots in request order.
+    pub pending: PendingQueue,
+    /// Replies ready to write.
+    pub out: OutQueue,
+    /// Backend of the requests in flight (see the module invariant).
+    pub backend: Option<usize>,
+    /// Passed `AUTH` (always true without `--password`).
+    pub authed: bool,
+    /// `CLIENT SETNAME`.
+    pub name: Option<Vec<u8>>,
+    /// `CLIENT SETINFO LIB-NAME`.
+    pub lib_name: Option<Vec<u8>>,
+    /// `CLIENT SETINFO LIB-VER`.
+    pub lib_ver: Option<Vec<u8>>,
+    /// Name of the last command.
+    pub last_cmd: &'static str,
+    /// When the connection was accepted.
+    pub created: Instant,
+    /// Last time a request arrived.
+    pub last_active: Instant,
+    /// Edge state: readable since the last `WouldBlock`.
+    pub readable: bool,
+    /// Edge state: writable since the last `WouldBlock`.
+    pub writable: bool,
+    /// Reading stopped by backpressure.
+    pub paused: bool,
+    /// The client closed its side: close once every reply is written.
+    pub read_closed: bool,
+    /// Close once the queued output is written (QUIT, protocol error).
+    pub close_after_flush: bool,
+    /// Queued in the loop's dirty list.
+    pub dirty: bool,
+}
+
+impl ClientConn {
+    /// A new client connection.
+    pub fn new(stream: TcpStream, id: u64, peer: SocketAddr, authed: bool, now: Instant) -> Self {
+        let local = stream.local_addr().ok();
+        ClientConn {
+            stream,
+            id,
+            peer,
+            local,
+            rbuf: BytesMut::new(),
+            scanner: RequestScanner::new(),
+            pending: PendingQueue::new(),
+            out: OutQueue::default(),
+            backend: None,
+            authed,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            last_cmd: "NULL",
+            created: now,
+            last_active: now,
+            readable: false,
+            writable: true,
+            paused: false,
+            read_closed: false,
+            close_after_flush: false,
+            dirty: false,
+        }
+    }
+
+    /// True when every reply has been written and nothing waits.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.out.is_empty()
+    }
+}

@@ -1,0 +1,213 @@
+//! The command table: command name → `Route`, found without allocating.
+//!
+//! The facts about each command (arity, flags, key positions) are generated from the Redis command
+//! specifications into `command_table.rs`; this file holds respite's policy on top of them. The
+//! route of every command is computed once, when the table is built, so routing a request costs
+//! one case-folded binary search over static names.
+
+use crate::command_table::{COMMANDS, SUBCOMMANDS};
+
+/// Command flags, as bits (from the specs' `command_flags`).
+pub mod flag {
+    /// Never modifies data.
+    pub const READONLY: u16 = 1 << 0;
+    /// May modify data.
+    pub const WRITE: u16 = 1 << 1;
+    /// May block the connection.
+    pub const BLOCKING: u16 = 1 << 2;
+    /// Pub/sub related.
+    pub const PUBSUB: u16 = 1 << 3;
+    /// Refused inside MULTI.
+    pub const NO_MULTI: u16 = 1 << 4;
+    /// Administrative.
+    pub const ADMIN: u16 = 1 << 5;
+    /// Refused inside scripts.
+    pub const NOSCRIPT: u16 = 1 << 6;
+    /// O(1) or O(log N).
+    pub const FAST: u16 = 1 << 7;
+    /// Allowed while loading.
+    pub const LOADING: u16 = 1 << 8;
+    /// Allowed on a stale replica.
+    pub const STALE: u16 = 1 << 9;
+    /// May grow memory.
+    pub const DENYOOM: u16 = 1 << 10;
+    /// Allowed before authentication.
+    pub const NO_AUTH: u16 = 1 << 11;
+    /// May replicate.
+    pub const MAY_REPLICATE: u16 = 1 << 12;
+}
+
+/// What the specs say about one command or subcommand.
+#[derive(Debug)]
+pub struct Spec {
+    /// Upper-case name (the subcommand alone for subcommands).
+    pub name: &'static str,
+    /// Redis arity: exact argument count, or `-n` for "at least n" (the name counts).
+    pub arity: i16,
+    /// `flag::*` bits.
+    pub flags: u16,
+    /// Position of the first key (0 when the command takes none).
+    pub first_key: i8,
+    /// Position of the last key; negative counts from the end.
+    pub last_key: i8,
+    /// Step between keys.
+    pub step: u8,
+}
+
+impl Spec {
+    /// True if `argc` (including the name) satisfies the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let a = self.arity as isize;
+        if a >= 0 {
+            argc as isize == a
+        } else {
+            argc as isize >= -a
+        }
+    }
+}
+
+/// Commands respite answers itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    Ping,
+    Echo,
+    Quit,
+    Select,
+    Client,
+    Hello,
+    Auth,
+    Info,
+    Reset,
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// To one backend, bytes unchanged.
+    Forward,
+    /// Answered by respite.
+    Local(Local),
+    /// Needs a connection of its own (transactions, blocking, pub/sub, MONITOR); not offered yet.
+    Session,
+    /// `XREAD`/`XREADGROUP`: a session command only with `BLOCK`.
+    ForwardUnlessBlock,
+    /// Never forwarded: it would break a shared backend connection.
+    Reject(&'static str),
+}
+
+/// Index of a command in `COMMANDS`.
+pub type CommandId = u16;
+
+/// Name → route, built once.
+#[derive(Debug)]
+pub struct CommandTable {
+    routes: Vec<Route>,
+}
+
+impl Default for CommandTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CommandTable {
+    /// Builds the routes of every command in the generated table.
+    pub fn new() -> Self {
+        CommandTable {
+            routes: COMMANDS.iter().map(route_of).collect(),
+        }
+    }
+
+    /// The id of `name` (any case), or `None` for a command the specs do not know.
+    pub fn lookup(&self, name: &[u8]) -> Option<CommandId> {
+        let mut upper = [0u8; 32];
+        let upper = upper.get_mut(..name.len())?;
+        for (u, c) in upper.iter_mut().zip(name) {
+            *u = c.to_ascii_uppercase();
+        }
+        COMMANDS
+            .binary_search_by(|s| s.name.as_bytes().cmp(upper))
+            .ok()
+            .map(|i| i as CommandId)
+    }
+
+    /// The route of a known command.
+    pub fn route(&self, id: CommandId) -> Route {
+        self.routes[id as usize]
+    }
+
+    /// The spec of a known command.
+    pub fn spec(&self, id: CommandId) -> &'static Spec {
+        &COMMANDS[id as usize]
+    }
+
+    /// The spec of `container sub` (any case), if the specs know it.
+    pub fn subcommand(container: &str, sub: &[u8]) -> Option<&'static Spec> {
+        let sub = std::str::from_utf8(sub).ok()?.to_ascii_uppercase();
+        SUBCOMMANDS
+            .binary_search_by(|(c, s)| (*c, s.name).cmp(&(container, sub.as_str())))
+            .ok()
+            .map(|i| &SUBCOMMANDS[i].1)
+    }
+}
+
+fn route_of(spec: &Spec) -> Route {
+    match spec.name {
+        "PING" => Route::Local(Local::Ping),
+        "ECHO" => Route::Local(Local::Echo),
+        "QUIT" => Route::Local(Local::Quit),
+        "SELECT" => Route::Local(Local::Select),
+        "CLIENT" => Route::Local(Local::Client),
+        "HELLO" => Route::Local(Local::Hello),
+        "AUTH" => Route::Local(Local::Auth),
+        "INFO" => Route::Local(Local::Info),
+        "RESET" => Route::Local(Local::Reset),
+        "XREAD" | "XREADGROUP" => Route::ForwardUnlessBlock,
+        "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" | "MONITOR" => Route::Session,
+        "SYNC" | "PSYNC" | "REPLCONF" => Route::Reject("replication commands are not proxied"),
+        "SHUTDOWN" => Route::Reject("SHUTDOWN is not forwarded by respite"),
+        "ASKING" | "READONLY" | "READWRITE" => {
+            Route::Reject("cluster connection modes are not supported by respite")
+        }
+        _ if spec.flags & flag::BLOCKING != 0 => Route::Session,
+        "PUBLISH" | "SPUBLISH" | "PUBSUB" => Route::Forward,
+        _ if spec.flags & flag::PUBSUB != 0 => Route::Session,
+        _ => Route::Forward,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_up_any_case_without_allocating() {
+        let t = CommandTable::new();
+        let get = t.lookup(b"gEt").unwrap();
+        assert_eq!(t.spec(get).name, "GET");
+        assert_eq!(t.route(get), Route::Forward);
+        assert_eq!(t.lookup(b"NOSUCHCOMMAND"), None);
+        assert_eq!(t.lookup(&[b'A'; 100]), None);
+        assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name));
+    }
+
+    #[test]
+    fn routes_follow_the_spec_flags() {
+        let t = CommandTable::new();
+        let route = |n: &str| t.route(t.lookup(n.as_bytes()).unwrap());
+        assert_eq!(route("blpop"), Route::Session);
+        assert_eq!(route("wait"), Route::Session);
+        assert_eq!(route("subscribe"), Route::Session);
+        assert_eq!(route("publish"), Route::Forward);
+        assert_eq!(route("xread"), Route::ForwardUnlessBlock);
+        assert_eq!(route("ping"), Route::Local(Local::Ping));
+        assert!(matches!(route("psync"), Route::Reject(_)));
+    }
+
+    #[test]
+    fn finds_subcommands() {
+        let s = CommandTable::subcommand("CLIENT", b"setname").unwrap();
+        assert_eq!((s.name, s.arity), ("SETNAME", 3));
+        assert!(CommandTable::subcommand("CLIENT", b"nope").is_none());
+    }
+}

@@ -1,0 +1,337 @@
+//! `Config`: everything respite can be told, from flags and an optional TOML file, validated once.
+//!
+//! Flags override the file; the file overrides the defaults. Keys in the file are the flag names
+//! with underscores (`backend_timeout_ms = 5000`). Every error is one line a person can act on.
+
+use crate::picker::PickerKind;
+use crate::resp::Limits;
+use clap::Parser;
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration of one respite process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// Equivalent endpoints that each serve the whole keyspace, in configuration order.
+    pub backends: Vec<SocketAddr>,
+    /// How a backend is chosen.
+    pub picker: PickerKind,
+    /// Seed for the random picker (tests).
+    pub seed: Option<u64>,
+    /// Password clients must give (`AUTH`), if any.
+    pub password: Option<String>,
+    /// Password respite gives its backends, if any.
+    pub backend_password: Option<String>,
+    /// User name respite gives its backends with `backend_password`.
+    pub backend_user: Option<String>,
+    /// Multiplexed connections per backend.
+    pub backend_connections: usize,
+    /// Time between health probes.
+    pub health_interval: Duration,
+    /// Deadline for a probe's answer.
+    pub health_timeout: Duration,
+    /// Consecutive failures that eject a backend.
+    pub fall: u32,
+    /// Consecutive successes that re-admit a backend.
+    pub rise: u32,
+    /// A request older than this fails its backend connection.
+    pub backend_timeout: Duration,
+    /// Most clients connected at once.
+    pub maxclients: usize,
+    /// Idle time after which a client is closed (`None`: never).
+    pub timeout: Option<Duration>,
+    /// Queued output over which a client is disconnected.
+    pub client_output_limit: usize,
+    /// Requests a client may have waiting before respite stops reading it.
+    pub client_max_pending: usize,
+    /// Request size limits.
+    pub limits: Limits,
+    /// Time to finish in-flight requests on SIGINT/SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// The file this was read from, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Command-line flags; every one is optional so the file and defaults can fill in.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "respite",
+    version,
+    about = "A RESP proxy that balances requests over equivalent Redis backends"
+)]
+pub struct Cli {
+    /// TOML configuration file (keys are the flag names with underscores).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:6380].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Comma-separated backend addresses [default: 127.0.0.1:6379].
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// round-robin or random [default: round-robin].
+    #[arg(long)]
+    pub picker: Option<PickerKind>,
+    /// Seed for the random picker.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Password clients must send with AUTH.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Password respite sends to its backends.
+    #[arg(long)]
+    pub backend_password: Option<String>,
+    /// User respite sends to its backends (with --backend-password).
+    #[arg(long)]
+    pub backend_user: Option<String>,
+    /// Multiplexed connections per backend [default: 1].
+    #[arg(long)]
+    pub backend_connections: Option<usize>,
+    /// Milliseconds between health probes [default: 1000].
+    #[arg(long)]
+    pub health_interval_ms: Option<u64>,
+    /// Milliseconds a probe may take [default: 500].
+    #[arg(long)]
+    pub health_timeout_ms: Option<u64>,
+    /// Consecutive probe failures that eject a backend [default: 3].
+    #[arg(long)]
+    pub fall: Option<u32>,
+    /// Consecutive probe successes that re-admit a backend [default: 2].
+    #[arg(long)]
+    pub rise: Option<u32>,
+    /// Milliseconds a request may wait for its backend [default: 5000].
+    #[arg(long)]
+    pub backend_timeout_ms: Option<u64>,
+    /// Most clients at once [default: 10000].
+    #[arg(long)]
+    pub maxclients: Option<usize>,
+    /// Close clients idle this many seconds; 0 = never [default: 0].
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Bytes of queued replies over which a client is disconnected [default: 67108864].
+    #[arg(long)]
+    pub client_output_limit: Option<usize>,
+    /// Requests a client may have waiting before respite stops reading it [default: 16384].
+    #[arg(long)]
+    pub client_max_pending: Option<usize>,
+    /// Most arguments in one request [default: 1048576].
+    #[arg(long)]
+    pub max_args: Option<u64>,
+    /// Largest bulk string in a request [default: 536870912].
+    #[arg(long)]
+    pub max_bulk_bytes: Option<u64>,
+    /// Longest inline command [default: 65536].
+    #[arg(long)]
+    pub max_inline_bytes: Option<usize>,
+    /// Milliseconds to finish in-flight requests on shutdown [default: 5000].
+    #[arg(long)]
+    pub shutdown_timeout_ms: Option<u64>,
+}
+
+/// The TOML file: the same keys as the flags, with underscores.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    backends: Option<Vec<String>>,
+    picker: Option<PickerKind>,
+    seed: Option<u64>,
+    password: Option<String>,
+    backend_password: Option<String>,
+    backend_user: Option<String>,
+    backend_connections: Option<usize>,
+    health_interval_ms: Option<u64>,
+    health_timeout_ms: Option<u64>,
+    fall: Option<u32>,
+    rise: Option<u32>,
+    backend_timeout_ms: Option<u64>,
+    maxclients: Option<usize>,
+    timeout: Option<u64>,
+    client_output_limit: Option<usize>,
+    client_max_pending: Option<usize>,
+    max_args: Option<u64>,
+    max_bulk_bytes: Option<u64>,
+    max_inline_bytes: Option<usize>,
+    shutdown_timeout_ms: Option<u64>,
+}
+
+impl Config {
+    /// The configuration for `cli`, reading `cli.config` if given.
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        build(cli, file, cli.config.clone())
+    }
+
+    /// The default configuration with these backends (for tests and embedding).
+    pub fn with_backends(backends: Vec<SocketAddr>) -> Config {
+        let mut c = build(&Cli::default(), FileConfig::default(), None)
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"));
+        c.backends = backends;
+        c
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        ConfigError(format!("invalid config file {}: {msg}", path.display()))
+    })
+}
+
+fn resolve(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ConfigError(format!("invalid {what} address '{s}': expected host:port")))
+}
+
+fn positive<T: PartialOrd + Default + std::fmt::Display>(
+    name: &str,
+    v: T,
+) -> Result<T, ConfigError> {
+    if v > T::default() {
+        Ok(v)
+    } else {
+        Err(ConfigError(format!(
+            "{name} must be greater than 0 (got {v})"
+        )))
+    }
+}
+
+fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+    macro_rules! pick {
+        ($field:ident, $default:expr) => {
+            cli.$field
+                .clone()
+                .or(file.$field.clone())
+                .unwrap_or($default)
+        };
+    }
+    let listen = resolve("listen", &pick!(listen, "127.0.0.1:6380".to_string()))?;
+    let backend_names = pick!(backends, vec!["127.0.0.1:6379".to_string()]);
+    if backend_names.is_empty() {
+        return Err(ConfigError(
+            "at least one backend is required (--backends host:port,...)".into(),
+        ));
+    }
+    let backends = backend_names
+        .iter()
+        .map(|b| resolve("backend", b.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let health_interval_ms = positive("health_interval_ms", pick!(health_interval_ms, 1000))?;
+    let health_timeout_ms = positive("health_timeout_ms", pick!(health_timeout_ms, 500))?;
+    let backend_connections = positive("backend_connections", pick!(backend_connections, 1))?;
+    if backend_connections > 64 {
+        return Err(ConfigError(format!(
+            "backend_connections must be at most 64 (got {backend_connections})"
+        )));
+    }
+    let timeout = pick!(timeout, 0);
+    let client_output_limit =
+        positive("client_output_limit", pick!(client_output_limit, 64 << 20))?;
+    let limits = Limits {
+        max_args: positive("max_args", pick!(max_args, 1024 * 1024))?,
+        max_bulk_bytes: positive("max_bulk_bytes", pick!(max_bulk_bytes, 512 << 20))?,
+        max_inline_bytes: positive("max_inline_bytes", pick!(max_inline_bytes, 64 << 10))?,
+    };
+    let backend_password = pick!(backend_password, String::new());
+    let backend_user = pick!(backend_user, String::new());
+    if !backend_user.is_empty() && backend_password.is_empty() {
+        return Err(ConfigError("backend_user needs backend_password".into()));
+    }
+    Ok(Config {
+        listen,
+        backends,
+        picker: pick!(picker, PickerKind::RoundRobin),
+        seed: cli.seed.or(file.seed),
+        password: cli
+            .password
+            .clone()
+            .or(file.password)
+            .filter(|p| !p.is_empty()),
+        backend_password: Some(backend_password).filter(|p| !p.is_empty()),
+        backend_user: Some(backend_user).filter(|u| !u.is_empty()),
+        backend_connections,
+        health_interval: Duration::from_millis(health_interval_ms),
+        health_timeout: Duration::from_millis(health_timeout_ms),
+        fall: positive("fall", pick!(fall, 3))?,
+        rise: positive("rise", pick!(rise, 2))?,
+        backend_timeout: Duration::from_millis(positive(
+            "backend_timeout_ms",
+            pick!(backend_timeout_ms, 5000),
+        )?),
+        maxclients: positive("maxclients", pick!(maxclients, 10_000))?,
+        timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
+        client_output_limit,
+        client_max_pending: positive("client_max_pending", pick!(client_max_pending, 16_384))?,
+        limits,
+        shutdown_timeout: Duration::from_millis(pick!(shutdown_timeout_ms, 5000)),
+        config_file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("respite").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_front_the_local_redis() {
+        let c = Config::from_cli(&cli(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6380".parse().unwrap());
+        assert_eq!(c.backends, vec!["127.0.0.1:6379".parse().unwrap()]);
+        assert_eq!((c.fall, c.rise, c.backend_connections), (3, 2, 1));
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(
+            &path,
+            "backends = [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]\nfall = 5\npicker = \"random\"\n",
+        )
+        .unwrap();
+        let c =
+            Config::from_cli(&cli(&["--config", path.to_str().unwrap(), "--fall", "7"])).unwrap();
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.fall, 7);
+        assert_eq!(c.picker, PickerKind::Random);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let err = |args: &[&str]| Config::from_cli(&cli(args)).unwrap_err().0;
+        assert!(err(&["--backends", "nohost"]).contains("invalid backend address 'nohost'"));
+        assert!(err(&["--fall", "0"]).contains("fall must be greater than 0"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        assert!(err(&["--config", path.to_str().unwrap()]).contains("unknown field"));
+    }
+}

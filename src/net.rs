@@ -1,0 +1,163 @@
+//! Socket helpers shared by every connection kind: draining reads through the loop's scratch
+//! buffer, vectored writes of queued `Bytes`, and the non-blocking connect check.
+
+use bytes::{Buf, Bytes, BytesMut};
+use mio::net::TcpStream;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+
+/// Size of the loop's scratch read buffer.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Reads per readiness event before other connections get a turn.
+pub const READS_PER_EVENT: usize = 16;
+/// Buffers handed to one `write_vectored` call.
+const IOV_PER_WRITE: usize = 64;
+
+/// What draining a socket found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Bytes appended to the read buffer.
+    pub bytes: usize,
+    /// The peer closed its side.
+    pub eof: bool,
+    /// The read cap was hit before `WouldBlock`: the socket may still be readable.
+    pub more: bool,
+}
+
+/// Reads `stream` until `WouldBlock`, EOF or the per-event cap, appending to `rbuf`. Unless
+/// `hup` (the event said the peer closed), a short read ends the drain: the kernel gave all it
+/// had, and new data raises a new edge.
+pub fn read_into(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    scratch: &mut [u8],
+    hup: bool,
+) -> io::Result<ReadOutcome> {
+    let mut out = ReadOutcome::default();
+    for _ in 0..READS_PER_EVENT {
+        match stream.read(scratch) {
+            Ok(0) => {
+                out.eof = true;
+                return Ok(out);
+            }
+            Ok(n) => {
+                rbuf.extend_from_slice(&scratch[..n]);
+                out.bytes += n;
+                if n < scratch.len() && !hup {
+                    // A short read almost always means the socket is drained; the next
+                    // edge will tell us otherwise. Saves one EAGAIN read per event.
+                    return Ok(out);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.more = true;
+    Ok(out)
+}
+
+/// Writes as much of `queue` as the socket takes, starting `offset` bytes into its front, with
+/// one vectored write per call of the kernel. Returns the bytes written and whether the socket
+/// would block (the rest waits for WRITABLE).
+pub fn write_queue<'a, I>(stream: &mut TcpStream, mut bufs: impl FnMut() -> I) -> io::Result<usize>
+where
+    I: Iterator<Item = &'a [u8]>,
+{
+    let slices: Vec<IoSlice<'_>> = bufs().take(IOV_PER_WRITE).map(IoSlice::new).collect();
+    if slices.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        match stream.write_vectored(&slices) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A FIFO of byte buffers being written out, with the offset into its front.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    bufs: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl OutQueue {
+    /// Appends a buffer.
+    pub fn push(&mut self, b: Bytes) {
+        self.bytes += b.len();
+        self.bufs.push_back(b);
+    }
+
+    /// Queued bytes not yet written.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// The underlying deque (to drain a pending queue into it).
+    pub fn deque(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.bufs
+    }
+
+    /// Recomputes the byte count after buffers were appended through `deque`.
+    pub fn added(&mut self, n: usize) {
+        let len = self.bufs.len();
+        self.bytes += self.bufs.range(len - n..).map(Bytes::len).sum::<usize>();
+    }
+
+    /// Writes until empty or `WouldBlock`. Returns `Ok(true)` when everything was written.
+    pub fn flush(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        while !self.bufs.is_empty() {
+            let n = match write_queue(stream, || self.bufs.iter().map(|b| &b[..])) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.consume(n);
+        }
+        Ok(true)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let Some(front) = self.bufs.front_mut() else {
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.bufs.pop_front();
+            } else {
+                front.advance(n);
+                return;
+            }
+        }
+    }
+}
+
+/// After WRITABLE on a connecting socket: `Ok(true)` once connected, `Ok(false)` if still
+/// connecting (a spurious event), `Err` if the connect failed.
+pub fn connect_finished(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => {
+            let _ = stream.set_nodelay(true);
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,122 @@
+//! `PendingQueue`: one slot per request of a client, in request order.
+//!
+//! ```text
+//!  seq:   base   base+1  base+2  base+3
+//!         [ready][wait ][ready ][wait ]   ── drain_ready_front ──▶ base's reply only
+//! ```
+//!
+//! Replies may complete out of order (different backends, fan-outs, local answers); a client only
+//! ever receives the longest ready prefix, so its replies keep its request order. Invariant: every
+//! `seq` handed out by `push` is completed at most once, and slots leave only from the front.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// The ordered reply slots of one client.
+#[derive(Debug, Default)]
+pub struct PendingQueue {
+    /// `seq` of the front slot.
+    base: u64,
+    slots: VecDeque<Option<Bytes>>,
+    /// Slots still waiting for their reply.
+    waiting: usize,
+}
+
+impl PendingQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a waiting slot at the back and returns its `seq`.
+    pub fn push(&mut self) -> u64 {
+        self.slots.push_back(None);
+        self.waiting += 1;
+        self.base + self.slots.len() as u64 - 1
+    }
+
+    /// Adds a slot whose reply is already known (a local answer) and returns its `seq`.
+    pub fn push_ready(&mut self, reply: Bytes) -> u64 {
+        self.slots.push_back(Some(reply));
+        self.base + self.slots.len() as u64 - 1
+    }
+
+    /// Fills slot `seq`. Returns false if there is no such waiting slot (a stale or duplicate
+    /// completion), which leaves the queue unchanged.
+    pub fn complete(&mut self, seq: u64, reply: Bytes) -> bool {
+        let Some(i) = seq.checked_sub(self.base) else {
+            return false;
+        };
+        match self.slots.get_mut(i as usize) {
+            Some(slot @ None) => {
+                *slot = Some(reply);
+                self.waiting -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Moves the ready replies at the front, in order, into `out`; returns how many.
+    pub fn drain_ready_front(&mut self, out: &mut VecDeque<Bytes>) -> usize {
+        let mut n = 0;
+        while let Some(Some(_)) = self.slots.front() {
+            if let Some(Some(reply)) = self.slots.pop_front() {
+                out.push_back(reply);
+            }
+            self.base += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Slots not yet handed to the client (waiting or ready behind a waiting one).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when no slot is held.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Slots still waiting for a reply.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_leave_in_request_order() {
+        let mut q = PendingQueue::new();
+        let a = q.push();
+        let b = q.push();
+        let c = q.push_ready(Bytes::from_static(b"c"));
+        let mut out = VecDeque::new();
+        assert!(q.complete(b, Bytes::from_static(b"b")));
+        assert_eq!(q.drain_ready_front(&mut out), 0);
+        assert!(q.complete(a, Bytes::from_static(b"a")));
+        assert_eq!(q.drain_ready_front(&mut out), 3);
+        assert_eq!(out, vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(c, 2);
+        assert!(q.is_empty());
+        assert_eq!(q.push(), 3);
+    }
+
+    #[test]
+    fn stale_and_duplicate_completions_are_ignored() {
+        let mut q = PendingQueue::new();
+        let a = q.push();
+        assert!(q.complete(a, Bytes::new()));
+        assert!(!q.complete(a, Bytes::new()));
+        assert!(!q.complete(7, Bytes::new()));
+        let mut out = VecDeque::new();
+        q.drain_ready_front(&mut out);
+        assert!(!q.complete(a, Bytes::new()));
+        assert_eq!(q.waiting(), 0);
+    }
+}

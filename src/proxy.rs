@@ -1,0 +1,1238 @@
+//! `Proxy`: the `Poll`, the connection slab, the loop, dispatch, the dirty lists and shutdown.
+//!
+//! ```text
+//!  poll(timeout to next tick) ─▶ events: accept │ client read→frame→route │ backend read→reply→slot
+//!        ▲                                                                          │
+//!        └── flush dirty backends (requests) ◀── flush dirty clients (replies) ◀── tick: probes,
+//!                                                                                  timeouts, idle
+//! ```
+//!
+//! Every socket is registered once, edge-triggered, for READABLE|WRITABLE; readiness is kept in
+//! user space (`readable`/`writable` flags cleared only on `WouldBlock`), and backpressure only
+//! stops reading. Connections live in one `Slab`; every entry has a generation, carried by every
+//! origin, so a reply for a departed client is read and dropped, never delivered to a newcomer
+//! that reused the slab key.
+
+use crate::backend::{Backend, BackendConn, ConnRef, Origin};
+use crate::client::ClientConn;
+use crate::command::{CommandTable, Route};
+use crate::config::Config;
+use crate::health::{Flip, ProbeConn};
+use crate::net::{self, READ_CHUNK_BYTES};
+use crate::picker::Picker;
+use crate::resp::{self, reply, Frame};
+use crate::stats::Stats;
+use bytes::{BufMut, Bytes, BytesMut};
+use log::{debug, error, info, trace, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Housekeeping period: probe deadlines, request timeouts, idle clients.
+const TICK: Duration = Duration::from_millis(50);
+/// Over this much queued output a client is not read until it drains below `OUTPUT_RESUME_BYTES`.
+const OUTPUT_PAUSE_BYTES: usize = 4 << 20;
+const OUTPUT_RESUME_BYTES: usize = 1 << 20;
+
+/// Stops a running proxy from another thread.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Asks the loop to stop accepting, finish in-flight requests and return.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            error!("cannot wake the event loop: {e}");
+        }
+    }
+}
+
+pub(crate) enum Conn {
+    Client(ClientConn),
+    Backend(BackendConn),
+    Probe(ProbeConn),
+}
+
+pub(crate) struct Entry {
+    pub(crate) gen: u32,
+    pub(crate) conn: Conn,
+}
+
+/// The proxy: one event loop on one thread.
+pub struct Proxy {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    pub(crate) conns: Slab<Entry>,
+    next_gen: u32,
+    pub(crate) backends: Vec<Backend>,
+    picker: Picker,
+    pub(crate) commands: CommandTable,
+    pub(crate) config: Config,
+    scratch: Vec<u8>,
+    dirty_clients: Vec<usize>,
+    dirty_backends: Vec<usize>,
+    revisit: Vec<ConnRef>,
+    pub(crate) now: Instant,
+    pub(crate) stats: Stats,
+    next_client_id: u64,
+    pub(crate) clients: usize,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    draining_until: Option<Instant>,
+    next_tick: Instant,
+    next_idle_check: Instant,
+    pub(crate) started: Instant,
+    pub(crate) port: u16,
+}
+
+impl Proxy {
+    /// A proxy serving `listener` (already bound, so tests can use port 0).
+    pub fn new(config: Config, listener: std::net::TcpListener) -> io::Result<Proxy> {
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let now = Instant::now();
+        let backends = config
+            .backends
+            .iter()
+            .map(|&a| Backend::new(a, config.backend_connections, now))
+            .collect();
+        Ok(Proxy {
+            poll,
+            listener: Some(listener),
+            conns: Slab::with_capacity(1024),
+            next_gen: 0,
+            backends,
+            picker: Picker::new(config.picker, config.seed),
+            commands: CommandTable::new(),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            dirty_clients: Vec::new(),
+            dirty_backends: Vec::new(),
+            revisit: Vec::new(),
+            now,
+            stats: Stats::default(),
+            next_client_id: 1,
+            clients: 0,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals: None,
+            draining_until: None,
+            next_tick: now,
+            next_idle_check: now,
+            started: now,
+            port,
+            config,
+        })
+    }
+
+    /// Binds `config.listen` and builds the proxy.
+    pub fn bind(config: Config) -> io::Result<Proxy> {
+        let listener = std::net::TcpListener::bind(config.listen)?;
+        Proxy::new(config, listener)
+    }
+
+    /// A handle that stops the loop from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Stops gracefully on SIGINT and SIGTERM (for the binary; tests use the handle).
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        info!(
+            "listening on {} with {} backend(s), picker {:?}",
+            self.local_addr()?,
+            self.backends.len(),
+            self.config.picker
+        );
+        loop {
+            let timeout = if self.revisit.is_empty() {
+                self.next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                self.on_event(event);
+            }
+            self.revisit_pending();
+            if self.now >= self.next_tick {
+                self.on_tick();
+            }
+            self.flush_dirty();
+            if self.draining_until.is_some() && self.drained() {
+                info!("shutdown complete");
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: &mio::event::Event) {
+        match event.token() {
+            LISTENER => self.accept(),
+            WAKER => {
+                if self.stop.load(Ordering::SeqCst) {
+                    self.begin_shutdown("requested");
+                }
+            }
+            SIGNALS => {
+                let got = self
+                    .signals
+                    .as_mut()
+                    .map(|s| s.pending().next().is_some())
+                    .unwrap_or(false);
+                if got {
+                    self.begin_shutdown("signal received");
+                }
+            }
+            Token(t) => {
+                let hup = event.is_read_closed() || event.is_error();
+                let readable = event.is_readable() || hup;
+                let writable = event.is_writable();
+                match self.conns.get(t).map(|e| &e.conn) {
+                    Some(Conn::Client(_)) => {
+                        if writable {
+                            self.on_client_writable(t);
+                        }
+                        if readable {
+                            self.on_client_readable(t, hup);
+                        }
+                    }
+                    Some(Conn::Backend(_)) => {
+                        if writable || hup {
+                            self.on_backend_writable(t);
+                        }
+                        if readable {
+                            self.on_backend_readable(t, hup);
+                        }
+                    }
+                    Some(Conn::Probe(_)) => self.on_probe_event(t, readable, writable || hup, hup),
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn revisit_pending(&mut self) {
+        for r in std::mem::take(&mut self.revisit) {
+            match self.conns.get(r.token) {
+                Some(e) if e.gen == r.gen => match e.conn {
+                    Conn::Client(_) => self.on_client_readable(r.token, false),
+                    Conn::Backend(_) => self.on_backend_readable(r.token, false),
+                    Conn::Probe(_) => {}
+                },
+                _ => {}
+            }
+        }
+    }
+
+    fn insert(&mut self, conn: Conn) -> ConnRef {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let token = self.conns.insert(Entry { gen, conn });
+        ConnRef { token, gen }
+    }
+
+    fn register(&mut self, token: usize) -> io::Result<()> {
+        let registry = self.poll.registry();
+        let Some(entry) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        let stream = match &mut entry.conn {
+            Conn::Client(c) => &mut c.stream,
+            Conn::Backend(b) => &mut b.stream,
+            Conn::Probe(p) => &mut p.stream,
+        };
+        registry.register(
+            stream,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    fn remove(&mut self, token: usize) -> Option<Conn> {
+        if !self.conns.contains(token) {
+            return None;
+        }
+        let mut entry = self.conns.remove(token);
+        let stream = match &mut entry.conn {
+            Conn::Client(c) => &mut c.stream,
+            Conn::Backend(b) => &mut b.stream,
+            Conn::Probe(p) => &mut p.stream,
+        };
+        let _ = self.poll.registry().deregister(stream);
+        Some(entry.conn)
+    }
+
+    // ---------------------------------------------------------------- clients
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the connection stays in the backlog; the next tick
+                    // retries instead of spinning on a listener that stays readable.
+                    warn!("accept failed: {e}");
+                    self.stats.accept_errors += 1;
+                    return;
+                }
+            };
+            self.stats.total_connections_received += 1;
+            if self.clients >= self.config.maxclients {
+                use std::io::Write;
+                let _ = stream.write(&reply::MAX_CLIENTS);
+                self.stats.rejected_connections += 1;
+                warn!(
+                    "client peer={peer} rejected: maxclients {} reached",
+                    self.config.maxclients
+                );
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let id = self.next_client_id;
+            self.next_client_id += 1;
+            let authed = self.config.password.is_none();
+            let client = ClientConn::new(stream, id, peer, authed, self.now);
+            let r = self.insert(Conn::Client(client));
+            if let Err(e) = self.register(r.token) {
+                warn!("client peer={peer} cannot be registered: {e}");
+                self.remove(r.token);
+                continue;
+            }
+            self.clients += 1;
+            debug!("client={} id={id} peer={peer} connected", r.token);
+        }
+    }
+
+    fn client_mut(&mut self, token: usize) -> Option<&mut ClientConn> {
+        match self.conns.get_mut(token) {
+            Some(Entry {
+                conn: Conn::Client(c),
+                ..
+            }) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The client at `token` if it is still the one with generation `gen`.
+    pub(crate) fn client_gen_mut(&mut self, token: usize, gen: u32) -> Option<&mut ClientConn> {
+        match self.conns.get_mut(token) {
+            Some(Entry {
+                gen: g,
+                conn: Conn::Client(c),
+            }) if *g == gen => Some(c),
+            _ => None,
+        }
+    }
+
+    fn mark_client_dirty(&mut self, token: usize) {
+        if let Some(c) = self.client_mut(token) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_clients.push(token);
+            }
+        }
+    }
+
+    fn on_client_writable(&mut self, token: usize) {
+        if let Some(c) = self.client_mut(token) {
+            c.writable = true;
+            if !c.out.is_empty() {
+                self.mark_client_dirty(token);
+            }
+        }
+    }
+
+    fn on_client_readable(&mut self, token: usize, hup: bool) {
+        let gen = self.conns.get(token).map_or(0, |e| e.gen);
+        let Some(Entry {
+            conn: Conn::Client(c),
+            ..
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        c.readable = true;
+        if c.paused || c.read_closed || self.draining_until.is_some() {
+            return;
+        }
+        match net::read_into(&mut c.stream, &mut c.rbuf, &mut self.scratch, hup) {
+            Ok(r) => {
+                if r.bytes > 0 {
+                    c.last_active = self.now;
+                }
+                if r.eof {
+                    c.read_closed = true;
+                } else if r.more {
+                    self.revisit.push(ConnRef { token, gen });
+                } else {
+                    c.readable = false;
+                }
+            }
+            Err(e) => {
+                debug!("client={token} peer={} read error: {e}", c.peer);
+                self.close_client(token, "read error");
+                return;
+            }
+        }
+        self.process_input(token);
+        // A client that half-closed with nothing pending is done now.
+        self.mark_client_dirty(token);
+    }
+
+    /// Frames and routes every complete request in the client's read buffer, until backpressure
+    /// or a protocol error stops it.
+    fn process_input(&mut self, token: usize) {
+        let max_pending = self.config.client_max_pending;
+        loop {
+            let limits = self.config.limits;
+            let Some(c) = self.client_mut(token) else {
+                return;
+            };
+            if c.close_after_flush {
+                return;
+            }
+            if c.pending.len() >= max_pending || c.out.bytes() > OUTPUT_PAUSE_BYTES {
+                if !c.paused {
+                    debug!(
+                        "client={token} paused (pending={} out={})",
+                        c.pending.len(),
+                        c.out.bytes()
+                    );
+                }
+                c.paused = true;
+                return;
+            }
+            let (req, name) = match c.scanner.scan(&c.rbuf, &limits) {
+                Ok(None) => return,
+                Ok(Some(Frame::Empty { len })) => {
+                    let _ = c.rbuf.split_to(len);
+                    continue;
+                }
+                Ok(Some(Frame::Multibulk { len, name, .. })) => {
+                    (c.rbuf.split_to(len).freeze(), name)
+                }
+                Ok(Some(Frame::Inline { len, args })) => {
+                    let _ = c.rbuf.split_to(len);
+                    let req = resp::encode_request(&args);
+                    let name = resp::first_arg(&req).unwrap_or((0, 0));
+                    (req, name)
+                }
+                Err(e) => {
+                    warn!("client={token} peer={} {e}; closing", c.peer);
+                    c.pending.push_ready(resp::error(&format!("ERR {e}")));
+                    c.close_after_flush = true;
+                    c.rbuf.clear();
+                    self.stats.protocol_errors += 1;
+                    self.mark_client_dirty(token);
+                    return;
+                }
+            };
+            self.dispatch(token, req, name);
+        }
+    }
+
+    /// Routes one request.
+    fn dispatch(&mut self, token: usize, req: Bytes, name: (usize, usize)) {
+        self.stats.total_commands_processed += 1;
+        let id = self.commands.lookup(&req[name.0..name.0 + name.1]);
+        let route = id.map_or(Route::Forward, |id| self.commands.route(id));
+        let password_set = self.config.password.is_some();
+        let Some(c) = self.client_mut(token) else {
+            return;
+        };
+        c.last_cmd = id.map_or("unknown", |id| {
+            crate::command_table::COMMANDS[id as usize].name
+        });
+        if password_set && !c.authed {
+            use crate::command::Local;
+            if !matches!(
+                route,
+                Route::Local(Local::Auth | Local::Hello | Local::Quit)
+            ) {
+                c.pending.push_ready(reply::NOAUTH);
+                self.mark_client_dirty(token);
+                return;
+            }
+        }
+        match route {
+            Route::Forward => self.forward(token, req),
+            Route::ForwardUnlessBlock => {
+                let blocking = resp::frame_args(&req)
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
+                if blocking {
+                    self.reply_now(token, session_error(&req, name));
+                } else {
+                    self.forward(token, req);
+                }
+            }
+            Route::Local(which) => {
+                let answer = self.answer_local(token, which, &req);
+                self.reply_now(token, answer);
+            }
+            Route::Session => self.reply_now(token, session_error(&req, name)),
+            Route::Reject(why) => self.reply_now(token, resp::error(&format!("ERR {why}"))),
+        }
+    }
+
+    fn reply_now(&mut self, token: usize, answer: Bytes) {
+        if let Some(c) = self.client_mut(token) {
+            c.pending.push_ready(answer);
+            self.mark_client_dirty(token);
+        }
+    }
+
+    fn forward(&mut self, token: usize, req: Bytes) {
+        let Some(entry) = self.conns.get_mut(token) else {
+            return;
+        };
+        let gen = entry.gen;
+        let Conn::Client(c) = &mut entry.conn else {
+            return;
+        };
+        let seq = c.pending.push();
+        self.send(token, gen, seq, req);
+    }
+
+    /// Sends request `seq` of a client to its backend (or a fresh pick), trying other healthy
+    /// backends if a connection cannot even be started.
+    fn send(&mut self, token: usize, gen: u32, seq: u64, req: Bytes) {
+        let origin = Origin::Client { token, gen, seq };
+        for _ in 0..=self.backends.len() {
+            let Some(c) = self.client_gen_mut(token, gen) else {
+                return;
+            };
+            let sticky = if c.pending.waiting() > 1 {
+                c.backend
+            } else {
+                None
+            };
+            let backends = &self.backends;
+            let picked =
+                sticky.or_else(|| self.picker.pick(backends.len(), |i| backends[i].health.up));
+            let Some(b) = picked else {
+                break;
+            };
+            let Some(c) = self.client_gen_mut(token, gen) else {
+                return;
+            };
+            c.backend = Some(b);
+            let slot = token % self.config.backend_connections;
+            match self.backend_conn(b, slot) {
+                Some(conn_token) => {
+                    self.enqueue(conn_token, origin, req);
+                    self.backends[b].requests += 1;
+                    return;
+                }
+                None => {
+                    if let Some(c) = self.client_gen_mut(token, gen) {
+                        c.backend = None;
+                    }
+                }
+            }
+        }
+        self.complete(origin, reply::NO_BACKEND);
+    }
+
+    fn enqueue(&mut self, conn_token: usize, origin: Origin, req: Bytes) {
+        if let Some(Entry {
+            conn: Conn::Backend(bc),
+            ..
+        }) = self.conns.get_mut(conn_token)
+        {
+            bc.unsent.push_back((origin, req));
+            if !bc.dirty {
+                bc.dirty = true;
+                self.dirty_backends.push(conn_token);
+            }
+        }
+    }
+
+    /// Fills the slot of `origin` with `reply`.
+    fn complete(&mut self, origin: Origin, reply: Bytes) {
+        let Origin::Client { token, gen, seq } = origin else {
+            return;
+        };
+        if let Some(c) = self.client_gen_mut(token, gen) {
+            if c.pending.complete(seq, reply) {
+                self.mark_client_dirty(token);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        // Flushing a client can resume a paused one, which can queue more requests: loop until
+        // both lists are empty, bounded so one iteration always ends.
+        for _ in 0..4 {
+            if self.dirty_backends.is_empty() && self.dirty_clients.is_empty() {
+                return;
+            }
+            for token in std::mem::take(&mut self.dirty_backends) {
+                self.flush_backend(token);
+            }
+            for token in std::mem::take(&mut self.dirty_clients) {
+                self.flush_client(token);
+            }
+        }
+    }
+
+    fn flush_client(&mut self, token: usize) {
+        let limit = self.config.client_output_limit;
+        let max_pending = self.config.client_max_pending;
+        let draining = self.draining_until.is_some();
+        let Some(c) = self.client_mut(token) else {
+            return;
+        };
+        c.dirty = false;
+        let n = c.pending.drain_ready_front(c.out.deque());
+        if n > 0 {
+            c.out.added(n);
+        }
+        if c.out.bytes() > limit {
+            warn!(
+                "client={token} peer={} closed: output {} bytes over client_output_limit {limit}",
+                c.peer,
+                c.out.bytes()
+            );
+            self.stats.output_limit_disconnects += 1;
+            self.close_client(token, "output limit");
+            return;
+        }
+        if c.writable && !c.out.is_empty() {
+            match c.out.flush(&mut c.stream) {
+                Ok(true) => {}
+                Ok(false) => c.writable = false,
+                Err(e) => {
+                    debug!("client={token} peer={} write error: {e}", c.peer);
+                    self.close_client(token, "write error");
+                    return;
+                }
+            }
+        }
+        let done = c.out.is_empty() && c.pending.is_empty();
+        if done && (c.close_after_flush || c.read_closed || draining) {
+            self.close_client(token, "done");
+            return;
+        }
+        if c.paused && c.pending.len() < max_pending / 2 && c.out.bytes() < OUTPUT_RESUME_BYTES {
+            c.paused = false;
+            debug!("client={token} resumed");
+            let readable = c.readable;
+            self.process_input(token);
+            if readable {
+                self.on_client_readable(token, false);
+            }
+        }
+    }
+
+    fn close_client(&mut self, token: usize, why: &str) {
+        if let Some(Conn::Client(c)) = self.remove(token) {
+            self.clients -= 1;
+            debug!("client={token} id={} peer={} closed: {why}", c.id, c.peer);
+        }
+    }
+
+    // ---------------------------------------------------------------- backends
+
+    /// The token of the data connection in `slot` of backend `b`, opening it if needed.
+    fn backend_conn(&mut self, b: usize, slot: usize) -> Option<usize> {
+        if let Some(r) = self.backends[b].conns[slot] {
+            if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
+                return Some(r.token);
+            }
+        }
+        let addr = self.backends[b].addr;
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.backend_failed(b, &format!("connect: {e}"));
+                return None;
+            }
+        };
+        let mut conn = BackendConn::new(stream, b, slot, self.now);
+        if let Some(auth) = self.backend_auth() {
+            conn.unsent.push_back((Origin::Auth, auth));
+        }
+        let r = self.insert(Conn::Backend(conn));
+        if let Err(e) = self.register(r.token) {
+            self.remove(r.token);
+            self.backend_failed(b, &format!("register: {e}"));
+            return None;
+        }
+        self.backends[b].conns[slot] = Some(r);
+        debug!(
+            "backend={b} addr={addr} conn={} connecting (slot {slot})",
+            r.token
+        );
+        Some(r.token)
+    }
+
+    fn backend_auth(&self) -> Option<Bytes> {
+        let pass = self.config.backend_password.as_ref()?;
+        Some(match &self.config.backend_user {
+            Some(user) => {
+                resp::encode_request(&[b"AUTH".as_slice(), user.as_bytes(), pass.as_bytes()])
+            }
+            None => resp::encode_request(&[b"AUTH".as_slice(), pass.as_bytes()]),
+        })
+    }
+
+    fn backend_conn_mut(&mut self, token: usize) -> Option<&mut BackendConn> {
+        match self.conns.get_mut(token) {
+            Some(Entry {
+                conn: Conn::Backend(b),
+                ..
+            }) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn on_backend_writable(&mut self, token: usize) {
+        let Some(bc) = self.backend_conn_mut(token) else {
+            return;
+        };
+        if !bc.connected {
+            match net::connect_finished(&bc.stream) {
+                Ok(true) => {
+                    bc.connected = true;
+                    trace!("backend={} conn={token} connected", bc.backend);
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    self.fail_backend_conn(token, &format!("connect: {e}"));
+                    return;
+                }
+            }
+        }
+        bc.writable = true;
+        if !bc.unsent.is_empty() && !bc.dirty {
+            bc.dirty = true;
+            self.dirty_backends.push(token);
+        }
+    }
+
+    fn flush_backend(&mut self, token: usize) {
+        let now = self.now;
+        let Some(bc) = self.backend_conn_mut(token) else {
+            return;
+        };
+        bc.dirty = false;
+        if !bc.connected || !bc.writable {
+            return;
+        }
+        if let Err(e) = bc.flush(now) {
+            self.fail_backend_conn(token, &format!("write: {e}"));
+        }
+    }
+
+    fn on_backend_readable(&mut self, token: usize, hup: bool) {
+        let gen = self.conns.get(token).map_or(0, |e| e.gen);
+        let Some(Entry {
+            conn: Conn::Backend(bc),
+            ..
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        if !bc.connected {
+            return;
+        }
+        let outcome = net::read_into(&mut bc.stream, &mut bc.rbuf, &mut self.scratch, hup);
+        let eof = match outcome {
+            Ok(r) => {
+                if r.more {
+                    self.revisit.push(ConnRef { token, gen });
+                }
+                r.eof
+            }
+            Err(e) => {
+                self.fail_backend_conn(token, &format!("read: {e}"));
+                return;
+            }
+        };
+        loop {
+            let Some(bc) = self.backend_conn_mut(token) else {
+                return;
+            };
+            let len = match bc.scanner.scan(&bc.rbuf) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    let why = format!("bad reply: {e}");
+                    self.fail_backend_conn(token, &why);
+                    return;
+                }
+            };
+            let frame = bc.rbuf.split_to(len).freeze();
+            let Some((origin, _)) = bc.inflight.pop_front() else {
+                self.fail_backend_conn(token, "reply with nothing in flight (out of sync)");
+                return;
+            };
+            if origin == Origin::Auth {
+                if frame.first() == Some(&b'-') {
+                    let msg = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
+                    self.fail_backend_conn(token, &format!("AUTH refused: {msg}"));
+                    return;
+                }
+                continue;
+            }
+            self.complete(origin, frame);
+        }
+        if eof {
+            self.fail_backend_conn(token, "closed by backend");
+        }
+    }
+
+    /// A data connection failed: eject its backend, fail what it may have run, re-route what it
+    /// never saw.
+    fn fail_backend_conn(&mut self, token: usize, why: &str) {
+        let Some(Conn::Backend(mut bc)) = self.remove(token) else {
+            return;
+        };
+        let b = bc.backend;
+        if let Some(r) = self.backends[b].conns[bc.slot] {
+            if r.token == token {
+                self.backends[b].conns[bc.slot] = None;
+            }
+        }
+        let label = self.backends[b].label.clone();
+        warn!(
+            "backend={b} addr={label} conn={token} failed: {why} ({} in flight, {} unsent)",
+            bc.inflight.len(),
+            bc.unsent.len()
+        );
+        self.backend_failed(b, why);
+        let lost = resp::error(&format!("ERR backend {label} connection lost"));
+        let failed = bc.inflight.len() as u64;
+        self.backends[b].errors += failed;
+        self.stats.backend_errors += failed;
+        let unsent = bc.take_unsent();
+        // Forget the sticky backend of affected clients first, so re-routing picks afresh.
+        for origin in bc
+            .inflight
+            .iter()
+            .map(|(o, _)| o)
+            .chain(unsent.iter().map(|(o, _)| o))
+        {
+            if let Origin::Client { token, gen, .. } = *origin {
+                if let Some(c) = self.client_gen_mut(token, gen) {
+                    if c.backend == Some(b) {
+                        c.backend = None;
+                    }
+                }
+            }
+        }
+        for (origin, _) in bc.inflight.drain(..) {
+            self.complete(origin, lost.clone());
+        }
+        for (origin, req) in unsent {
+            if let Origin::Client { token, gen, seq } = origin {
+                trace!("client={token} seq={seq} re-routed from backend={b}");
+                self.send(token, gen, seq, req);
+            }
+        }
+    }
+
+    /// Passive detection: a data connection to `b` failed.
+    fn backend_failed(&mut self, b: usize, why: &str) {
+        let be = &mut self.backends[b];
+        if be.health.eject() == Flip::Down {
+            warn!("backend={b} addr={} DOWN: {why}", be.label);
+        }
+    }
+
+    // ---------------------------------------------------------------- health
+
+    fn on_tick(&mut self) {
+        self.next_tick = self.now + TICK;
+        for b in 0..self.backends.len() {
+            self.check_probe(b);
+        }
+        self.check_backend_timeouts();
+        if self.now >= self.next_idle_check {
+            self.next_idle_check = self.now + Duration::from_secs(1);
+            self.close_idle_clients();
+        }
+        if self.listener.is_some() && self.stats.accept_errors > 0 {
+            // Retry accepts deferred by EMFILE once per tick.
+            self.accept();
+        }
+    }
+
+    fn check_probe(&mut self, b: usize) {
+        let now = self.now;
+        let probe = self.backends[b].probe;
+        if let Some(r) = probe {
+            if let Some(Entry {
+                gen,
+                conn: Conn::Probe(p),
+            }) = self.conns.get(r.token)
+            {
+                if *gen == r.gen {
+                    if let Some(deadline) = p.deadline {
+                        if now >= deadline {
+                            self.probe_done(b, false, "timeout");
+                            self.close_probe(r.token);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        if now < self.backends[b].next_probe {
+            return;
+        }
+        self.start_probe(b);
+    }
+
+    fn start_probe(&mut self, b: usize) {
+        let interval = self.config.health_interval;
+        let jitter = self
+            .picker
+            .random_below(interval.as_millis() as u64 / 10 + 1);
+        self.backends[b].next_probe = self.now + interval + Duration::from_millis(jitter);
+        let mut out = BytesMut::new();
+        let mut expect = 1;
+        if let Some(auth) = self.backend_auth() {
+            out.put_slice(&auth);
+            expect += 1;
+        }
+        out.put_slice(b"*1\r\n$4\r\nPING\r\n");
+        let deadline = Some(self.now + self.config.health_timeout);
+        let existing = self.backends[b]
+            .probe
+            .filter(|r| self.conns.get(r.token).is_some_and(|e| e.gen == r.gen));
+        let token = match existing {
+            Some(r) => r.token,
+            None => {
+                let stream = match TcpStream::connect(self.backends[b].addr) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.probe_done(b, false, &format!("connect: {e}"));
+                        return;
+                    }
+                };
+                let probe = ProbeConn {
+                    stream,
+                    backend: b,
+                    connected: false,
+                    out: BytesMut::new(),
+                    rbuf: BytesMut::new(),
+                    scanner: resp::ReplyScanner::new(),
+                    expect: 0,
+                    error: None,
+                    deadline: None,
+                };
+                let r = self.insert(Conn::Probe(probe));
+                if let Err(e) = self.register(r.token) {
+                    self.remove(r.token);
+                    self.probe_done(b, false, &format!("register: {e}"));
+                    return;
+                }
+                self.backends[b].probe = Some(r);
+                r.token
+            }
+        };
+        if let Some(Entry {
+            conn: Conn::Probe(p),
+            ..
+        }) = self.conns.get_mut(token)
+        {
+            p.out = out;
+            p.expect = expect;
+            p.error = None;
+            p.deadline = deadline;
+        }
+        self.probe_write(token);
+    }
+
+    fn probe_write(&mut self, token: usize) {
+        let Some(Entry {
+            conn: Conn::Probe(p),
+            ..
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        if !p.connected || p.out.is_empty() {
+            return;
+        }
+        use std::io::Write;
+        match p.stream.write(&p.out) {
+            Ok(n) => {
+                let _ = p.out.split_to(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                let b = p.backend;
+                self.probe_done(b, false, &format!("write: {e}"));
+                self.close_probe(token);
+            }
+        }
+    }
+
+    fn on_probe_event(&mut self, token: usize, readable: bool, writable: bool, hup: bool) {
+        let Some(Entry {
+            conn: Conn::Probe(p),
+            ..
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        let b = p.backend;
+        if !p.connected && writable {
+            match net::connect_finished(&p.stream) {
+                Ok(true) => p.connected = true,
+                Ok(false) => return,
+                Err(e) => {
+                    let why = format!("connect: {e}");
+                    self.probe_done(b, false, &why);
+                    self.close_probe(token);
+                    return;
+                }
+            }
+        }
+        if writable {
+            self.probe_write(token);
+        }
+        if !readable {
+            return;
+        }
+        let Some(Entry {
+            conn: Conn::Probe(p),
+            ..
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        if !p.connected {
+            return;
+        }
+        let eof = match net::read_into(&mut p.stream, &mut p.rbuf, &mut self.scratch, hup) {
+            Ok(r) => r.eof,
+            Err(_) => true,
+        };
+        let mut result = None;
+        loop {
+            match p.scanner.scan(&p.rbuf) {
+                Ok(Some(len)) => {
+                    let frame = p.rbuf.split_to(len);
+                    if p.expect == 0 {
+                        result = Some((false, "unexpected reply".to_string()));
+                        break;
+                    }
+                    p.expect -= 1;
+                    if frame.first() == Some(&b'-') && p.error.is_none() {
+                        p.error =
+                            Some(String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned());
+                    }
+                    if p.expect == 0 {
+                        p.deadline = None;
+                        result = Some(match p.error.take() {
+                            Some(err) => (false, err),
+                            None if &frame[..] == b"+PONG\r\n" => (true, String::new()),
+                            None => (
+                                false,
+                                format!(
+                                    "unexpected PING reply {:?}",
+                                    String::from_utf8_lossy(&frame)
+                                ),
+                            ),
+                        });
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    result = Some((false, format!("bad reply: {e}")));
+                    break;
+                }
+            }
+        }
+        let outstanding = p.expect > 0;
+        if let Some((ok, why)) = result {
+            self.probe_done(b, ok, &why);
+            if !ok {
+                self.close_probe(token);
+                return;
+            }
+        }
+        if eof {
+            if outstanding {
+                self.probe_done(b, false, "connection closed");
+            }
+            self.close_probe(token);
+        }
+    }
+
+    fn close_probe(&mut self, token: usize) {
+        if let Some(Conn::Probe(p)) = self.remove(token) {
+            let be = &mut self.backends[p.backend];
+            if be.probe.is_some_and(|r| r.token == token) {
+                be.probe = None;
+            }
+        }
+    }
+
+    fn probe_done(&mut self, b: usize, ok: bool, why: &str) {
+        let (rise, fall) = (self.config.rise, self.config.fall);
+        let be = &mut self.backends[b];
+        if !ok {
+            debug!("backend={b} addr={} probe failed: {why}", be.label);
+        }
+        match be.health.record(ok, rise, fall) {
+            Flip::Up => warn!("backend={b} addr={} UP after {rise} good probes", be.label),
+            Flip::Down => warn!(
+                "backend={b} addr={} DOWN after {fall} failed probes: {why}",
+                be.label
+            ),
+            Flip::None => {}
+        }
+    }
+
+    fn check_backend_timeouts(&mut self) {
+        let timeout = self.config.backend_timeout;
+        let now = self.now;
+        let mut expired = Vec::new();
+        for (token, entry) in self.conns.iter() {
+            if let Conn::Backend(bc) = &entry.conn {
+                let oldest = if !bc.connected {
+                    Some(bc.opened)
+                } else {
+                    let front = bc.inflight.front().map(|(_, t)| *t);
+                    match (front, bc.stalled_since) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                };
+                if oldest.is_some_and(|t| now.duration_since(t) >= timeout) {
+                    expired.push(token);
+                }
+            }
+        }
+        for token in expired {
+            self.fail_backend_conn(token, "request timed out");
+        }
+    }
+
+    fn close_idle_clients(&mut self) {
+        let Some(timeout) = self.config.timeout else {
+            return;
+        };
+        let now = self.now;
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter_map(|(t, e)| match &e.conn {
+                Conn::Client(c)
+                    if c.pending.is_empty() && now.duration_since(c.last_active) >= timeout =>
+                {
+                    Some(t)
+                }
+                _ => None,
+            })
+            .collect();
+        for token in idle {
+            self.close_client(token, "idle timeout");
+        }
+    }
+
+    // ---------------------------------------------------------------- shutdown
+
+    fn begin_shutdown(&mut self, why: &str) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        info!("shutting down ({why}): no new connections, finishing in-flight requests");
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.draining_until = Some(self.now + self.config.shutdown_timeout);
+        let tokens: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| matches!(e.conn, Conn::Client(_)))
+            .map(|(t, _)| t)
+            .collect();
+        for t in tokens {
+            self.mark_client_dirty(t);
+        }
+    }
+
+    fn drained(&mut self) -> bool {
+        let deadline_passed = self.draining_until.is_some_and(|d| self.now >= d);
+        let busy = self
+            .conns
+            .iter()
+            .any(|(_, e)| matches!(&e.conn, Conn::Client(c) if !c.is_idle()));
+        if busy && !deadline_passed {
+            return false;
+        }
+        if busy {
+            warn!("shutdown timeout: closing clients with requests in flight");
+        }
+        let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
+        for t in tokens {
+            self.remove(t);
+        }
+        self.clients = 0;
+        true
+    }
+}
+
+fn session_error(req: &[u8], name: (usize, usize)) -> Bytes {
+    let cmd = String::from_utf8_lossy(&req[name.0..name.0 + name.1]).to_ascii_uppercase();
+    resp::error(&format!(
+        "ERR {cmd} is not supported by respite yet: it needs a connection of its own"
+    ))
+}

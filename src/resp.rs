@@ -1,0 +1,782 @@
+//! RESP framing: the resumable request scanner, the reply boundary scanner, and small encoders.
+//!
+//! ```text
+//!  client bytes ──▶ RequestScanner ──▶ Frame::Multibulk { len, argc, name }   (forwarded as raw bytes)
+//!                                  ├─▶ Frame::Inline { len, args }            (re-encoded once)
+//!                                  └─▶ FrameError  ──▶ "-ERR Protocol error: ..." + close
+//!  backend bytes ─▶ ReplyScanner ───▶ length of one complete reply frame      (returned byte-for-byte)
+//! ```
+//!
+//! Both scanners keep their position between calls, so a frame that arrives in many small reads is
+//! scanned in linear time: a bulk body is skipped by arithmetic, never searched, and a partial line
+//! is searched only from where the previous call stopped. Neither recurses: the reply scanner
+//! tracks nesting as a single count of values still owed, so a 100,000-deep array costs nothing
+//! but its bytes. Limits are checked on the header, before any memory is reserved for a body.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::memchr;
+
+/// Limits a request must respect before respite reserves memory for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest argument count of a multibulk request (Redis: 1,048,576 in practice).
+    pub max_args: u64,
+    /// Largest bulk string (Redis `proto-max-bulk-len`: 512 MB).
+    pub max_bulk_bytes: u64,
+    /// Longest inline command line (Redis `PROTO_INLINE_MAX_SIZE`: 64 KB).
+    pub max_inline_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_args: 1024 * 1024,
+            max_bulk_bytes: 512 * 1024 * 1024,
+            max_inline_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Longest header line (`*N\r\n`, `$N\r\n`) a well-formed request can have, with slack.
+const MAX_HEADER_BYTES: usize = 64;
+/// Longest simple line (`+...`, `-...`, `:...`) accepted in a reply before the backend is
+/// considered broken.
+const MAX_REPLY_LINE_BYTES: usize = 1024 * 1024;
+
+/// Why a byte stream is not valid RESP. The text follows `-ERR Protocol error: `.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameError(pub &'static str);
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Protocol error: {}", self.0)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// One complete request at the front of the scanned buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A multibulk request: the first `len` bytes of the buffer, `argc ≥ 1` arguments, the command
+    /// name at `name.0 .. name.0 + name.1` within those bytes.
+    Multibulk {
+        len: usize,
+        argc: usize,
+        name: (usize, usize),
+    },
+    /// An inline command line of `len` bytes, split into arguments like redis-server does.
+    Inline { len: usize, args: Vec<Vec<u8>> },
+    /// `len` bytes that carry no command (`*0\r\n`, `*-1\r\n`, an empty inline line): drop them.
+    Empty { len: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReqState {
+    /// At the first byte of a frame.
+    Start,
+    /// Inside a multibulk, expecting the `$N\r\n` header of an argument; `left` arguments to go.
+    ArgHeader { left: u64 },
+    /// Inside an argument body; `body` bytes (including the final CRLF) still to skip.
+    ArgBody { left: u64, body: u64 },
+    /// Inside an inline line; everything before `searched` holds no `\n`.
+    Inline { searched: usize },
+}
+
+/// Resumable scanner of client requests. Feed it the same growing buffer until it yields a frame,
+/// then remove the frame's bytes from the buffer and keep scanning.
+#[derive(Debug)]
+pub struct RequestScanner {
+    state: ReqState,
+    /// Bytes of the current frame already accounted for.
+    pos: usize,
+    argc: u64,
+    name: (usize, usize),
+}
+
+impl Default for RequestScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestScanner {
+    /// A scanner positioned at the start of a frame.
+    pub fn new() -> Self {
+        RequestScanner {
+            state: ReqState::Start,
+            pos: 0,
+            argc: 0,
+            name: (0, 0),
+        }
+    }
+
+    /// Bytes of a partial frame already scanned (0 between frames).
+    pub fn partial_len(&self) -> usize {
+        self.pos
+    }
+
+    /// Scans `buf`, whose first byte is the first byte of the current frame. Returns the frame
+    /// once it is complete; the caller then drops `len` bytes from the front of `buf`.
+    pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<Frame>, FrameError> {
+        loop {
+            match self.state {
+                ReqState::Start => {
+                    let Some(&first) = buf.first() else {
+                        return Ok(None);
+                    };
+                    match first {
+                        b'*' => {
+                            let Some((n, next)) =
+                                header_line(buf, 0, b"too big mbulk count string")?
+                            else {
+                                return Ok(None);
+                            };
+                            if n <= 0 {
+                                return Ok(Some(self.finish_empty(next)));
+                            }
+                            if n as u64 > limits.max_args {
+                                return Err(FrameError("invalid multibulk length"));
+                            }
+                            self.pos = next;
+                            self.argc = n as u64;
+                            self.state = ReqState::ArgHeader { left: n as u64 };
+                        }
+                        b'$' | b':' | b'+' | b'-' | b'%' | b'~' | b'#' | b',' | b'(' | b'='
+                        | b'!' | b'|' | b'>' | b'_' => {
+                            return Err(FrameError("expected '*' or an inline command"));
+                        }
+                        _ => self.state = ReqState::Inline { searched: 0 },
+                    }
+                }
+                ReqState::ArgHeader { left } => {
+                    let Some(&first) = buf.get(self.pos) else {
+                        return Ok(None);
+                    };
+                    if first != b'$' {
+                        return Err(FrameError("expected '$' for a bulk string argument"));
+                    }
+                    let Some((n, next)) = header_line(buf, self.pos, b"too big bulk count string")?
+                    else {
+                        return Ok(None);
+                    };
+                    if n < 0 || n as u64 > limits.max_bulk_bytes {
+                        return Err(FrameError("invalid bulk length"));
+                    }
+                    if left == self.argc {
+                        self.name = (next, n as usize);
+                    }
+                    self.pos = next;
+                    self.state = ReqState::ArgBody {
+                        left,
+                        body: n as u64 + 2,
+                    };
+                }
+                ReqState::ArgBody { left, body } => {
+                    let avail = (buf.len() - self.pos) as u64;
+                    if avail < body {
+                        // Skip what is here, but never the final CRLF: it must be checked.
+                        let skip = avail.min(body.saturating_sub(2));
+                        self.pos += skip as usize;
+                        self.state = ReqState::ArgBody {
+                            left,
+                            body: body - skip,
+                        };
+                        return Ok(None);
+                    }
+                    let end = self.pos + body as usize;
+                    if body < 2 || &buf[end - 2..end] != b"\r\n" {
+                        return Err(FrameError("bulk string not terminated by CRLF"));
+                    }
+                    self.pos = end;
+                    if left == 1 {
+                        let frame = Frame::Multibulk {
+                            len: end,
+                            argc: self.argc as usize,
+                            name: self.name,
+                        };
+                        *self = RequestScanner::new();
+                        return Ok(Some(frame));
+                    }
+                    self.state = ReqState::ArgHeader { left: left - 1 };
+                }
+                ReqState::Inline { searched } => {
+                    let Some(nl) = memchr(b'\n', &buf[searched..]).map(|i| searched + i) else {
+                        if buf.len() > limits.max_inline_bytes {
+                            return Err(FrameError("too big inline request"));
+                        }
+                        self.state = ReqState::Inline {
+                            searched: buf.len(),
+                        };
+                        self.pos = buf.len();
+                        return Ok(None);
+                    };
+                    if nl > limits.max_inline_bytes {
+                        return Err(FrameError("too big inline request"));
+                    }
+                    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+                    let args = split_inline(line)?;
+                    *self = RequestScanner::new();
+                    if args.is_empty() {
+                        return Ok(Some(Frame::Empty { len: nl + 1 }));
+                    }
+                    return Ok(Some(Frame::Inline { len: nl + 1, args }));
+                }
+            }
+        }
+    }
+
+    fn finish_empty(&mut self, len: usize) -> Frame {
+        *self = RequestScanner::new();
+        Frame::Empty { len }
+    }
+}
+
+/// Parses the header line at `buf[at..]` (`*N\r\n` or `$N\r\n`): the number and the offset just
+/// past the CRLF, or `None` if the line is not complete yet.
+fn header_line(
+    buf: &[u8],
+    at: usize,
+    too_big: &'static [u8],
+) -> Result<Option<(i64, usize)>, FrameError> {
+    let window = &buf[at + 1..buf.len().min(at + 1 + MAX_HEADER_BYTES)];
+    let Some(cr) = memchr(b'\r', window) else {
+        if window.len() >= MAX_HEADER_BYTES {
+            return Err(FrameError(static_str(too_big)));
+        }
+        return Ok(None);
+    };
+    let Some(&lf) = buf.get(at + 1 + cr + 1) else {
+        return Ok(None);
+    };
+    if lf != b'\n' {
+        return Err(FrameError("expected CRLF after a length"));
+    }
+    let n = parse_i64(&window[..cr]).ok_or(FrameError(if buf[at] == b'*' {
+        "invalid multibulk length"
+    } else {
+        "invalid bulk length"
+    }))?;
+    Ok(Some((n, at + 1 + cr + 2)))
+}
+
+fn static_str(b: &'static [u8]) -> &'static str {
+    std::str::from_utf8(b).unwrap_or("invalid length")
+}
+
+/// Parses a decimal integer the way Redis's `string2ll` does: optional `-`, digits, no spaces,
+/// no leading `+`, no overflow.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
+    }
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
+}
+
+/// Splits an inline command line into arguments like Redis's `sdssplitargs`: whitespace
+/// separated, with `"..."` (C escapes, `\xHH`) and `'...'` (only `\'`) quoting.
+pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+    const UNBALANCED: FrameError = FrameError("unbalanced quotes in request");
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            return Ok(args);
+        }
+        let mut arg = Vec::new();
+        match line[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match line.get(i) {
+                        None => return Err(UNBALANCED),
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(b'\\')
+                            if line.get(i + 1) == Some(&b'x')
+                                && i + 3 < line.len()
+                                && hex(line[i + 2]).is_some()
+                                && hex(line[i + 3]).is_some() =>
+                        {
+                            let (h, l) =
+                                (hex(line[i + 2]).unwrap_or(0), hex(line[i + 3]).unwrap_or(0));
+                            arg.push(h << 4 | l);
+                            i += 4;
+                        }
+                        Some(b'\\') if i + 1 < line.len() => {
+                            arg.push(match line[i + 1] {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 8,
+                                b'a' => 7,
+                                c => c,
+                            });
+                            i += 2;
+                        }
+                        Some(&c) => {
+                            arg.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                // A closing quote must be followed by a space or the end of the line.
+                if i < line.len() && !line[i].is_ascii_whitespace() {
+                    return Err(UNBALANCED);
+                }
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    match line.get(i) {
+                        None => return Err(UNBALANCED),
+                        Some(b'\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                            arg.push(b'\'');
+                            i += 2;
+                        }
+                        Some(&c) => {
+                            arg.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                if i < line.len() && !line[i].is_ascii_whitespace() {
+                    return Err(UNBALANCED);
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    arg.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        args.push(arg);
+    }
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Resumable boundary scanner for replies (RESP2 and RESP3). It never decodes: it only finds
+/// where one complete reply ends, counting the values an aggregate still owes.
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    /// Bytes of the current reply already accounted for.
+    pos: usize,
+    /// Values still owed before the reply is complete (0 between replies).
+    owed: u64,
+    /// Bulk body bytes (with their CRLF) still to skip.
+    body: u64,
+    /// Within a partial line, everything before this offset holds no `\r`.
+    searched: usize,
+}
+
+impl ReplyScanner {
+    /// A scanner positioned at the start of a reply.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scans `buf`, whose first byte is the first byte of the current reply; returns the reply's
+    /// length once it is complete (the caller then splits those bytes off).
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        if self.pos == 0 && self.owed == 0 {
+            self.owed = 1;
+        }
+        loop {
+            if self.body > 0 {
+                let avail = (buf.len() - self.pos) as u64;
+                if avail < self.body {
+                    let skip = avail.min(self.body.saturating_sub(2));
+                    self.pos += skip as usize;
+                    self.body -= skip;
+                    return Ok(None);
+                }
+                let end = self.pos + self.body as usize;
+                if &buf[end - 2..end] != b"\r\n" {
+                    return Err(FrameError("bulk reply not terminated by CRLF"));
+                }
+                self.pos = end;
+                self.body = 0;
+                self.owed -= 1;
+            } else {
+                let Some(&kind) = buf.get(self.pos) else {
+                    return Ok(None);
+                };
+                let from = self.searched.max(self.pos + 1);
+                let Some(cr) = memchr(b'\r', &buf[from..]).map(|i| from + i) else {
+                    if buf.len() - self.pos > MAX_REPLY_LINE_BYTES {
+                        return Err(FrameError("reply line too long"));
+                    }
+                    self.searched = buf.len();
+                    return Ok(None);
+                };
+                let Some(&lf) = buf.get(cr + 1) else {
+                    self.searched = cr;
+                    return Ok(None);
+                };
+                if lf != b'\n' {
+                    return Err(FrameError("expected CRLF in reply"));
+                }
+                self.searched = 0;
+                let line = &buf[self.pos + 1..cr];
+                self.pos = cr + 2;
+                match kind {
+                    b'+' | b'-' | b':' | b',' | b'#' | b'_' | b'(' => self.owed -= 1,
+                    b'$' | b'=' | b'!' => match parse_i64(line) {
+                        Some(-1) => self.owed -= 1,
+                        Some(n) if n >= 0 => self.body = n as u64 + 2,
+                        _ => return Err(FrameError("invalid bulk length in reply")),
+                    },
+                    b'*' | b'~' | b'>' | b'%' | b'|' => {
+                        let n = match parse_i64(line) {
+                            Some(-1) => 0,
+                            Some(n) if n >= 0 => n as u64,
+                            _ => return Err(FrameError("invalid aggregate length in reply")),
+                        };
+                        let children = if matches!(kind, b'%' | b'|') {
+                            2 * n
+                        } else {
+                            n
+                        };
+                        // An attribute precedes the value it annotates: it owes its pairs and
+                        // still leaves that value owed.
+                        let consumed = u64::from(kind != b'|');
+                        self.owed = (self.owed - consumed)
+                            .checked_add(children)
+                            .ok_or(FrameError("aggregate too large"))?;
+                    }
+                    _ => return Err(FrameError("unknown reply type")),
+                }
+            }
+            if self.owed == 0 {
+                let len = self.pos;
+                *self = ReplyScanner::new();
+                return Ok(Some(len));
+            }
+        }
+    }
+}
+
+/// The arguments of a complete, already scanned multibulk frame (for commands respite handles
+/// itself; never used on the forward path).
+pub fn frame_args(frame: &[u8]) -> Vec<&[u8]> {
+    let mut args = Vec::new();
+    let mut at = match memchr(b'\n', frame) {
+        Some(i) => i + 1,
+        None => return args,
+    };
+    while at < frame.len() {
+        let Some(nl) = memchr(b'\n', &frame[at..]).map(|i| at + i) else {
+            break;
+        };
+        let Some(n) = parse_i64(&frame[at + 1..nl.saturating_sub(1)]) else {
+            break;
+        };
+        let start = nl + 1;
+        let end = start + n.max(0) as usize;
+        if end > frame.len() {
+            break;
+        }
+        args.push(&frame[start..end]);
+        at = end + 2;
+    }
+    args
+}
+
+/// Offset and length of the first argument of a multibulk frame.
+pub fn first_arg(frame: &[u8]) -> Option<(usize, usize)> {
+    let nl = memchr(b'\n', frame)?;
+    let nl2 = nl + 1 + memchr(b'\n', frame.get(nl + 1..)?)?;
+    let len = parse_i64(frame.get(nl + 2..nl2 - 1)?)?;
+    Some((nl2 + 1, usize::try_from(len).ok()?))
+}
+
+/// Encodes `args` as a RESP multibulk request.
+pub fn encode_request<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
+    let mut out =
+        BytesMut::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
+    out.put_u8(b'*');
+    put_decimal(&mut out, args.len() as i64);
+    out.put_slice(b"\r\n");
+    for a in args {
+        put_bulk(&mut out, a.as_ref());
+    }
+    out.freeze()
+}
+
+/// Appends `n` in decimal.
+pub fn put_decimal(out: &mut BytesMut, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    out.put_slice(&buf[i..]);
+}
+
+/// Appends a bulk string.
+pub fn put_bulk(out: &mut BytesMut, s: &[u8]) {
+    out.put_u8(b'$');
+    put_decimal(out, s.len() as i64);
+    out.put_slice(b"\r\n");
+    out.put_slice(s);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends an array header.
+pub fn put_array_header(out: &mut BytesMut, n: usize) {
+    out.put_u8(b'*');
+    put_decimal(out, n as i64);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends an integer reply.
+pub fn put_integer(out: &mut BytesMut, n: i64) {
+    out.put_u8(b':');
+    put_decimal(out, n);
+    out.put_slice(b"\r\n");
+}
+
+/// A bulk string reply.
+pub fn bulk(s: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(s.len() + 16);
+    put_bulk(&mut out, s);
+    out.freeze()
+}
+
+/// An integer reply.
+pub fn integer(n: i64) -> Bytes {
+    let mut out = BytesMut::with_capacity(24);
+    put_integer(&mut out, n);
+    out.freeze()
+}
+
+/// An error reply; `msg` starts with its code (`ERR ...`, `NOAUTH ...`) and must hold no CR/LF.
+pub fn error(msg: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(msg.len() + 3);
+    out.put_u8(b'-');
+    out.extend(
+        msg.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// Static replies, shared without allocation.
+pub mod reply {
+    use bytes::Bytes;
+    /// `+OK`
+    pub const OK: Bytes = Bytes::from_static(b"+OK\r\n");
+    /// `+PONG`
+    pub const PONG: Bytes = Bytes::from_static(b"+PONG\r\n");
+    /// A null bulk string.
+    pub const NULL: Bytes = Bytes::from_static(b"$-1\r\n");
+    /// `+RESET`
+    pub const RESET: Bytes = Bytes::from_static(b"+RESET\r\n");
+    /// Sent to a client that must authenticate first.
+    pub const NOAUTH: Bytes = Bytes::from_static(b"-NOAUTH Authentication required.\r\n");
+    /// Sent when no healthy backend is left.
+    pub const NO_BACKEND: Bytes = Bytes::from_static(b"-ERR no backend available\r\n");
+    /// Sent before closing a client over `maxclients`.
+    pub const MAX_CLIENTS: Bytes = Bytes::from_static(b"-ERR max number of clients reached\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8], chunk: usize) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut sc = RequestScanner::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut frames = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = sc.scan(&buf, &Limits::default())? {
+                let len = match f {
+                    Frame::Multibulk { len, .. }
+                    | Frame::Inline { len, .. }
+                    | Frame::Empty { len } => len,
+                };
+                frames.push(buf.drain(..len).collect());
+            }
+        }
+        Ok(frames)
+    }
+
+    #[test]
+    fn scans_a_pipeline_at_every_split_point() {
+        let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*1\r\n$4\r\nPING\r\n";
+        for split in 1..=input.len() {
+            let frames = scan_all(input, split).unwrap();
+            assert_eq!(frames.len(), 4, "split {split}");
+            assert_eq!(frames.concat(), input.to_vec());
+        }
+    }
+
+    #[test]
+    fn records_the_command_name() {
+        let mut sc = RequestScanner::new();
+        let buf = b"*2\r\n$3\r\nget\r\n$1\r\nk\r\n";
+        match sc.scan(buf, &Limits::default()).unwrap() {
+            Some(Frame::Multibulk { len, argc, name }) => {
+                assert_eq!((len, argc), (buf.len(), 2));
+                assert_eq!(&buf[name.0..name.0 + name.1], b"get");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let bad: &[&[u8]] = &[
+            b"*1\r\n*1\r\n$4\r\nPING\r\n",
+            b"*1\r\n:5\r\n",
+            b"*x\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*1\r\n$abc\r\n",
+            b"*2147483647\r\n",
+            b"*1\r\n$536870913\r\n",
+            b"$4\r\nPING\r\n",
+            b"*1\r\n$4\r\nPINGxx",
+            b"set \"a b\r\n",
+        ];
+        for b in bad {
+            assert!(
+                scan_all(b, 1000).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        let long = vec![b'a'; 70 * 1024];
+        assert!(scan_all(&long, 1000).is_err());
+    }
+
+    #[test]
+    fn parses_inline_commands_like_redis() {
+        let frames = scan_all(b"set a b\r\n\r\nget \"x\\r\\ny\" 'it\\'s'\n", 3).unwrap();
+        assert_eq!(frames.len(), 3);
+        let mut sc = RequestScanner::new();
+        match sc
+            .scan(b"get \"x\\r\\ny\\x41\" 'it\\'s'\n", &Limits::default())
+            .unwrap()
+        {
+            Some(Frame::Inline { args, .. }) => {
+                assert_eq!(
+                    args,
+                    vec![b"get".to_vec(), b"x\r\nyA".to_vec(), b"it's".to_vec()]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn large_bulk_in_small_reads_is_linear() {
+        let mut sc = RequestScanner::new();
+        let body = vec![b'x'; 1 << 20];
+        let mut input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048576\r\n".to_vec();
+        input.extend_from_slice(&body);
+        input.extend_from_slice(b"\r\n");
+        let mut got = None;
+        for end in (0..=input.len()).step_by(1024).chain([input.len()]) {
+            if let Some(f) = sc.scan(&input[..end], &Limits::default()).unwrap() {
+                got = Some(f);
+                break;
+            }
+        }
+        assert!(matches!(got, Some(Frame::Multibulk { len, argc: 3, .. }) if len == input.len()));
+    }
+
+    fn replies(input: &[u8], chunk: usize) -> Result<Vec<usize>, FrameError> {
+        let mut sc = ReplyScanner::new();
+        let mut buf = Vec::new();
+        let mut lens = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(n) = sc.scan(&buf)? {
+                lens.push(n);
+                buf.drain(..n);
+            }
+        }
+        assert!(buf.is_empty() || lens.iter().sum::<usize>() < input.len());
+        Ok(lens)
+    }
+
+    #[test]
+    fn finds_reply_boundaries_at_every_split_point() {
+        let input = b"+OK\r\n$-1\r\n*-1\r\n$0\r\n\r\n*2\r\n*2\r\n:1\r\n$1\r\na\r\n-ERR x\r\n%1\r\n+k\r\n_\r\n|1\r\n+a\r\n+b\r\n:3\r\n*0\r\n";
+        let expect = vec![5, 5, 5, 6, 30, 17, 21, 4];
+        for split in 1..=input.len() {
+            assert_eq!(replies(input, split).unwrap(), expect, "split {split}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_costs_nothing_but_bytes() {
+        let mut input = b"*1\r\n".repeat(100_000);
+        input.extend_from_slice(b":1\r\n");
+        assert_eq!(replies(&input, 4096).unwrap(), vec![input.len()]);
+    }
+
+    #[test]
+    fn rejects_bad_replies() {
+        assert!(replies(b"?1\r\n", 10).is_err());
+        assert!(replies(b"$x\r\n", 10).is_err());
+        assert!(replies(b"$1\r\nab\r\n", 10).is_err());
+    }
+
+    #[test]
+    fn frame_args_and_encoding_round_trip() {
+        let req = encode_request(&[&b"SET"[..], b"k\r\n", b""]);
+        assert_eq!(&req[..], b"*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$0\r\n\r\n");
+        assert_eq!(frame_args(&req), vec![&b"SET"[..], b"k\r\n", b""]);
+    }
+
+    #[test]
+    fn parses_integers_strictly() {
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        for bad in [&b""[..], b"-", b"+1", b" 1", b"1a"] {
+            assert_eq!(parse_i64(bad), None);
+        }
+    }
+}
