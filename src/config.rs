@@ -127,7 +127,7 @@ pub struct Cli {
     /// Bytes of queued replies over which a client is disconnected [default: 67108864].
     #[arg(long)]
     pub client_output_limit: Option<usize>,
-    /// Requests a client may have waiting before respite stops reading it [default: 16384].
+    /// Requests a client may have waiting before respite stops reading it [default: 1024].
     #[arg(long)]
     pub client_max_pending: Option<usize>,
     /// Most arguments in one request [default: 1048576].
@@ -284,7 +284,7 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
         maxclients: positive("maxclients", pick!(maxclients, 10_000))?,
         timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
         client_output_limit,
-        client_max_pending: positive("client_max_pending", pick!(client_max_pending, 16_384))?,
+        client_max_pending: positive("client_max_pending", pick!(client_max_pending, 1024))?,
         limits,
         shutdown_timeout: Duration::from_millis(pick!(shutdown_timeout_ms, 5000)),
         config_file,

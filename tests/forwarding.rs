@@ -45,7 +45,7 @@ fn replies_keep_request_order_for_a_10000_command_pipeline_across_two_backends()
         std::thread::sleep(Duration::from_millis(30));
     }
     for i in 0..10_000 {
-        let want = format!("val{}", format!("k{i}"));
+        let want = format!("valk{i}");
         assert_eq!(
             raw.reply(),
             format!("${}\r\n{want}\r\n", want.len()).into_bytes(),

@@ -62,6 +62,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--enable-debug-command", "yes"])
             .args(["--dir", self.dir.path().to_str().unwrap_or(".")])
             .args(["--logfile", log.to_str().unwrap_or("redis.log")])
             .args(&self.extra)

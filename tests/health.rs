@@ -1,0 +1,167 @@
+//! Health checks and failover with real redis-server processes that are killed and restarted.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+#[test]
+fn killing_one_of_two_backends_under_load_recovers_within_fall_times_interval() {
+    let a = RedisServer::start();
+    let mut b = RedisServer::start();
+    let config = config_for(&[&a, &b]);
+    let (interval, fall, rise) = (config.health_interval, config.fall, config.rise);
+    let proxy = TestProxy::start(config);
+    let addr = proxy.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    // (time of request end, ok, duration)
+    let log = Arc::new(Mutex::new(Vec::<(Instant, bool, Duration)>::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, log) = (stop.clone(), log.clone());
+            std::thread::spawn(move || {
+                let mut raw = RawClient::connect(addr);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) && i < 1_000_000 {
+                    let start = Instant::now();
+                    let key = format!("t{t}:{i}");
+                    let r = raw.cmd(&[b"SET", key.as_bytes(), b"v"]);
+                    log.lock()
+                        .unwrap()
+                        .push((Instant::now(), r == b"+OK\r\n", start.elapsed()));
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    b.kill();
+    std::thread::sleep(interval * fall + Duration::from_secs(2));
+    let restarted_at = Instant::now();
+    b.restart();
+    let back = wait_until(interval * rise + Duration::from_secs(1), || {
+        b.calls("set") > 0
+    });
+    let back_after = restarted_at.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("load thread");
+    }
+    let log = log.lock().unwrap();
+    let window = interval * fall + Duration::from_secs(1);
+    let slowest = log.iter().map(|e| e.2).max().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a request took {slowest:?}"
+    );
+    let late_errors = log
+        .iter()
+        .filter(|e| !e.1 && e.0 > killed_at + window)
+        .count();
+    assert_eq!(
+        late_errors, 0,
+        "errors after the failover window of {window:?}"
+    );
+    let ok_after = log
+        .iter()
+        .filter(|e| e.1 && e.0 > killed_at + window)
+        .count();
+    assert!(
+        ok_after > 100,
+        "requests kept succeeding after the kill ({ok_after})"
+    );
+    assert!(
+        back,
+        "restarted backend got no traffic within {:?} (rise x interval + 1 s)",
+        back_after
+    );
+}
+
+#[test]
+fn with_every_backend_down_clients_get_an_error_at_once() {
+    let mut a = RedisServer::start();
+    let proxy = TestProxy::over(&[&a]);
+    let mut raw = proxy.raw();
+    assert_eq!(raw.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    a.kill();
+    // The first request may be the one that discovers the failure.
+    let first = raw.cmd(&[b"GET", b"k"]);
+    assert!(
+        first.starts_with(b"-ERR "),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    for _ in 0..20 {
+        let start = Instant::now();
+        assert_eq!(raw.cmd(&[b"GET", b"k"]), b"-ERR no backend available\r\n");
+        assert!(start.elapsed() < Duration::from_millis(100));
+    }
+    let mut fresh = proxy.raw();
+    assert_eq!(
+        fresh.cmd(&[b"PING"]),
+        b"+PONG\r\n",
+        "local commands still work"
+    );
+    a.restart();
+    let recovered = wait_until(Duration::from_secs(3), || {
+        raw.cmd(&[b"SET", b"k", b"2"]) == b"+OK\r\n"
+    });
+    assert!(recovered, "backend re-admitted after restart");
+}
+
+#[test]
+fn a_backend_that_answers_errors_to_ping_is_ejected_and_readmitted() {
+    // A password on the backend that respite does not know: PING answers -NOAUTH, so the probe
+    // fails even though the port is open.
+    let a = RedisServer::start();
+    let locked = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let proxy = TestProxy::over(&[&a, &locked]);
+    let mut raw = proxy.raw();
+    let down = wait_until(Duration::from_secs(3), || {
+        let info = raw.cmd(&[b"INFO", b"backends"]);
+        String::from_utf8_lossy(&info).contains(&format!("addr={},state=down", locked.addr()))
+    });
+    assert!(down, "backend answering -NOAUTH is ejected");
+    for i in 0..20 {
+        let k = format!("k{i}");
+        assert_eq!(raw.cmd(&[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
+    }
+    let mut admin = redis::Client::open(format!("redis://:s3cret@{}/", locked.addr()))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(
+        locked.calls("set"),
+        0,
+        "an ejected backend gets no requests"
+    );
+    let up = wait_until(Duration::from_secs(3), || {
+        let info = raw.cmd(&[b"INFO", b"backends"]);
+        String::from_utf8_lossy(&info).contains(&format!("addr={},state=up", locked.addr()))
+    });
+    assert!(up, "backend re-admitted after rise good probes");
+}
+
+#[test]
+fn respite_authenticates_to_backends_with_backend_password() {
+    let a = RedisServer::start_with(&["--requirepass", "pw"]);
+    let mut config = config_for(&[&a]);
+    config.backend_password = Some("pw".into());
+    let proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    assert_eq!(raw.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    std::thread::sleep(Duration::from_millis(700));
+    let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
+    assert!(info.contains("state=up,fails=0"), "{info}");
+}
