@@ -830,7 +830,21 @@ impl Proxy {
             self.complete(origin, frame);
         }
         if eof {
-            self.fail_backend_conn(token, "closed by backend");
+            let idle = self
+                .backend_conn_mut(token)
+                .is_some_and(|bc| bc.inflight.is_empty() && bc.unsent.is_empty());
+            if idle {
+                // A backend may close idle connections (Redis `timeout`): not a failure.
+                if let Some(Conn::Backend(bc)) = self.remove(token) {
+                    debug!("backend={} conn={token} closed while idle", bc.backend);
+                    let slot = &mut self.backends[bc.backend].conns[bc.slot];
+                    if slot.is_some_and(|r| r.token == token) {
+                        *slot = None;
+                    }
+                }
+            } else {
+                self.fail_backend_conn(token, "closed by backend");
+            }
         }
     }
 

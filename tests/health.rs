@@ -165,3 +165,18 @@ fn respite_authenticates_to_backends_with_backend_password() {
     let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
     assert!(info.contains("state=up,fails=0"), "{info}");
 }
+
+#[test]
+fn a_backend_closing_an_idle_connection_is_not_a_failure() {
+    let a = RedisServer::start_with(&["--timeout", "1"]);
+    let proxy = TestProxy::over(&[&a]);
+    let mut raw = proxy.raw();
+    assert_eq!(raw.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(raw.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
+    assert!(
+        info.contains("state=up") && info.contains("transitions=0"),
+        "{info}"
+    );
+}
