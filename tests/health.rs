@@ -58,6 +58,13 @@ fn killing_one_of_two_backends_under_load_recovers_within_fall_times_interval() 
         slowest < Duration::from_secs(3),
         "a request took {slowest:?}"
     );
+    let last_error = log
+        .iter()
+        .filter(|e| !e.1)
+        .map(|e| e.0.saturating_duration_since(killed_at))
+        .max();
+    let errors = log.iter().filter(|e| !e.1).count();
+    eprintln!("failover: {errors} errors, last {last_error:?} after kill -9; slowest request {slowest:?}; restarted backend served again after {back_after:?}");
     let late_errors = log
         .iter()
         .filter(|e| !e.1 && e.0 > killed_at + window)
@@ -177,6 +184,39 @@ fn a_backend_closing_an_idle_connection_is_not_a_failure() {
     let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
     assert!(
         info.contains("state=up") && info.contains("transitions=0"),
+        "{info}"
+    );
+}
+
+#[test]
+fn requests_never_written_to_a_dead_backend_are_rerouted_not_failed() {
+    // The first backend refuses connections; respite starts optimistic, so the first pick queues
+    // requests on a connection that then fails to connect: they must move to the live backend.
+    let live = RedisServer::start();
+    let dead_port = free_port();
+    let mut config = config_for(&[&live]);
+    config
+        .backends
+        .insert(0, std::net::SocketAddr::from(([127, 0, 0, 1], dead_port)));
+    let proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    let mut p = Vec::new();
+    for i in 0..100 {
+        p.extend_from_slice(&respite::resp::encode_request(&[
+            b"SET".as_slice(),
+            format!("r{i}").as_bytes(),
+            b"v",
+        ]));
+    }
+    raw.send(&p);
+    for i in 0..100 {
+        assert_eq!(raw.reply(), b"+OK\r\n", "reply {i}");
+    }
+    let n: u64 = redis::cmd("DBSIZE").query(&mut live.client()).unwrap();
+    assert_eq!(n, 100);
+    let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
+    assert!(
+        info.contains(&format!("addr=127.0.0.1:{dead_port},state=down")),
         "{info}"
     );
 }
