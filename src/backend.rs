@@ -23,8 +23,65 @@ use std::time::Instant;
 pub enum Origin {
     /// A client's slot.
     Client { token: usize, gen: u32, seq: u64 },
+    /// One part of a fan-out (`fanout.rs`).
+    Fanout { id: usize, part: usize },
     /// respite's own `AUTH` on a new connection: its reply is checked and dropped.
     Auth,
+}
+
+/// Which list an upstream belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// Equivalent endpoints for ordinary commands.
+    Backend,
+    /// Redis instances for cluster-wide commands.
+    Shard,
+}
+
+/// Names one backend or shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upstream {
+    /// Its list.
+    pub group: Group,
+    /// Its position in that list (configuration order).
+    pub index: usize,
+}
+
+impl Upstream {
+    /// Backend `index`.
+    pub fn backend(index: usize) -> Self {
+        Upstream {
+            group: Group::Backend,
+            index,
+        }
+    }
+
+    /// Shard `index`.
+    pub fn shard(index: usize) -> Self {
+        Upstream {
+            group: Group::Shard,
+            index,
+        }
+    }
+
+    /// `backend` or `shard`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self.group {
+            Group::Backend => "backend",
+            Group::Shard => "shard",
+        }
+    }
+}
+
+/// What a shard said it is in its last `ROLE` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not asked yet (or not a shard).
+    Unknown,
+    /// A master: takes part in fan-outs.
+    Master,
+    /// A replica of the master at this address.
+    Replica(String),
 }
 
 /// A reference to a slab entry that may have been replaced.
@@ -36,7 +93,7 @@ pub struct ConnRef {
     pub gen: u32,
 }
 
-/// One equivalent upstream endpoint.
+/// One upstream endpoint: a backend, or a shard.
 #[derive(Debug)]
 pub struct Backend {
     /// Where it listens.
@@ -55,6 +112,11 @@ pub struct Backend {
     pub requests: u64,
     /// Requests that failed because of this backend (connection lost, timeout).
     pub errors: u64,
+    /// Shards only: the role from the last probe.
+    pub role: Role,
+    /// Shards only: the master this one replicated before it was promoted, so that a fan-out
+    /// knows the dead master's data is still served.
+    pub promoted_from: Option<String>,
 }
 
 impl Backend {
@@ -69,6 +131,8 @@ impl Backend {
             next_probe: now,
             requests: 0,
             errors: 0,
+            role: Role::Unknown,
+            promoted_from: None,
         }
     }
 }
@@ -78,8 +142,8 @@ impl Backend {
 pub struct BackendConn {
     /// The socket.
     pub stream: TcpStream,
-    /// Index of its backend.
-    pub backend: usize,
+    /// Its backend or shard.
+    pub upstream: Upstream,
     /// Its slot in the backend's pool.
     pub slot: usize,
     /// The non-blocking connect has completed.
@@ -106,10 +170,10 @@ pub struct BackendConn {
 
 impl BackendConn {
     /// A connection that has started connecting.
-    pub fn new(stream: TcpStream, backend: usize, slot: usize, now: Instant) -> Self {
+    pub fn new(stream: TcpStream, upstream: Upstream, slot: usize, now: Instant) -> Self {
         BackendConn {
             stream,
-            backend,
+            upstream,
             slot,
             connected: false,
             opened: now,

@@ -58,6 +58,8 @@ pub struct ClientConn {
     pub read_closed: bool,
     /// Close once the queued output is written (QUIT, protocol error).
     pub close_after_flush: bool,
+    /// A fan-out is in flight or waits for earlier requests: later requests wait for it.
+    pub barrier: bool,
     /// Queued in the loop's dirty list.
     pub dirty: bool,
 }
@@ -88,6 +90,7 @@ impl ClientConn {
             paused: false,
             read_closed: false,
             close_after_flush: false,
+            barrier: false,
             dirty: false,
         }
     }

@@ -6,6 +6,7 @@
 //! one case-folded binary search over static names.
 
 use crate::command_table::{COMMANDS, SUBCOMMANDS};
+use crate::fanout::FanoutCmd;
 
 /// Command flags, as bits (from the specs' `command_flags`).
 pub mod flag {
@@ -87,6 +88,8 @@ pub enum Route {
     Forward,
     /// Answered by respite.
     Local(Local),
+    /// Sent to every shard master (or forwarded when there are no shards).
+    Fanout(crate::fanout::FanoutCmd),
     /// Needs a connection of its own (transactions, blocking, pub/sub, MONITOR); not offered yet.
     Session,
     /// `XREAD`/`XREADGROUP`: a session command only with `BLOCK`.
@@ -163,6 +166,13 @@ fn route_of(spec: &Spec) -> Route {
         "INFO" => Route::Local(Local::Info),
         "RESET" => Route::Local(Local::Reset),
         "XREAD" | "XREADGROUP" => Route::ForwardUnlessBlock,
+        "SCAN" => Route::Fanout(FanoutCmd::Scan),
+        "KEYS" => Route::Fanout(FanoutCmd::Keys),
+        "DBSIZE" => Route::Fanout(FanoutCmd::Dbsize),
+        "RANDOMKEY" => Route::Fanout(FanoutCmd::Randomkey),
+        "FLUSHDB" | "FLUSHALL" => Route::Fanout(FanoutCmd::Flush),
+        "SCRIPT" => Route::Fanout(FanoutCmd::Script),
+        "LASTSAVE" => Route::Fanout(FanoutCmd::Lastsave),
         "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" | "MONITOR" => Route::Session,
         "SYNC" | "PSYNC" | "REPLCONF" => Route::Reject("replication commands are not proxied"),
         "SHUTDOWN" => Route::Reject("SHUTDOWN is not forwarded by respite"),

@@ -30,6 +30,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Equivalent endpoints that each serve the whole keyspace, in configuration order.
     pub backends: Vec<SocketAddr>,
+    /// Redis instances that cluster-wide commands fan out to (masters take part; replicas are
+    /// skipped by their `ROLE`). Empty: those commands go to one backend like any other.
+    pub shards: Vec<SocketAddr>,
     /// How a backend is chosen.
     pub picker: PickerKind,
     /// Seed for the random picker (tests).
@@ -85,6 +88,9 @@ pub struct Cli {
     /// Comma-separated backend addresses [default: 127.0.0.1:6379].
     #[arg(long, value_delimiter = ',')]
     pub backends: Option<Vec<String>>,
+    /// Comma-separated shard addresses (masters and replicas) for SCAN, KEYS, DBSIZE...
+    #[arg(long, value_delimiter = ',')]
+    pub shards: Option<Vec<String>>,
     /// round-robin or random [default: round-robin].
     #[arg(long)]
     pub picker: Option<PickerKind>,
@@ -150,6 +156,7 @@ pub struct Cli {
 struct FileConfig {
     listen: Option<String>,
     backends: Option<Vec<String>>,
+    shards: Option<Vec<String>>,
     picker: Option<PickerKind>,
     seed: Option<u64>,
     password: Option<String>,
@@ -239,6 +246,17 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
         .iter()
         .map(|b| resolve("backend", b.trim()))
         .collect::<Result<Vec<_>, _>>()?;
+    let shards = pick!(shards, Vec::new())
+        .iter()
+        .map(|s| resolve("shard", s.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if shards.len() > crate::fanout::MAX_SHARDS {
+        return Err(ConfigError(format!(
+            "at most {} shards are supported (got {})",
+            crate::fanout::MAX_SHARDS,
+            shards.len()
+        )));
+    }
     let health_interval_ms = positive("health_interval_ms", pick!(health_interval_ms, 1000))?;
     let health_timeout_ms = positive("health_timeout_ms", pick!(health_timeout_ms, 500))?;
     let backend_connections = positive("backend_connections", pick!(backend_connections, 1))?;
@@ -263,6 +281,7 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
     Ok(Config {
         listen,
         backends,
+        shards,
         picker: pick!(picker, PickerKind::RoundRobin),
         seed: cli.seed.or(file.seed),
         password: cli

@@ -17,6 +17,7 @@ pub mod client;
 pub mod command;
 pub mod command_table;
 pub mod config;
+pub mod fanout;
 pub mod health;
 pub mod local;
 pub mod net;

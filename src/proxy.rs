@@ -13,7 +13,7 @@
 //! origin, so a reply for a departed client is read and dropped, never delivered to a newcomer
 //! that reused the slab key.
 
-use crate::backend::{Backend, BackendConn, ConnRef, Origin};
+use crate::backend::{Backend, BackendConn, ConnRef, Group, Origin, Upstream};
 use crate::client::ClientConn;
 use crate::command::{CommandTable, Route};
 use crate::config::Config;
@@ -22,7 +22,7 @@ use crate::net::{self, READ_CHUNK_BYTES};
 use crate::picker::Picker;
 use crate::resp::{self, reply, Frame};
 use crate::stats::Stats;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use log::{debug, error, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -41,6 +41,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// Over this much queued output a client is not read until it drains below `OUTPUT_RESUME_BYTES`.
 const OUTPUT_PAUSE_BYTES: usize = 4 << 20;
 const OUTPUT_RESUME_BYTES: usize = 1 << 20;
+/// A client waiting at a fan-out barrier is not read past this much buffered input.
+const BARRIER_READ_LIMIT: usize = 1 << 20;
 
 /// Stops a running proxy from another thread.
 #[derive(Clone, Debug)]
@@ -77,10 +79,14 @@ pub struct Proxy {
     pub(crate) conns: Slab<Entry>,
     next_gen: u32,
     pub(crate) backends: Vec<Backend>,
-    picker: Picker,
+    pub(crate) shards: Vec<Backend>,
+    pub(crate) fanouts: Slab<crate::fanout::Fanout>,
+    /// Clients waiting at a barrier (a fan-out) whose wait may be over.
+    resume: Vec<ConnRef>,
+    pub(crate) picker: Picker,
     pub(crate) commands: CommandTable,
     pub(crate) config: Config,
-    scratch: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
     dirty_clients: Vec<usize>,
     dirty_backends: Vec<usize>,
     revisit: Vec<ConnRef>,
@@ -114,12 +120,20 @@ impl Proxy {
             .iter()
             .map(|&a| Backend::new(a, config.backend_connections, now))
             .collect();
+        let shards = config
+            .shards
+            .iter()
+            .map(|&a| Backend::new(a, 1, now))
+            .collect();
         Ok(Proxy {
             poll,
             listener: Some(listener),
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             backends,
+            shards,
+            fanouts: Slab::new(),
+            resume: Vec::new(),
             picker: Picker::new(config.picker, config.seed),
             commands: CommandTable::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
@@ -200,6 +214,7 @@ impl Proxy {
                 self.on_event(event);
             }
             self.revisit_pending();
+            self.resume_barriers();
             if self.now >= self.next_tick {
                 self.on_tick();
             }
@@ -257,6 +272,26 @@ impl Proxy {
         }
     }
 
+    /// Clients whose fan-out barrier cleared: frame what they had buffered, and read on.
+    fn resume_barriers(&mut self) {
+        // Bounded: each pass only handles clients queued before it.
+        for _ in 0..4 {
+            if self.resume.is_empty() {
+                return;
+            }
+            for r in std::mem::take(&mut self.resume) {
+                let readable = match self.client_gen_mut(r.token, r.gen) {
+                    Some(c) => c.readable,
+                    None => continue,
+                };
+                self.process_input(r.token);
+                if readable {
+                    self.on_client_readable(r.token, false);
+                }
+            }
+        }
+    }
+
     fn revisit_pending(&mut self) {
         for r in std::mem::take(&mut self.revisit) {
             match self.conns.get(r.token) {
@@ -270,14 +305,14 @@ impl Proxy {
         }
     }
 
-    fn insert(&mut self, conn: Conn) -> ConnRef {
+    pub(crate) fn insert(&mut self, conn: Conn) -> ConnRef {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let token = self.conns.insert(Entry { gen, conn });
         ConnRef { token, gen }
     }
 
-    fn register(&mut self, token: usize) -> io::Result<()> {
+    pub(crate) fn register(&mut self, token: usize) -> io::Result<()> {
         let registry = self.poll.registry();
         let Some(entry) = self.conns.get_mut(token) else {
             return Ok(());
@@ -294,7 +329,7 @@ impl Proxy {
         )
     }
 
-    fn remove(&mut self, token: usize) -> Option<Conn> {
+    pub(crate) fn remove(&mut self, token: usize) -> Option<Conn> {
         if !self.conns.contains(token) {
             return None;
         }
@@ -403,7 +438,8 @@ impl Proxy {
             return;
         };
         c.readable = true;
-        if c.paused || c.read_closed || self.draining_until.is_some() {
+        let held = c.barrier && c.rbuf.len() >= BARRIER_READ_LIMIT;
+        if c.paused || held || c.read_closed || self.draining_until.is_some() {
             return;
         }
         match net::read_into(&mut c.stream, &mut c.rbuf, &mut self.scratch, hup) {
@@ -436,7 +472,12 @@ impl Proxy {
         let max_pending = self.config.client_max_pending;
         loop {
             let limits = self.config.limits;
-            let Some(c) = self.client_mut(token) else {
+            let have_shards = !self.shards.is_empty();
+            let Some(Entry {
+                conn: Conn::Client(c),
+                ..
+            }) = self.conns.get_mut(token)
+            else {
                 return;
             };
             if c.close_after_flush {
@@ -453,6 +494,12 @@ impl Proxy {
                 c.paused = true;
                 return;
             }
+            if c.barrier {
+                if c.pending.waiting() > 0 {
+                    return;
+                }
+                c.barrier = false;
+            }
             let (req, name) = match c.scanner.scan(&c.rbuf, &limits) {
                 Ok(None) => return,
                 Ok(Some(Frame::Empty { len })) => {
@@ -460,9 +507,25 @@ impl Proxy {
                     continue;
                 }
                 Ok(Some(Frame::Multibulk { len, name, .. })) => {
+                    let cmd = &c.rbuf[name.0..name.0 + name.1];
+                    if barrier_cmd(&self.commands, cmd, have_shards) {
+                        // A fan-out waits until the client's earlier requests are answered; the
+                        // frame stays in the buffer and is scanned again then.
+                        c.barrier = true;
+                        if c.pending.waiting() > 0 {
+                            return;
+                        }
+                    }
                     (c.rbuf.split_to(len).freeze(), name)
                 }
                 Ok(Some(Frame::Inline { len, args })) => {
+                    let cmd = args.first().map_or(&[][..], |a| &a[..]);
+                    if barrier_cmd(&self.commands, cmd, have_shards) {
+                        c.barrier = true;
+                        if c.pending.waiting() > 0 {
+                            return;
+                        }
+                    }
                     let _ = c.rbuf.split_to(len);
                     let req = resp::encode_request(&args);
                     let name = resp::first_arg(&req).unwrap_or((0, 0));
@@ -473,6 +536,7 @@ impl Proxy {
                     c.pending.push_ready(resp::error(&format!("ERR {e}")));
                     c.close_after_flush = true;
                     c.rbuf.clear();
+                    c.barrier = false;
                     self.stats.protocol_errors += 1;
                     self.mark_client_dirty(token);
                     return;
@@ -517,13 +581,42 @@ impl Proxy {
                     self.forward(token, req);
                 }
             }
+            Route::Local(crate::command::Local::Info)
+                if !self.shards.is_empty() && wants_keyspace(&req) =>
+            {
+                let text = self.info(&resp::frame_args(&req)[1..]);
+                self.fanout(token, crate::fanout::FanoutCmd::Dbsize, &req, Some(text));
+            }
             Route::Local(which) => {
                 let answer = self.answer_local(token, which, &req);
                 self.reply_now(token, answer);
             }
+            Route::Fanout(cmd) if self.fans_out(cmd) && fanout_applies(cmd, &req) => {
+                self.fanout(token, cmd, &req, None)
+            }
+            Route::Fanout(_) => self.forward(token, req),
             Route::Session => self.reply_now(token, session_error(&req, name)),
             Route::Reject(why) => self.reply_now(token, resp::error(&format!("ERR {why}"))),
         }
+    }
+
+    fn fanout(
+        &mut self,
+        token: usize,
+        cmd: crate::fanout::FanoutCmd,
+        req: &[u8],
+        info: Option<String>,
+    ) {
+        let Some(entry) = self.conns.get_mut(token) else {
+            return;
+        };
+        let gen = entry.gen;
+        let Conn::Client(c) = &mut entry.conn else {
+            return;
+        };
+        let seq = c.pending.push();
+        c.barrier = true;
+        self.start_fanout(ConnRef { token, gen }, seq, cmd, req, info);
     }
 
     fn reply_now(&mut self, token: usize, answer: Bytes) {
@@ -569,7 +662,7 @@ impl Proxy {
             };
             c.backend = Some(b);
             let slot = token % self.config.backend_connections;
-            match self.backend_conn(b, slot) {
+            match self.backend_conn(Upstream::backend(b), slot) {
                 Some(conn_token) => {
                     self.enqueue(conn_token, origin, req);
                     self.backends[b].requests += 1;
@@ -585,7 +678,7 @@ impl Proxy {
         self.complete(origin, reply::NO_BACKEND);
     }
 
-    fn enqueue(&mut self, conn_token: usize, origin: Origin, req: Bytes) {
+    pub(crate) fn enqueue(&mut self, conn_token: usize, origin: Origin, req: Bytes) {
         if let Some(Entry {
             conn: Conn::Backend(bc),
             ..
@@ -600,12 +693,17 @@ impl Proxy {
     }
 
     /// Fills the slot of `origin` with `reply`.
-    fn complete(&mut self, origin: Origin, reply: Bytes) {
-        let Origin::Client { token, gen, seq } = origin else {
-            return;
+    pub(crate) fn complete(&mut self, origin: Origin, reply: Bytes) {
+        let (token, gen, seq) = match origin {
+            Origin::Client { token, gen, seq } => (token, gen, seq),
+            Origin::Fanout { id, part } => return self.fanout_part_done(id, part, reply),
+            Origin::Auth => return,
         };
         if let Some(c) = self.client_gen_mut(token, gen) {
             if c.pending.complete(seq, reply) {
+                if c.barrier && c.pending.waiting() == 0 {
+                    self.resume.push(ConnRef { token, gen });
+                }
                 self.mark_client_dirty(token);
             }
         }
@@ -685,40 +783,58 @@ impl Proxy {
 
     // ---------------------------------------------------------------- backends
 
-    /// The token of the data connection in `slot` of backend `b`, opening it if needed.
-    fn backend_conn(&mut self, b: usize, slot: usize) -> Option<usize> {
-        if let Some(r) = self.backends[b].conns[slot] {
+    /// A backend or shard.
+    pub(crate) fn up(&self, u: Upstream) -> &Backend {
+        match u.group {
+            Group::Backend => &self.backends[u.index],
+            Group::Shard => &self.shards[u.index],
+        }
+    }
+
+    /// A backend or shard, mutably.
+    pub(crate) fn up_mut(&mut self, u: Upstream) -> &mut Backend {
+        match u.group {
+            Group::Backend => &mut self.backends[u.index],
+            Group::Shard => &mut self.shards[u.index],
+        }
+    }
+
+    /// The token of the data connection in `slot` of `u`, opening it if needed.
+    pub(crate) fn backend_conn(&mut self, u: Upstream, slot: usize) -> Option<usize> {
+        if let Some(r) = self.up(u).conns[slot] {
             if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
                 return Some(r.token);
             }
         }
-        let addr = self.backends[b].addr;
+        let addr = self.up(u).addr;
         let stream = match TcpStream::connect(addr) {
             Ok(s) => s,
             Err(e) => {
-                self.backend_failed(b, &format!("connect: {e}"));
+                self.backend_failed(u, &format!("connect: {e}"));
                 return None;
             }
         };
-        let mut conn = BackendConn::new(stream, b, slot, self.now);
+        let mut conn = BackendConn::new(stream, u, slot, self.now);
         if let Some(auth) = self.backend_auth() {
             conn.unsent.push_back((Origin::Auth, auth));
         }
         let r = self.insert(Conn::Backend(conn));
         if let Err(e) = self.register(r.token) {
             self.remove(r.token);
-            self.backend_failed(b, &format!("register: {e}"));
+            self.backend_failed(u, &format!("register: {e}"));
             return None;
         }
-        self.backends[b].conns[slot] = Some(r);
+        self.up_mut(u).conns[slot] = Some(r);
         debug!(
-            "backend={b} addr={addr} conn={} connecting (slot {slot})",
+            "{}={} addr={addr} conn={} connecting (slot {slot})",
+            u.kind(),
+            u.index,
             r.token
         );
         Some(r.token)
     }
 
-    fn backend_auth(&self) -> Option<Bytes> {
+    pub(crate) fn backend_auth(&self) -> Option<Bytes> {
         let pass = self.config.backend_password.as_ref()?;
         Some(match &self.config.backend_user {
             Some(user) => {
@@ -746,7 +862,11 @@ impl Proxy {
             match net::connect_finished(&bc.stream) {
                 Ok(true) => {
                     bc.connected = true;
-                    trace!("backend={} conn={token} connected", bc.backend);
+                    trace!(
+                        "{}={} conn={token} connected",
+                        bc.upstream.kind(),
+                        bc.upstream.index
+                    );
                 }
                 Ok(false) => return,
                 Err(e) => {
@@ -836,8 +956,12 @@ impl Proxy {
             if idle {
                 // A backend may close idle connections (Redis `timeout`): not a failure.
                 if let Some(Conn::Backend(bc)) = self.remove(token) {
-                    debug!("backend={} conn={token} closed while idle", bc.backend);
-                    let slot = &mut self.backends[bc.backend].conns[bc.slot];
+                    debug!(
+                        "{}={} conn={token} closed while idle",
+                        bc.upstream.kind(),
+                        bc.upstream.index
+                    );
+                    let slot = &mut self.up_mut(bc.upstream).conns[bc.slot];
                     if slot.is_some_and(|r| r.token == token) {
                         *slot = None;
                     }
@@ -854,22 +978,23 @@ impl Proxy {
         let Some(Conn::Backend(mut bc)) = self.remove(token) else {
             return;
         };
-        let b = bc.backend;
-        if let Some(r) = self.backends[b].conns[bc.slot] {
-            if r.token == token {
-                self.backends[b].conns[bc.slot] = None;
-            }
+        let u = bc.upstream;
+        let slot = &mut self.up_mut(u).conns[bc.slot];
+        if slot.is_some_and(|r| r.token == token) {
+            *slot = None;
         }
-        let label = self.backends[b].label.clone();
+        let label = self.up(u).label.clone();
         warn!(
-            "backend={b} addr={label} conn={token} failed: {why} ({} in flight, {} unsent)",
+            "{}={} addr={label} conn={token} failed: {why} ({} in flight, {} unsent)",
+            u.kind(),
+            u.index,
             bc.inflight.len(),
             bc.unsent.len()
         );
-        self.backend_failed(b, why);
-        let lost = resp::error(&format!("ERR backend {label} connection lost"));
+        self.backend_failed(u, why);
+        let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
         let failed = bc.inflight.len() as u64;
-        self.backends[b].errors += failed;
+        self.up_mut(u).errors += failed;
         self.stats.backend_errors += failed;
         let unsent = bc.take_unsent();
         // Forget the sticky backend of affected clients first, so re-routing picks afresh.
@@ -881,7 +1006,7 @@ impl Proxy {
         {
             if let Origin::Client { token, gen, .. } = *origin {
                 if let Some(c) = self.client_gen_mut(token, gen) {
-                    if c.backend == Some(b) {
+                    if u.group == Group::Backend && c.backend == Some(u.index) {
                         c.backend = None;
                     }
                 }
@@ -891,27 +1016,39 @@ impl Proxy {
             self.complete(origin, lost.clone());
         }
         for (origin, req) in unsent {
-            if let Origin::Client { token, gen, seq } = origin {
-                trace!("client={token} seq={seq} re-routed from backend={b}");
-                self.send(token, gen, seq, req);
+            match origin {
+                Origin::Client { token, gen, seq } => {
+                    trace!(
+                        "client={token} seq={seq} re-routed from {}={}",
+                        u.kind(),
+                        u.index
+                    );
+                    self.send(token, gen, seq, req);
+                }
+                // A fan-out part belongs to this shard and no other: it fails.
+                Origin::Fanout { .. } => self.complete(origin, lost.clone()),
+                Origin::Auth => {}
             }
         }
     }
 
-    /// Passive detection: a data connection to `b` failed.
-    fn backend_failed(&mut self, b: usize, why: &str) {
-        let be = &mut self.backends[b];
+    /// Passive detection: a data connection to `u` failed.
+    pub(crate) fn backend_failed(&mut self, u: Upstream, why: &str) {
+        let be = self.up_mut(u);
         if be.health.eject() == Flip::Down {
-            warn!("backend={b} addr={} DOWN: {why}", be.label);
+            warn!("{}={} addr={} DOWN: {why}", u.kind(), u.index, be.label);
         }
     }
 
-    // ---------------------------------------------------------------- health
+    // ---------------------------------------------------------------- timers
 
     fn on_tick(&mut self) {
         self.next_tick = self.now + TICK;
         for b in 0..self.backends.len() {
-            self.check_probe(b);
+            self.check_probe(Upstream::backend(b));
+        }
+        for s in 0..self.shards.len() {
+            self.check_probe(Upstream::shard(s));
         }
         self.check_backend_timeouts();
         if self.now >= self.next_idle_check {
@@ -921,236 +1058,6 @@ impl Proxy {
         if self.listener.is_some() && self.stats.accept_errors > 0 {
             // Retry accepts deferred by EMFILE once per tick.
             self.accept();
-        }
-    }
-
-    fn check_probe(&mut self, b: usize) {
-        let now = self.now;
-        let probe = self.backends[b].probe;
-        if let Some(r) = probe {
-            if let Some(Entry {
-                gen,
-                conn: Conn::Probe(p),
-            }) = self.conns.get(r.token)
-            {
-                if *gen == r.gen {
-                    if let Some(deadline) = p.deadline {
-                        if now >= deadline {
-                            self.probe_done(b, false, "timeout");
-                            self.close_probe(r.token);
-                        }
-                        return;
-                    }
-                }
-            }
-        }
-        if now < self.backends[b].next_probe {
-            return;
-        }
-        self.start_probe(b);
-    }
-
-    fn start_probe(&mut self, b: usize) {
-        let interval = self.config.health_interval;
-        let jitter = self
-            .picker
-            .random_below(interval.as_millis() as u64 / 10 + 1);
-        self.backends[b].next_probe = self.now + interval + Duration::from_millis(jitter);
-        let mut out = BytesMut::new();
-        let mut expect = 1;
-        if let Some(auth) = self.backend_auth() {
-            out.put_slice(&auth);
-            expect += 1;
-        }
-        out.put_slice(b"*1\r\n$4\r\nPING\r\n");
-        let deadline = Some(self.now + self.config.health_timeout);
-        let existing = self.backends[b]
-            .probe
-            .filter(|r| self.conns.get(r.token).is_some_and(|e| e.gen == r.gen));
-        let token = match existing {
-            Some(r) => r.token,
-            None => {
-                let stream = match TcpStream::connect(self.backends[b].addr) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        self.probe_done(b, false, &format!("connect: {e}"));
-                        return;
-                    }
-                };
-                let probe = ProbeConn {
-                    stream,
-                    backend: b,
-                    connected: false,
-                    out: BytesMut::new(),
-                    rbuf: BytesMut::new(),
-                    scanner: resp::ReplyScanner::new(),
-                    expect: 0,
-                    error: None,
-                    deadline: None,
-                };
-                let r = self.insert(Conn::Probe(probe));
-                if let Err(e) = self.register(r.token) {
-                    self.remove(r.token);
-                    self.probe_done(b, false, &format!("register: {e}"));
-                    return;
-                }
-                self.backends[b].probe = Some(r);
-                r.token
-            }
-        };
-        if let Some(Entry {
-            conn: Conn::Probe(p),
-            ..
-        }) = self.conns.get_mut(token)
-        {
-            p.out = out;
-            p.expect = expect;
-            p.error = None;
-            p.deadline = deadline;
-        }
-        self.probe_write(token);
-    }
-
-    fn probe_write(&mut self, token: usize) {
-        let Some(Entry {
-            conn: Conn::Probe(p),
-            ..
-        }) = self.conns.get_mut(token)
-        else {
-            return;
-        };
-        if !p.connected || p.out.is_empty() {
-            return;
-        }
-        use std::io::Write;
-        match p.stream.write(&p.out) {
-            Ok(n) => {
-                let _ = p.out.split_to(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                let b = p.backend;
-                self.probe_done(b, false, &format!("write: {e}"));
-                self.close_probe(token);
-            }
-        }
-    }
-
-    fn on_probe_event(&mut self, token: usize, readable: bool, writable: bool, hup: bool) {
-        let Some(Entry {
-            conn: Conn::Probe(p),
-            ..
-        }) = self.conns.get_mut(token)
-        else {
-            return;
-        };
-        let b = p.backend;
-        if !p.connected && writable {
-            match net::connect_finished(&p.stream) {
-                Ok(true) => p.connected = true,
-                Ok(false) => return,
-                Err(e) => {
-                    let why = format!("connect: {e}");
-                    self.probe_done(b, false, &why);
-                    self.close_probe(token);
-                    return;
-                }
-            }
-        }
-        if writable {
-            self.probe_write(token);
-        }
-        if !readable {
-            return;
-        }
-        let Some(Entry {
-            conn: Conn::Probe(p),
-            ..
-        }) = self.conns.get_mut(token)
-        else {
-            return;
-        };
-        if !p.connected {
-            return;
-        }
-        let eof = match net::read_into(&mut p.stream, &mut p.rbuf, &mut self.scratch, hup) {
-            Ok(r) => r.eof,
-            Err(_) => true,
-        };
-        let mut result = None;
-        loop {
-            match p.scanner.scan(&p.rbuf) {
-                Ok(Some(len)) => {
-                    let frame = p.rbuf.split_to(len);
-                    if p.expect == 0 {
-                        result = Some((false, "unexpected reply".to_string()));
-                        break;
-                    }
-                    p.expect -= 1;
-                    if frame.first() == Some(&b'-') && p.error.is_none() {
-                        p.error =
-                            Some(String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned());
-                    }
-                    if p.expect == 0 {
-                        p.deadline = None;
-                        result = Some(match p.error.take() {
-                            Some(err) => (false, err),
-                            None if &frame[..] == b"+PONG\r\n" => (true, String::new()),
-                            None => (
-                                false,
-                                format!(
-                                    "unexpected PING reply {:?}",
-                                    String::from_utf8_lossy(&frame)
-                                ),
-                            ),
-                        });
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    result = Some((false, format!("bad reply: {e}")));
-                    break;
-                }
-            }
-        }
-        let outstanding = p.expect > 0;
-        if let Some((ok, why)) = result {
-            self.probe_done(b, ok, &why);
-            if !ok {
-                self.close_probe(token);
-                return;
-            }
-        }
-        if eof {
-            if outstanding {
-                self.probe_done(b, false, "connection closed");
-            }
-            self.close_probe(token);
-        }
-    }
-
-    fn close_probe(&mut self, token: usize) {
-        if let Some(Conn::Probe(p)) = self.remove(token) {
-            let be = &mut self.backends[p.backend];
-            if be.probe.is_some_and(|r| r.token == token) {
-                be.probe = None;
-            }
-        }
-    }
-
-    fn probe_done(&mut self, b: usize, ok: bool, why: &str) {
-        let (rise, fall) = (self.config.rise, self.config.fall);
-        let be = &mut self.backends[b];
-        if !ok {
-            debug!("backend={b} addr={} probe failed: {why}", be.label);
-        }
-        match be.health.record(ok, rise, fall) {
-            Flip::Up => warn!("backend={b} addr={} UP after {rise} good probes", be.label),
-            Flip::Down => warn!(
-                "backend={b} addr={} DOWN after {fall} failed probes: {why}",
-                be.label
-            ),
-            Flip::None => {}
         }
     }
 
@@ -1249,4 +1156,37 @@ fn session_error(req: &[u8], name: (usize, usize)) -> Bytes {
     resp::error(&format!(
         "ERR {cmd} is not supported by respite yet: it needs a connection of its own"
     ))
+}
+
+/// True if `name` is a command that fans out (a barrier in its client's stream).
+fn barrier_cmd(commands: &CommandTable, name: &[u8], have_shards: bool) -> bool {
+    use crate::fanout::FanoutCmd;
+    match commands.lookup(name).map(|id| commands.route(id)) {
+        Some(Route::Fanout(FanoutCmd::Script)) => true,
+        Some(Route::Fanout(_)) => have_shards,
+        _ => false,
+    }
+}
+
+/// `SCRIPT` fans out only for LOAD, FLUSH and EXISTS; every other fan-out command always does.
+fn fanout_applies(cmd: crate::fanout::FanoutCmd, req: &[u8]) -> bool {
+    if cmd != crate::fanout::FanoutCmd::Script {
+        return true;
+    }
+    resp::frame_args(req).get(1).is_some_and(|sub| {
+        [&b"LOAD"[..], b"FLUSH", b"EXISTS"]
+            .iter()
+            .any(|s| sub.eq_ignore_ascii_case(s))
+    })
+}
+
+/// True if an `INFO` request includes the keyspace section.
+fn wants_keyspace(req: &[u8]) -> bool {
+    let args = resp::frame_args(req);
+    args.len() == 1
+        || args[1..].iter().any(|a| {
+            [&b"keyspace"[..], b"all", b"everything", b"default"]
+                .iter()
+                .any(|s| a.eq_ignore_ascii_case(s))
+        })
 }

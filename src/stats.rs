@@ -26,7 +26,7 @@ pub struct Stats {
     pub accept_errors: u64,
 }
 
-const SECTIONS: [&str; 4] = ["server", "clients", "stats", "backends"];
+const SECTIONS: [&str; 5] = ["server", "clients", "stats", "backends", "shards"];
 
 impl Proxy {
     /// The `INFO` text for the requested sections (none, `all`, `everything` or `default`: all).
@@ -106,6 +106,26 @@ impl Proxy {
                         b.requests,
                         b.errors,
                         b.health.transitions,
+                    );
+                }
+                Ok(())
+            }
+            "shards" => {
+                out.push_str("# Shards\r\n");
+                for (i, sh) in self.shards.iter().enumerate() {
+                    let role = match &sh.role {
+                        crate::backend::Role::Unknown => "unknown".to_string(),
+                        crate::backend::Role::Master => "master".to_string(),
+                        crate::backend::Role::Replica(m) => format!("replica,master={m}"),
+                    };
+                    let _ = write!(
+                        out,
+                        "shard{i}:addr={},role={role},state={},fails={},requests={},errors={}\r\n",
+                        sh.label,
+                        if sh.health.up { "up" } else { "down" },
+                        sh.health.fails,
+                        sh.requests,
+                        sh.errors,
                     );
                 }
                 Ok(())

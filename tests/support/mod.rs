@@ -286,3 +286,143 @@ impl RawClient {
         }
     }
 }
+
+/// A `nutcracker` (twemproxy) process sharding over `servers`, killed by PID on drop.
+pub struct Nutcracker {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nutcracker {
+    /// Starts twemproxy over `servers` (ketama, fnv1a_64, no auto-eject) and waits for PING.
+    pub fn start(servers: &[SocketAddr]) -> Nutcracker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut conf = format!(
+            "pool:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  \
+             auto_eject_hosts: false\n  timeout: 3000\n  servers:\n"
+        );
+        for (i, s) in servers.iter().enumerate() {
+            conf.push_str(&format!("   - {s}:1 shard{i}\n"));
+        }
+        let conf_path = dir.path().join("nutcracker.yml");
+        std::fs::write(&conf_path, conf).expect("write nutcracker conf");
+        let log = dir.path().join("nutcracker.log");
+        let child = Command::new("nutcracker")
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
+            .arg("-o")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nutcracker must be installed (scripts/install-deps)");
+        let n = Nutcracker {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let up = wait_until(Duration::from_secs(10), || {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 64];
+            s.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok()
+                && s.read(&mut buf).map(|n| n > 0).unwrap_or(false)
+        });
+        if !up {
+            let text =
+                std::fs::read_to_string(n.dir.path().join("nutcracker.log")).unwrap_or_default();
+            panic!("nutcracker on port {port} did not start; log:\n{text}");
+        }
+        n
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Nutcracker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// 3 masters, a replica of each, and 2 twemproxy backends sharding over the masters.
+pub struct Fleet {
+    pub masters: Vec<RedisServer>,
+    pub replicas: Vec<RedisServer>,
+    pub proxies: Vec<Nutcracker>,
+}
+
+impl Fleet {
+    /// Starts the fleet and waits until every replica is in sync.
+    pub fn start() -> Fleet {
+        let masters: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+        let replicas: Vec<RedisServer> = masters
+            .iter()
+            .map(|m| RedisServer::start_with(&["--replicaof", "127.0.0.1", &m.port.to_string()]))
+            .collect();
+        for r in &replicas {
+            let synced = wait_until(Duration::from_secs(10), || {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut r.client())
+                    .unwrap_or_default();
+                info.contains("master_link_status:up")
+            });
+            assert!(synced, "replica on {} in sync", r.port);
+        }
+        let addrs: Vec<SocketAddr> = masters.iter().map(|m| m.addr()).collect();
+        let proxies = (0..2).map(|_| Nutcracker::start(&addrs)).collect();
+        Fleet {
+            masters,
+            replicas,
+            proxies,
+        }
+    }
+
+    /// respite's config: the twemproxies as backends, masters and replicas as shards.
+    pub fn config(&self) -> Config {
+        let mut c = Config::with_backends(self.proxies.iter().map(|p| p.addr()).collect());
+        c.shards = self
+            .masters
+            .iter()
+            .chain(&self.replicas)
+            .map(|s| s.addr())
+            .collect();
+        c.health_interval = Duration::from_millis(200);
+        c.health_timeout = Duration::from_millis(150);
+        c
+    }
+
+    /// Keys stored on the masters, read from them directly.
+    pub fn truth(&self) -> u64 {
+        self.masters
+            .iter()
+            .map(|m| {
+                redis::cmd("DBSIZE")
+                    .query::<u64>(&mut m.client())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+/// Waits until respite's `INFO shards` reports a role for every shard.
+pub fn wait_for_roles(proxy: &TestProxy) {
+    let mut raw = proxy.raw();
+    let ready = wait_until(Duration::from_secs(5), || {
+        let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"shards"])).into_owned();
+        info.contains("shard0:") && !info.contains("role=unknown")
+    });
+    assert!(ready, "every shard reported its role");
+}
