@@ -23,6 +23,8 @@ use std::time::Instant;
 pub enum Origin {
     /// A client's slot.
     Client { token: usize, gen: u32, seq: u64 },
+    /// A request sent on a subscribed connection: its answers stream to the client.
+    Push,
     /// One part of a fan-out (`fanout.rs`).
     Fanout { id: usize, part: usize },
     /// respite's own `AUTH` on a new connection: its reply is checked and dropped.
@@ -36,6 +38,8 @@ pub enum Group {
     Backend,
     /// Redis instances for cluster-wide commands.
     Shard,
+    /// The configured pub/sub target (`--pubsub`).
+    Pubsub,
 }
 
 /// Names one backend or shard.
@@ -64,11 +68,20 @@ impl Upstream {
         }
     }
 
-    /// `backend` or `shard`, for logs.
+    /// The `--pubsub` target.
+    pub fn pubsub() -> Self {
+        Upstream {
+            group: Group::Pubsub,
+            index: 0,
+        }
+    }
+
+    /// `backend`, `shard` or `pubsub`, for logs and errors.
     pub fn kind(&self) -> &'static str {
         match self.group {
             Group::Backend => "backend",
             Group::Shard => "shard",
+            Group::Pubsub => "pubsub",
         }
     }
 }
@@ -112,6 +125,8 @@ pub struct Backend {
     pub requests: u64,
     /// Requests that failed because of this backend (connection lost, timeout).
     pub errors: u64,
+    /// Connections of their own open to it.
+    pub sessions: usize,
     /// Shards only: the role from the last probe.
     pub role: Role,
     /// Shards only: the master this one replicated before it was promoted, so that a fan-out
@@ -131,6 +146,7 @@ impl Backend {
             next_probe: now,
             requests: 0,
             errors: 0,
+            sessions: 0,
             role: Role::Unknown,
             promoted_from: None,
         }
@@ -166,6 +182,12 @@ pub struct BackendConn {
     pub stalled_since: Option<Instant>,
     /// Queued in the loop's dirty list.
     pub dirty: bool,
+    /// A session connection: the client that owns it (never shared, never re-routed).
+    pub owner: Option<ConnRef>,
+    /// In subscribed mode: every frame streams to the owner.
+    pub subscribed: bool,
+    /// The last request sent in subscribed mode was an UNSUBSCRIBE-family command.
+    pub last_push_unsub: bool,
 }
 
 impl BackendConn {
@@ -185,6 +207,9 @@ impl BackendConn {
             writable: false,
             stalled_since: None,
             dirty: false,
+            owner: None,
+            subscribed: false,
+            last_push_unsub: false,
         }
     }
 

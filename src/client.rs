@@ -60,6 +60,18 @@ pub struct ClientConn {
     pub close_after_flush: bool,
     /// A fan-out is in flight or waits for earlier requests: later requests wait for it.
     pub barrier: bool,
+    /// Its connection of its own (transactions, blocking commands, pub/sub), if any.
+    pub session: Option<crate::backend::ConnRef>,
+    /// Where `session` goes.
+    pub session_target: Option<crate::backend::Upstream>,
+    /// Between WATCH/MULTI and EXEC/DISCARD/UNWATCH: every request goes to `session`.
+    pub pinned: bool,
+    /// Inside MULTI.
+    pub in_multi: bool,
+    /// The session broke inside MULTI: requests get this error until EXEC or DISCARD.
+    pub txn_broken: Option<String>,
+    /// Subscribed: only the pub/sub commands, PING, QUIT and RESET are accepted.
+    pub subscribed: bool,
     /// Queued in the loop's dirty list.
     pub dirty: bool,
 }
@@ -91,6 +103,12 @@ impl ClientConn {
             read_closed: false,
             close_after_flush: false,
             barrier: false,
+            session: None,
+            session_target: None,
+            pinned: false,
+            in_multi: false,
+            txn_broken: None,
+            subscribed: false,
             dirty: false,
         }
     }

@@ -81,6 +81,25 @@ pub enum Local {
     Reset,
 }
 
+/// Commands that need a connection of their own, or the pub/sub target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+    /// BLPOP, BRPOP, BLMOVE, WAIT... (and XREAD/XREADGROUP with BLOCK).
+    Blocking,
+    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE.
+    Subscribe,
+    /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE.
+    Unsubscribe,
+    /// PUBLISH, SPUBLISH, PUBSUB: to the pub/sub target.
+    Publish,
+    Monitor,
+}
+
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -90,8 +109,8 @@ pub enum Route {
     Local(Local),
     /// Sent to every shard master (or forwarded when there are no shards).
     Fanout(crate::fanout::FanoutCmd),
-    /// Needs a connection of its own (transactions, blocking, pub/sub, MONITOR); not offered yet.
-    Session,
+    /// Transactions, blocking commands and pub/sub (`session.rs`).
+    Session(Session),
     /// `XREAD`/`XREADGROUP`: a session command only with `BLOCK`.
     ForwardUnlessBlock,
     /// Never forwarded: it would break a shared backend connection.
@@ -173,15 +192,21 @@ fn route_of(spec: &Spec) -> Route {
         "FLUSHDB" | "FLUSHALL" => Route::Fanout(FanoutCmd::Flush),
         "SCRIPT" => Route::Fanout(FanoutCmd::Script),
         "LASTSAVE" => Route::Fanout(FanoutCmd::Lastsave),
-        "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" | "MONITOR" => Route::Session,
+        "MULTI" => Route::Session(Session::Multi),
+        "EXEC" => Route::Session(Session::Exec),
+        "DISCARD" => Route::Session(Session::Discard),
+        "WATCH" => Route::Session(Session::Watch),
+        "UNWATCH" => Route::Session(Session::Unwatch),
+        "MONITOR" => Route::Session(Session::Monitor),
+        "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" => Route::Session(Session::Subscribe),
+        "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "SUNSUBSCRIBE" => Route::Session(Session::Unsubscribe),
         "SYNC" | "PSYNC" | "REPLCONF" => Route::Reject("replication commands are not proxied"),
         "SHUTDOWN" => Route::Reject("SHUTDOWN is not forwarded by respite"),
         "ASKING" | "READONLY" | "READWRITE" => {
             Route::Reject("cluster connection modes are not supported by respite")
         }
-        _ if spec.flags & flag::BLOCKING != 0 => Route::Session,
-        "PUBLISH" | "SPUBLISH" | "PUBSUB" => Route::Forward,
-        _ if spec.flags & flag::PUBSUB != 0 => Route::Session,
+        _ if spec.flags & flag::BLOCKING != 0 => Route::Session(Session::Blocking),
+        "PUBLISH" | "SPUBLISH" | "PUBSUB" => Route::Session(Session::Publish),
         _ => Route::Forward,
     }
 }
@@ -205,10 +230,10 @@ mod tests {
     fn routes_follow_the_spec_flags() {
         let t = CommandTable::new();
         let route = |n: &str| t.route(t.lookup(n.as_bytes()).unwrap());
-        assert_eq!(route("blpop"), Route::Session);
-        assert_eq!(route("wait"), Route::Session);
-        assert_eq!(route("subscribe"), Route::Session);
-        assert_eq!(route("publish"), Route::Forward);
+        assert_eq!(route("blpop"), Route::Session(Session::Blocking));
+        assert_eq!(route("wait"), Route::Session(Session::Blocking));
+        assert_eq!(route("subscribe"), Route::Session(Session::Subscribe));
+        assert_eq!(route("publish"), Route::Session(Session::Publish));
         assert_eq!(route("xread"), Route::ForwardUnlessBlock);
         assert_eq!(route("ping"), Route::Local(Local::Ping));
         assert!(matches!(route("psync"), Route::Reject(_)));

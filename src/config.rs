@@ -33,6 +33,12 @@ pub struct Config {
     /// Redis instances that cluster-wide commands fan out to (masters take part; replicas are
     /// skipped by their `ROLE`). Empty: those commands go to one backend like any other.
     pub shards: Vec<SocketAddr>,
+    /// Where pub/sub goes (`None`: the first healthy shard master, else the first healthy backend).
+    pub pubsub: Option<SocketAddr>,
+    /// Connections of their own (transactions, blocking, pub/sub) per backend.
+    pub max_session_connections: usize,
+    /// Queued output over which a subscriber is disconnected.
+    pub pubsub_output_limit: usize,
     /// How a backend is chosen.
     pub picker: PickerKind,
     /// Seed for the random picker (tests).
@@ -91,6 +97,15 @@ pub struct Cli {
     /// Comma-separated shard addresses (masters and replicas) for SCAN, KEYS, DBSIZE...
     #[arg(long, value_delimiter = ',')]
     pub shards: Option<Vec<String>>,
+    /// Pub/sub target [default: first healthy shard master, else first healthy backend].
+    #[arg(long)]
+    pub pubsub: Option<String>,
+    /// Connections of their own (transactions, blocking, pub/sub) per backend [default: 1024].
+    #[arg(long)]
+    pub max_session_connections: Option<usize>,
+    /// Bytes queued for a subscriber over which it is disconnected [default: 33554432].
+    #[arg(long)]
+    pub pubsub_output_limit: Option<usize>,
     /// round-robin or random [default: round-robin].
     #[arg(long)]
     pub picker: Option<PickerKind>,
@@ -157,6 +172,9 @@ struct FileConfig {
     listen: Option<String>,
     backends: Option<Vec<String>>,
     shards: Option<Vec<String>>,
+    pubsub: Option<String>,
+    max_session_connections: Option<usize>,
+    pubsub_output_limit: Option<usize>,
     picker: Option<PickerKind>,
     seed: Option<u64>,
     password: Option<String>,
@@ -282,6 +300,15 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
         listen,
         backends,
         shards,
+        pubsub: match cli.pubsub.clone().or(file.pubsub.clone()) {
+            Some(p) => Some(resolve("pubsub", p.trim())?),
+            None => None,
+        },
+        max_session_connections: positive(
+            "max_session_connections",
+            pick!(max_session_connections, 1024),
+        )?,
+        pubsub_output_limit: positive("pubsub_output_limit", pick!(pubsub_output_limit, 32 << 20))?,
         picker: pick!(picker, PickerKind::RoundRobin),
         seed: cli.seed.or(file.seed),
         password: cli

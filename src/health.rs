@@ -393,13 +393,33 @@ impl Proxy {
                 u.index,
                 be.label
             ),
-            Flip::Down => warn!(
-                "{}={} addr={} DOWN after {fall} failed probes: {why}",
-                u.kind(),
-                u.index,
-                be.label
-            ),
+            Flip::Down => {
+                warn!(
+                    "{}={} addr={} DOWN after {fall} failed probes: {why}",
+                    u.kind(),
+                    u.index,
+                    be.label
+                );
+                self.fail_sessions_of(u);
+            }
             Flip::None => {}
+        }
+    }
+}
+
+impl Proxy {
+    /// Sessions to an ejected backend would otherwise wait forever on a hung one.
+    fn fail_sessions_of(&mut self, u: Upstream) {
+        let label = self.up(u).label.clone();
+        let sessions: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| matches!(&e.conn, Conn::Backend(bc) if bc.owner.is_some() && bc.upstream == u))
+            .map(|(t, _)| t)
+            .collect();
+        for t in sessions {
+            let lost = crate::resp::error(&format!("ERR {} {label} is down", u.kind()));
+            self.drop_session_conn(t, Some(lost));
         }
     }
 }

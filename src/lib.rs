@@ -25,6 +25,7 @@ pub mod pending;
 pub mod picker;
 pub mod proxy;
 pub mod resp;
+pub mod session;
 pub mod stats;
 
 pub use config::{Cli, Config, ConfigError};

@@ -69,18 +69,26 @@ impl Proxy {
                 resp::bulk(text.as_bytes())
             }
             Local::Reset => {
+                self.close_session_of(token);
                 let need_auth = self.config.password.is_some();
                 if let Some(c) = self.client_mut_pub(token) {
                     if need_auth {
                         c.authed = false;
                     }
+                    c.pinned = false;
+                    c.in_multi = false;
+                    c.subscribed = false;
+                    c.txn_broken = None;
                 }
                 reply::RESET
             }
         }
     }
 
-    fn client_mut_pub(&mut self, token: usize) -> Option<&mut crate::client::ClientConn> {
+    pub(crate) fn client_mut_pub(
+        &mut self,
+        token: usize,
+    ) -> Option<&mut crate::client::ClientConn> {
         let gen = self.conns.get(token)?.gen;
         self.client_gen_mut(token, gen)
     }

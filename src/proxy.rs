@@ -62,7 +62,8 @@ impl ShutdownHandle {
 }
 
 pub(crate) enum Conn {
-    Client(ClientConn),
+    // Boxed: clients outnumber the rest, and this keeps slab entries small.
+    Client(Box<ClientConn>),
     Backend(BackendConn),
     Probe(ProbeConn),
 }
@@ -80,6 +81,7 @@ pub struct Proxy {
     next_gen: u32,
     pub(crate) backends: Vec<Backend>,
     pub(crate) shards: Vec<Backend>,
+    pub(crate) pubsub: Vec<Backend>,
     pub(crate) fanouts: Slab<crate::fanout::Fanout>,
     /// Clients waiting at a barrier (a fan-out) whose wait may be over.
     resume: Vec<ConnRef>,
@@ -120,6 +122,11 @@ impl Proxy {
             .iter()
             .map(|&a| Backend::new(a, config.backend_connections, now))
             .collect();
+        let pubsub = config
+            .pubsub
+            .iter()
+            .map(|&a| Backend::new(a, 1, now))
+            .collect();
         let shards = config
             .shards
             .iter()
@@ -132,6 +139,7 @@ impl Proxy {
             next_gen: 0,
             backends,
             shards,
+            pubsub,
             fanouts: Slab::new(),
             resume: Vec::new(),
             picker: Picker::new(config.picker, config.seed),
@@ -378,7 +386,7 @@ impl Proxy {
             self.next_client_id += 1;
             let authed = self.config.password.is_none();
             let client = ClientConn::new(stream, id, peer, authed, self.now);
-            let r = self.insert(Conn::Client(client));
+            let r = self.insert(Conn::Client(Box::new(client)));
             if let Err(e) = self.register(r.token) {
                 warn!("client peer={peer} cannot be registered: {e}");
                 self.remove(r.token);
@@ -410,7 +418,7 @@ impl Proxy {
         }
     }
 
-    fn mark_client_dirty(&mut self, token: usize) {
+    pub(crate) fn mark_client_dirty(&mut self, token: usize) {
         if let Some(c) = self.client_mut(token) {
             if !c.dirty {
                 c.dirty = true;
@@ -569,6 +577,15 @@ impl Proxy {
                 return;
             }
         }
+        let req = if c.subscribed || c.pinned || c.txn_broken.is_some() {
+            let cmd = id.map_or("unknown", |id| self.commands.spec(id).name);
+            match self.dispatch_in_session(token, route, req, cmd) {
+                Some(req) => req,
+                None => return,
+            }
+        } else {
+            req
+        };
         match route {
             Route::Forward => self.forward(token, req),
             Route::ForwardUnlessBlock => {
@@ -576,7 +593,7 @@ impl Proxy {
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
                 if blocking {
-                    self.reply_now(token, session_error(&req, name));
+                    self.dispatch_session(token, crate::command::Session::Blocking, req);
                 } else {
                     self.forward(token, req);
                 }
@@ -595,7 +612,7 @@ impl Proxy {
                 self.fanout(token, cmd, &req, None)
             }
             Route::Fanout(_) => self.forward(token, req),
-            Route::Session => self.reply_now(token, session_error(&req, name)),
+            Route::Session(which) => self.dispatch_session(token, which, req),
             Route::Reject(why) => self.reply_now(token, resp::error(&format!("ERR {why}"))),
         }
     }
@@ -619,14 +636,67 @@ impl Proxy {
         self.start_fanout(ConnRef { token, gen }, seq, cmd, req, info);
     }
 
-    fn reply_now(&mut self, token: usize, answer: Bytes) {
+    pub(crate) fn reply_now(&mut self, token: usize, answer: Bytes) {
         if let Some(c) = self.client_mut(token) {
             c.pending.push_ready(answer);
             self.mark_client_dirty(token);
         }
     }
 
-    fn forward(&mut self, token: usize, req: Bytes) {
+    /// The client at `token`.
+    pub(crate) fn client_ref(&self, token: usize) -> Option<&ClientConn> {
+        match self.conns.get(token) {
+            Some(Entry {
+                conn: Conn::Client(c),
+                ..
+            }) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// A healthy backend from the picker.
+    pub(crate) fn pick_backend(&mut self) -> Option<usize> {
+        let backends = &self.backends;
+        self.picker.pick(backends.len(), |i| backends[i].health.up)
+    }
+
+    /// Sends a request with a reply slot to connection `slot` of `u` (the pub/sub target).
+    pub(crate) fn forward_to(&mut self, token: usize, req: Bytes, u: Upstream, slot: usize) {
+        let Some(entry) = self.conns.get_mut(token) else {
+            return;
+        };
+        let gen = entry.gen;
+        let Conn::Client(c) = &mut entry.conn else {
+            return;
+        };
+        let seq = c.pending.push();
+        let origin = Origin::Client { token, gen, seq };
+        match self.backend_conn(u, slot) {
+            Some(conn) => {
+                self.up_mut(u).requests += 1;
+                self.enqueue(conn, origin, req);
+            }
+            None => self.complete(origin, reply::NO_BACKEND),
+        }
+    }
+
+    pub(crate) fn forward(&mut self, token: usize, req: Bytes) {
+        // After a blocking command, the client's requests stay on its session connection until
+        // it is idle, so they keep their order.
+        let session = self.client_ref(token).and_then(|c| c.session);
+        if let Some(r) = session {
+            let busy = match self.conns.get(r.token) {
+                Some(Entry {
+                    gen,
+                    conn: Conn::Backend(bc),
+                }) if *gen == r.gen => !bc.inflight.is_empty() || !bc.unsent.is_empty(),
+                _ => false,
+            };
+            if busy {
+                self.send_session(token, req, false);
+                return;
+            }
+        }
         let Some(entry) = self.conns.get_mut(token) else {
             return;
         };
@@ -697,7 +767,7 @@ impl Proxy {
         let (token, gen, seq) = match origin {
             Origin::Client { token, gen, seq } => (token, gen, seq),
             Origin::Fanout { id, part } => return self.fanout_part_done(id, part, reply),
-            Origin::Auth => return,
+            Origin::Auth | Origin::Push => return,
         };
         if let Some(c) = self.client_gen_mut(token, gen) {
             if c.pending.complete(seq, reply) {
@@ -726,7 +796,10 @@ impl Proxy {
     }
 
     fn flush_client(&mut self, token: usize) {
-        let limit = self.config.client_output_limit;
+        let (client_limit, pubsub_limit) = (
+            self.config.client_output_limit,
+            self.config.pubsub_output_limit,
+        );
         let max_pending = self.config.client_max_pending;
         let draining = self.draining_until.is_some();
         let Some(c) = self.client_mut(token) else {
@@ -737,6 +810,11 @@ impl Proxy {
         if n > 0 {
             c.out.added(n);
         }
+        let limit = if c.subscribed {
+            pubsub_limit
+        } else {
+            client_limit
+        };
         if c.out.bytes() > limit {
             warn!(
                 "client={token} peer={} closed: output {} bytes over client_output_limit {limit}",
@@ -774,7 +852,8 @@ impl Proxy {
         }
     }
 
-    fn close_client(&mut self, token: usize, why: &str) {
+    pub(crate) fn close_client(&mut self, token: usize, why: &str) {
+        self.close_session_of(token);
         if let Some(Conn::Client(c)) = self.remove(token) {
             self.clients -= 1;
             debug!("client={token} id={} peer={} closed: {why}", c.id, c.peer);
@@ -788,6 +867,7 @@ impl Proxy {
         match u.group {
             Group::Backend => &self.backends[u.index],
             Group::Shard => &self.shards[u.index],
+            Group::Pubsub => &self.pubsub[u.index],
         }
     }
 
@@ -796,6 +876,7 @@ impl Proxy {
         match u.group {
             Group::Backend => &mut self.backends[u.index],
             Group::Shard => &mut self.shards[u.index],
+            Group::Pubsub => &mut self.pubsub[u.index],
         }
     }
 
@@ -844,7 +925,7 @@ impl Proxy {
         })
     }
 
-    fn backend_conn_mut(&mut self, token: usize) -> Option<&mut BackendConn> {
+    pub(crate) fn backend_conn_mut(&mut self, token: usize) -> Option<&mut BackendConn> {
         match self.conns.get_mut(token) {
             Some(Entry {
                 conn: Conn::Backend(b),
@@ -935,6 +1016,12 @@ impl Proxy {
                 }
             };
             let frame = bc.rbuf.split_to(len).freeze();
+            if bc.subscribed {
+                if self.on_push_frame(token, frame) {
+                    return;
+                }
+                continue;
+            }
             let Some((origin, _)) = bc.inflight.pop_front() else {
                 self.fail_backend_conn(token, "reply with nothing in flight (out of sync)");
                 return;
@@ -950,9 +1037,9 @@ impl Proxy {
             self.complete(origin, frame);
         }
         if eof {
-            let idle = self
-                .backend_conn_mut(token)
-                .is_some_and(|bc| bc.inflight.is_empty() && bc.unsent.is_empty());
+            let idle = self.backend_conn_mut(token).is_some_and(|bc| {
+                bc.owner.is_none() && bc.inflight.is_empty() && bc.unsent.is_empty()
+            });
             if idle {
                 // A backend may close idle connections (Redis `timeout`): not a failure.
                 if let Some(Conn::Backend(bc)) = self.remove(token) {
@@ -975,6 +1062,22 @@ impl Proxy {
     /// A data connection failed: eject its backend, fail what it may have run, re-route what it
     /// never saw.
     fn fail_backend_conn(&mut self, token: usize, why: &str) {
+        if let Some(bc) = self.backend_conn_mut(token) {
+            if bc.owner.is_some() {
+                // A session connection: its failure may be the command's doing (twemproxy
+                // closes on MULTI), so it never ejects the backend.
+                let u = bc.upstream;
+                let label = self.up(u).label.clone();
+                debug!(
+                    "{}={} addr={label} session conn={token} failed: {why}",
+                    u.kind(),
+                    u.index
+                );
+                let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
+                self.drop_session_conn(token, Some(lost));
+                return;
+            }
+        }
         let Some(Conn::Backend(mut bc)) = self.remove(token) else {
             return;
         };
@@ -1027,7 +1130,7 @@ impl Proxy {
                 }
                 // A fan-out part belongs to this shard and no other: it fails.
                 Origin::Fanout { .. } => self.complete(origin, lost.clone()),
-                Origin::Auth => {}
+                Origin::Auth | Origin::Push => {}
             }
         }
     }
@@ -1050,6 +1153,9 @@ impl Proxy {
         for s in 0..self.shards.len() {
             self.check_probe(Upstream::shard(s));
         }
+        if !self.pubsub.is_empty() {
+            self.check_probe(Upstream::pubsub());
+        }
         self.check_backend_timeouts();
         if self.now >= self.next_idle_check {
             self.next_idle_check = self.now + Duration::from_secs(1);
@@ -1067,6 +1173,11 @@ impl Proxy {
         let mut expired = Vec::new();
         for (token, entry) in self.conns.iter() {
             if let Conn::Backend(bc) = &entry.conn {
+                if bc.owner.is_some() && bc.connected {
+                    // Sessions may block as long as their command asks; a hung backend is
+                    // caught by its probe, which then fails its sessions.
+                    continue;
+                }
                 let oldest = if !bc.connected {
                     Some(bc.opened)
                 } else {
@@ -1151,19 +1262,17 @@ impl Proxy {
     }
 }
 
-fn session_error(req: &[u8], name: (usize, usize)) -> Bytes {
-    let cmd = String::from_utf8_lossy(&req[name.0..name.0 + name.1]).to_ascii_uppercase();
-    resp::error(&format!(
-        "ERR {cmd} is not supported by respite yet: it needs a connection of its own"
-    ))
-}
-
 /// True if `name` is a command that fans out (a barrier in its client's stream).
 fn barrier_cmd(commands: &CommandTable, name: &[u8], have_shards: bool) -> bool {
+    use crate::command::Session;
     use crate::fanout::FanoutCmd;
     match commands.lookup(name).map(|id| commands.route(id)) {
         Some(Route::Fanout(FanoutCmd::Script)) => true,
         Some(Route::Fanout(_)) => have_shards,
+        Some(Route::Session(
+            Session::Multi | Session::Watch | Session::Blocking | Session::Subscribe,
+        ))
+        | Some(Route::ForwardUnlessBlock) => true,
         _ => false,
     }
 }

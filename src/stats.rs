@@ -71,11 +71,14 @@ impl Proxy {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
             ),
-            "clients" => write!(
-                out,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\npubsub_clients:0\r\n",
-                self.clients, self.config.maxclients
-            ),
+            "clients" => {
+                let (blocked, subscribed) = self.session_counts();
+                write!(
+                    out,
+                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{blocked}\r\npubsub_clients:{subscribed}\r\n",
+                    self.clients, self.config.maxclients
+                )
+            }
             "stats" => write!(
                 out,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\

@@ -339,24 +339,3 @@ fn a_client_leaving_with_requests_in_flight_does_not_disturb_others() {
         assert_eq!(other.cmd(&[b"GET", key.as_bytes()]), b"$4\r\nmine\r\n");
     }
 }
-
-#[test]
-fn session_commands_get_a_clear_error_and_never_wedge_the_shared_connection() {
-    let a = RedisServer::start();
-    let proxy = TestProxy::over(&[&a]);
-    let mut raw = proxy.raw();
-    for cmd in [
-        &[&b"MULTI"[..]][..],
-        &[b"BLPOP", b"q", b"0"],
-        &[b"SUBSCRIBE", b"ch"],
-        &[b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$"],
-    ] {
-        let r = raw.cmd(cmd);
-        assert!(
-            r.starts_with(b"-ERR ") && r.windows(28).any(|w| w == b"not supported by respite yet"),
-            "{}",
-            String::from_utf8_lossy(&r)
-        );
-    }
-    assert_eq!(raw.cmd(&[b"SET", b"after", b"1"]), b"+OK\r\n");
-}

@@ -36,6 +36,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    spawn_attempts: u32,
+    started_once: bool,
 }
 
 impl RedisServer {
@@ -52,6 +54,8 @@ impl RedisServer {
             port: free_port(),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            spawn_attempts: 0,
+            started_once: false,
         };
         s.spawn();
         s
@@ -82,8 +86,22 @@ impl RedisServer {
         });
         if !up {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            if text.contains("Address already in use")
+                && self.spawn_attempts < 3
+                && !self.started_once
+            {
+                // Another test took the port between our probe and the bind: try another.
+                self.spawn_attempts += 1;
+                self.port = free_port();
+                return self.spawn();
+            }
             panic!("redis-server on port {port} did not start; log:\n{text}");
         }
+        self.started_once = true;
     }
 
     /// Its address.
@@ -296,7 +314,19 @@ pub struct Nutcracker {
 
 impl Nutcracker {
     /// Starts twemproxy over `servers` (ketama, fnv1a_64, no auto-eject) and waits for PING.
+    /// A free port can be taken by a parallel test before nutcracker binds it: try 3 ports.
     pub fn start(servers: &[SocketAddr]) -> Nutcracker {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(servers) {
+                Ok(n) => return n,
+                Err(log) => last = log,
+            }
+        }
+        panic!("nutcracker did not start; last log:\n{last}");
+    }
+
+    fn try_start(servers: &[SocketAddr]) -> Result<Nutcracker, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut conf = format!(
@@ -334,11 +364,11 @@ impl Nutcracker {
                 && s.read(&mut buf).map(|n| n > 0).unwrap_or(false)
         });
         if !up {
-            let text =
-                std::fs::read_to_string(n.dir.path().join("nutcracker.log")).unwrap_or_default();
-            panic!("nutcracker on port {port} did not start; log:\n{text}");
+            return Err(
+                std::fs::read_to_string(n.dir.path().join("nutcracker.log")).unwrap_or_default()
+            );
         }
-        n
+        Ok(n)
     }
 
     /// Its address.

@@ -1,0 +1,471 @@
+//! Session connections: transactions, blocking commands and pub/sub, each on a backend
+//! connection owned by one client.
+//!
+//! ```text
+//!  WATCH/MULTI ──▶ pinned: every request ──▶ session conn ──▶ EXEC/DISCARD/UNWATCH: unpinned
+//!  BLPOP...    ──▶ session conn (reused while the client keeps blocking; later requests wait)
+//!  SUBSCRIBE   ──▶ session conn to the pub/sub target, subscribed mode: every frame streams to
+//!                  the client until an UNSUBSCRIBE brings the count to 0
+//! ```
+//!
+//! A session connection is a `BackendConn` with an `owner`: it is never shared, never re-routed,
+//! and exempt from request timeouts (a blocking command waits as long as it asks to); a backend
+//! that its probe ejects fails its sessions. Its failure never ejects the backend (twemproxy
+//! closes the connection on MULTI: that is the command's fault, not the backend's). If it breaks,
+//! what was in flight gets an error, a transaction is over (later commands get an error until
+//! EXEC/DISCARD), and a subscriber is disconnected so its library re-subscribes. Session commands
+//! are barriers in the client's stream (see `fanout.rs`), so a connection of its own never
+//! overtakes the client's earlier requests on a shared one.
+
+use crate::backend::{BackendConn, ConnRef, Origin, Role, Upstream};
+use crate::command::{Local, Route, Session};
+use crate::proxy::{Conn, Proxy};
+use crate::resp;
+use bytes::{Bytes, BytesMut};
+use log::debug;
+use mio::net::TcpStream;
+
+impl Proxy {
+    /// Where pub/sub goes: `--pubsub` if given, else the first healthy shard master in
+    /// configuration order, else the first healthy backend.
+    pub(crate) fn pubsub_target(&self) -> Option<Upstream> {
+        if self.config.pubsub.is_some() {
+            return self
+                .pubsub
+                .first()
+                .filter(|p| p.health.up)
+                .map(|_| Upstream::pubsub());
+        }
+        if let Some(i) = self
+            .shards
+            .iter()
+            .position(|s| s.health.up && s.role == Role::Master)
+        {
+            return Some(Upstream::shard(i));
+        }
+        self.backends
+            .iter()
+            .position(|b| b.health.up)
+            .map(Upstream::backend)
+    }
+
+    /// Handles a request while the client is subscribed, pinned in a transaction, or has a
+    /// transaction broken by its session. Returns the request back if normal routing applies.
+    pub(crate) fn dispatch_in_session(
+        &mut self,
+        token: usize,
+        route: Route,
+        req: Bytes,
+        cmd: &str,
+    ) -> Option<Bytes> {
+        let c = self.client_ref(token)?;
+        if c.subscribed {
+            match route {
+                Route::Session(Session::Subscribe | Session::Unsubscribe) | Route::Local(Local::Ping) => {
+                    let unsub = matches!(route, Route::Session(Session::Unsubscribe));
+                    self.send_push(token, req, unsub);
+                }
+                Route::Local(Local::Quit | Local::Reset) => return Some(req),
+                _ => self.reply_now(
+                    token,
+                    resp::error(&format!(
+                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                        cmd.to_ascii_lowercase()
+                    )),
+                ),
+            }
+            return None;
+        }
+        if let Some(err) = c.txn_broken.clone() {
+            match route {
+                Route::Session(Session::Exec) => {
+                    self.end_broken_txn(token);
+                    self.reply_now(
+                        token,
+                        resp::error("EXECABORT Transaction discarded because its backend connection was lost."),
+                    );
+                }
+                Route::Session(Session::Discard) => {
+                    self.end_broken_txn(token);
+                    self.reply_now(token, resp::reply::OK);
+                }
+                Route::Local(Local::Quit | Local::Reset) => {
+                    self.end_broken_txn(token);
+                    return Some(req);
+                }
+                _ => self.reply_now(token, resp::error(&err)),
+            }
+            return None;
+        }
+        if !c.pinned {
+            return Some(req);
+        }
+        let in_multi = c.in_multi;
+        match route {
+            Route::Local(
+                Local::Quit
+                | Local::Reset
+                | Local::Auth
+                | Local::Hello
+                | Local::Client
+                | Local::Select
+                | Local::Info,
+            ) => return Some(req),
+            Route::Session(Session::Exec | Session::Discard) => {
+                if let Some(c) = self.client_mut_pub(token) {
+                    c.pinned = false;
+                    c.in_multi = false;
+                }
+            }
+            Route::Session(Session::Unwatch) if !in_multi => {
+                if let Some(c) = self.client_mut_pub(token) {
+                    c.pinned = false;
+                }
+            }
+            Route::Session(Session::Multi) => {
+                if let Some(c) = self.client_mut_pub(token) {
+                    c.in_multi = true;
+                }
+            }
+            Route::Session(Session::Subscribe) | Route::Session(Session::Monitor) => {
+                return Some(req);
+            }
+            _ => {}
+        }
+        self.send_session(token, req, false);
+        None
+    }
+
+    fn end_broken_txn(&mut self, token: usize) {
+        if let Some(c) = self.client_mut_pub(token) {
+            c.txn_broken = None;
+        }
+    }
+
+    /// Routes a session command for a client that is not pinned nor subscribed.
+    pub(crate) fn dispatch_session(&mut self, token: usize, which: Session, req: Bytes) {
+        match which {
+            Session::Multi | Session::Watch => {
+                if let Some(c) = self.client_mut_pub(token) {
+                    c.pinned = true;
+                    c.in_multi = which == Session::Multi;
+                }
+                if !self.send_session(token, req, false) {
+                    if let Some(c) = self.client_mut_pub(token) {
+                        c.pinned = false;
+                        c.in_multi = false;
+                    }
+                }
+            }
+            // Without a transaction these are answered by any backend exactly as Redis would
+            // ("EXEC without MULTI", "+OK"), and never leave state on a shared connection.
+            Session::Exec | Session::Discard | Session::Unwatch => self.forward(token, req),
+            Session::Blocking => {
+                self.send_session(token, req, false);
+            }
+            Session::Subscribe => {
+                if self.open_session(token, true).is_some() {
+                    if let Some(c) = self.client_mut_pub(token) {
+                        c.subscribed = true;
+                    }
+                    self.send_push(token, req, false);
+                }
+            }
+            Session::Unsubscribe => {
+                // Not subscribed: answer as Redis does, one reply per channel with count 0.
+                let args = resp::frame_args(&req);
+                let kind = args[0].to_ascii_lowercase();
+                let mut out = BytesMut::new();
+                let channels: Vec<Option<&[u8]>> = if args.len() > 1 {
+                    args[1..].iter().map(|a| Some(*a)).collect()
+                } else {
+                    vec![None]
+                };
+                for ch in channels {
+                    resp::put_array_header(&mut out, 3);
+                    resp::put_bulk(&mut out, &kind);
+                    match ch {
+                        Some(ch) => resp::put_bulk(&mut out, ch),
+                        None => out.extend_from_slice(b"$-1\r\n"),
+                    }
+                    resp::put_integer(&mut out, 0);
+                }
+                self.reply_now(token, out.freeze());
+            }
+            Session::Publish => match self.pubsub_target() {
+                Some(u) => {
+                    let slot = token % self.up(u).conns.len();
+                    self.forward_to(token, req, u, slot);
+                }
+                None => self.reply_now(token, resp::error("ERR no pub/sub target available")),
+            },
+            Session::Monitor => self.reply_now(
+                token,
+                resp::error(
+                    "ERR MONITOR is not supported by respite; run it against a backend directly",
+                ),
+            ),
+        }
+    }
+
+    /// Sends a request with a reply slot on the client's session connection (opened on demand).
+    /// Returns false (after answering the client with an error) if none could be had.
+    pub(crate) fn send_session(&mut self, token: usize, req: Bytes, pubsub: bool) -> bool {
+        let Some(conn) = self.open_session(token, pubsub) else {
+            return false;
+        };
+        let Some(entry) = self.conns.get_mut(token) else {
+            return false;
+        };
+        let gen = entry.gen;
+        let Conn::Client(c) = &mut entry.conn else {
+            return false;
+        };
+        let seq = c.pending.push();
+        self.enqueue(conn, Origin::Client { token, gen, seq }, req);
+        true
+    }
+
+    /// Sends a request on the subscribed session connection; its answers stream to the client.
+    fn send_push(&mut self, token: usize, req: Bytes, unsub: bool) {
+        let Some(conn) = self.open_session(token, true) else {
+            return;
+        };
+        if let Some(bc) = self.backend_conn_mut(conn) {
+            bc.subscribed = true;
+            bc.last_push_unsub = unsub;
+        }
+        self.enqueue(conn, Origin::Push, req);
+    }
+
+    /// The client's session connection, opened to a fresh pick (or the pub/sub target) if it has
+    /// none or has one to another target. On failure the client gets an error reply and `None`.
+    fn open_session(&mut self, token: usize, pubsub: bool) -> Option<usize> {
+        let c = self.client_ref(token)?;
+        let (existing, existing_target) = (c.session, c.session_target);
+        let target = if pubsub {
+            match self.pubsub_target() {
+                Some(u) => u,
+                None => {
+                    self.reply_now(token, resp::error("ERR no pub/sub target available"));
+                    return None;
+                }
+            }
+        } else if let (Some(r), Some(u)) = (existing, existing_target) {
+            if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
+                return Some(r.token);
+            }
+            u
+        } else {
+            match self.pick_backend() {
+                Some(b) => Upstream::backend(b),
+                None => {
+                    self.reply_now(token, resp::reply::NO_BACKEND);
+                    return None;
+                }
+            }
+        };
+        if let Some(r) = existing {
+            if existing_target == Some(target)
+                && self.conns.get(r.token).is_some_and(|e| e.gen == r.gen)
+            {
+                return Some(r.token);
+            }
+            self.close_session_of(token);
+        }
+        let limit = self.config.max_session_connections;
+        if self.up(target).sessions >= limit {
+            let label = self.up(target).label.clone();
+            self.reply_now(
+                token,
+                resp::error(&format!(
+                    "ERR max session connections ({limit}) reached for {} {label}",
+                    target.kind()
+                )),
+            );
+            return None;
+        }
+        let addr = self.up(target).addr;
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                let label = self.up(target).label.clone();
+                self.reply_now(
+                    token,
+                    resp::error(&format!(
+                        "ERR {} {label} connection failed: {e}",
+                        target.kind()
+                    )),
+                );
+                return None;
+            }
+        };
+        let gen = self.conns.get(token)?.gen;
+        let mut conn = BackendConn::new(stream, target, 0, self.now);
+        conn.owner = Some(ConnRef { token, gen });
+        if let Some(auth) = self.backend_auth() {
+            conn.unsent.push_back((Origin::Auth, auth));
+        }
+        let r = self.insert(Conn::Backend(conn));
+        if self.register(r.token).is_err() {
+            self.remove(r.token);
+            self.reply_now(
+                token,
+                resp::error("ERR cannot register a session connection"),
+            );
+            return None;
+        }
+        self.up_mut(target).sessions += 1;
+        debug!(
+            "client={token} session conn={} to {}={}",
+            r.token,
+            target.kind(),
+            target.index
+        );
+        let c = self.client_mut_pub(token)?;
+        c.session = Some(r);
+        c.session_target = Some(target);
+        Some(r.token)
+    }
+
+    /// Closes the client's session connection quietly (RESET, leaving subscribed mode, client
+    /// gone). Its pending requests, if any, are answered with an error.
+    pub(crate) fn close_session_of(&mut self, token: usize) {
+        let Some(c) = self.client_mut_pub(token) else {
+            return;
+        };
+        let Some(r) = c.session.take() else {
+            return;
+        };
+        c.session_target = None;
+        if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
+            self.drop_session_conn(r.token, None);
+        }
+    }
+
+    /// Removes a session connection. With `lost`, the failure is reported to its owner: what was
+    /// in flight gets `lost`, a transaction is broken, a subscriber is disconnected.
+    pub(crate) fn drop_session_conn(&mut self, conn: usize, lost: Option<Bytes>) {
+        let Some(Conn::Backend(mut bc)) = self.remove(conn) else {
+            return;
+        };
+        let u = bc.upstream;
+        let be = self.up_mut(u);
+        be.sessions = be.sessions.saturating_sub(1);
+        let Some(owner) = bc.owner else {
+            return;
+        };
+        let lost = lost.unwrap_or_else(|| resp::error("ERR session connection closed"));
+        let origins: Vec<Origin> = bc
+            .inflight
+            .drain(..)
+            .map(|(o, _)| o)
+            .chain(bc.unsent.drain(..).map(|(o, _)| o))
+            .collect();
+        for o in origins {
+            self.complete(o, lost.clone());
+        }
+        let Some(c) = self.client_gen_mut(owner.token, owner.gen) else {
+            return;
+        };
+        if c.session.is_some_and(|r| r.token == conn) {
+            c.session = None;
+            c.session_target = None;
+        }
+        if c.in_multi {
+            let text = String::from_utf8_lossy(&lost[1..lost.len() - 2]).into_owned();
+            c.txn_broken = Some(format!("{text}; the transaction was aborted"));
+        }
+        c.pinned = false;
+        c.in_multi = false;
+        if c.subscribed {
+            c.subscribed = false;
+            self.close_client(owner.token, "pub/sub connection lost");
+        }
+    }
+
+    /// A frame from a subscribed session connection: straight to its owner. Returns true if the
+    /// connection left subscribed mode and was closed.
+    pub(crate) fn on_push_frame(&mut self, conn: usize, frame: Bytes) -> bool {
+        let Some(bc) = self.backend_conn_mut(conn) else {
+            return true;
+        };
+        bc.inflight.clear();
+        let leave = bc.last_push_unsub && bc.unsent.is_empty() && unsubscribed_all(&frame);
+        let Some(owner) = bc.owner else {
+            return false;
+        };
+        let Some(c) = self.client_gen_mut(owner.token, owner.gen) else {
+            return false;
+        };
+        c.out.push(frame);
+        self.mark_client_dirty(owner.token);
+        if leave {
+            if let Some(c) = self.client_gen_mut(owner.token, owner.gen) {
+                c.subscribed = false;
+            }
+            self.close_session_of(owner.token);
+            return true;
+        }
+        false
+    }
+
+    /// Counts for INFO: clients blocked on a session, and subscribed clients.
+    pub(crate) fn session_counts(&self) -> (usize, usize) {
+        let (mut blocked, mut subscribed) = (0, 0);
+        for (_, e) in self.conns.iter() {
+            if let Conn::Client(c) = &e.conn {
+                if c.subscribed {
+                    subscribed += 1;
+                } else if !c.pinned {
+                    let busy =
+                        c.session
+                            .and_then(|r| match self.conns.get(r.token).map(|e| &e.conn) {
+                                Some(Conn::Backend(bc)) => Some(!bc.inflight.is_empty()),
+                                _ => None,
+                            });
+                    if busy == Some(true) {
+                        blocked += 1;
+                    }
+                }
+            }
+        }
+        (blocked, subscribed)
+    }
+}
+
+/// True for an `unsubscribe`/`punsubscribe`/`sunsubscribe` message whose count is 0.
+fn unsubscribed_all(frame: &[u8]) -> bool {
+    let Some(rest) = frame.strip_prefix(b"*3\r\n") else {
+        return false;
+    };
+    let kind = [
+        &b"$11\r\nunsubscribe\r\n"[..],
+        b"$12\r\npunsubscribe\r\n",
+        b"$12\r\nsunsubscribe\r\n",
+    ]
+    .iter()
+    .any(|k| rest.starts_with(k));
+    kind && frame.ends_with(b"\r\n:0\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_the_last_unsubscribe() {
+        assert!(unsubscribed_all(
+            b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"
+        ));
+        assert!(unsubscribed_all(
+            b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"
+        ));
+        assert!(!unsubscribed_all(
+            b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:1\r\n"
+        ));
+        assert!(!unsubscribed_all(
+            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\n:0\r\n"
+        ));
+    }
+}
