@@ -124,6 +124,28 @@ pub type CommandId = u16;
 #[derive(Debug)]
 pub struct CommandTable {
     routes: Vec<Route>,
+    /// Open-addressing hash of names of at most 15 bytes (all but a few long ones): (key, id),
+    /// key 0 marks an empty slot.
+    slots: Vec<(u128, CommandId)>,
+}
+
+const SLOT_BITS: u32 = 10;
+
+/// The case-folded name and its length packed into one integer (names of 1..=15 bytes).
+fn pack(name: &[u8]) -> Option<u128> {
+    if name.is_empty() || name.len() > 15 {
+        return None;
+    }
+    let mut k = (name.len() as u128) << 120;
+    for (i, &b) in name.iter().enumerate() {
+        k |= u128::from(b.to_ascii_uppercase()) << (8 * i);
+    }
+    Some(k)
+}
+
+fn slot_of(k: u128) -> usize {
+    let h = (k as u64) ^ ((k >> 64) as u64).rotate_left(29);
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOT_BITS)) as usize
 }
 
 impl Default for CommandTable {
@@ -135,13 +157,37 @@ impl Default for CommandTable {
 impl CommandTable {
     /// Builds the routes of every command in the generated table.
     pub fn new() -> Self {
+        let mut slots = vec![(0u128, 0 as CommandId); 1 << SLOT_BITS];
+        for (id, spec) in COMMANDS.iter().enumerate() {
+            if let Some(k) = pack(spec.name.as_bytes()) {
+                let mut i = slot_of(k);
+                while slots[i].0 != 0 {
+                    i = (i + 1) & ((1 << SLOT_BITS) - 1);
+                }
+                slots[i] = (k, id as CommandId);
+            }
+        }
         CommandTable {
             routes: COMMANDS.iter().map(route_of).collect(),
+            slots,
         }
     }
 
     /// The id of `name` (any case), or `None` for a command the specs do not know.
     pub fn lookup(&self, name: &[u8]) -> Option<CommandId> {
+        if let Some(k) = pack(name) {
+            let mut i = slot_of(k);
+            loop {
+                let (key, id) = self.slots[i];
+                if key == k {
+                    return Some(id);
+                }
+                if key == 0 {
+                    return None;
+                }
+                i = (i + 1) & ((1 << SLOT_BITS) - 1);
+            }
+        }
         let mut upper = [0u8; 32];
         let upper = upper.get_mut(..name.len())?;
         for (u, c) in upper.iter_mut().zip(name) {
@@ -223,6 +269,13 @@ mod tests {
         assert_eq!(t.route(get), Route::Forward);
         assert_eq!(t.lookup(b"NOSUCHCOMMAND"), None);
         assert_eq!(t.lookup(&[b'A'; 100]), None);
+        assert_eq!(t.lookup(b"get\0"), None);
+        for (id, spec) in COMMANDS.iter().enumerate() {
+            assert_eq!(
+                t.lookup(spec.name.to_ascii_lowercase().as_bytes()),
+                Some(id as CommandId)
+            );
+        }
         assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name));
     }
 

@@ -8,6 +8,8 @@ use std::io::{self, IoSlice, Read, Write};
 
 /// Size of the loop's scratch read buffer.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Smallest growth of a connection's read buffer.
+const RESERVE_CHUNK_BYTES: usize = 16 * 1024;
 /// Reads per readiness event before other connections get a turn.
 pub const READS_PER_EVENT: usize = 16;
 /// Buffers handed to one `write_vectored` call.
@@ -41,6 +43,11 @@ pub fn read_into(
                 return Ok(out);
             }
             Ok(n) => {
+                if rbuf.capacity() - rbuf.len() < n {
+                    // Reserve in chunks: replies and requests split off the buffer keep its
+                    // old allocation alive, so exact growth would allocate on every read.
+                    rbuf.reserve(n.max(RESERVE_CHUNK_BYTES));
+                }
                 rbuf.extend_from_slice(&scratch[..n]);
                 out.bytes += n;
                 if n < scratch.len() && !hup {
@@ -65,12 +72,38 @@ pub fn write_queue<'a, I>(stream: &mut TcpStream, mut bufs: impl FnMut() -> I) -
 where
     I: Iterator<Item = &'a [u8]>,
 {
-    let slices: Vec<IoSlice<'_>> = bufs().take(IOV_PER_WRITE).map(IoSlice::new).collect();
-    if slices.is_empty() {
+    // Small arrays for the common short queues: initialising 64 slices costs more than the
+    // bookkeeping of a P1 request.
+    let mut it = bufs();
+    let Some(first) = it.next() else {
         return Ok(0);
+    };
+    let Some(second) = it.next() else {
+        return retry(|| stream.write(first));
+    };
+    let mut few = [IoSlice::new(&[]); 8];
+    few[0] = IoSlice::new(first);
+    few[1] = IoSlice::new(second);
+    let mut n = 2;
+    for b in it.by_ref().take(6) {
+        few[n] = IoSlice::new(b);
+        n += 1;
     }
+    if n < 8 {
+        return retry(|| stream.write_vectored(&few[..n]));
+    }
+    let mut many = [IoSlice::new(&[]); IOV_PER_WRITE];
+    many[..8].copy_from_slice(&few);
+    for b in it.take(IOV_PER_WRITE - 8) {
+        many[n] = IoSlice::new(b);
+        n += 1;
+    }
+    retry(|| stream.write_vectored(&many[..n]))
+}
+
+fn retry(mut op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
     loop {
-        match stream.write_vectored(&slices) {
+        match op() {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

@@ -508,15 +508,15 @@ impl Proxy {
                 }
                 c.barrier = false;
             }
-            let (req, name) = match c.scanner.scan(&c.rbuf, &limits) {
+            let (req, id) = match c.scanner.scan(&c.rbuf, &limits) {
                 Ok(None) => return,
                 Ok(Some(Frame::Empty { len })) => {
                     let _ = c.rbuf.split_to(len);
                     continue;
                 }
                 Ok(Some(Frame::Multibulk { len, name, .. })) => {
-                    let cmd = &c.rbuf[name.0..name.0 + name.1];
-                    if barrier_cmd(&self.commands, cmd, have_shards) {
+                    let id = self.commands.lookup(&c.rbuf[name.0..name.0 + name.1]);
+                    if barrier_cmd(&self.commands, id, have_shards) {
                         // A fan-out waits until the client's earlier requests are answered; the
                         // frame stays in the buffer and is scanned again then.
                         c.barrier = true;
@@ -524,11 +524,13 @@ impl Proxy {
                             return;
                         }
                     }
-                    (c.rbuf.split_to(len).freeze(), name)
+                    (c.rbuf.split_to(len).freeze(), id)
                 }
                 Ok(Some(Frame::Inline { len, args })) => {
-                    let cmd = args.first().map_or(&[][..], |a| &a[..]);
-                    if barrier_cmd(&self.commands, cmd, have_shards) {
+                    let id = self
+                        .commands
+                        .lookup(args.first().map_or(&[][..], |a| &a[..]));
+                    if barrier_cmd(&self.commands, id, have_shards) {
                         c.barrier = true;
                         if c.pending.waiting() > 0 {
                             return;
@@ -536,8 +538,7 @@ impl Proxy {
                     }
                     let _ = c.rbuf.split_to(len);
                     let req = resp::encode_request(&args);
-                    let name = resp::first_arg(&req).unwrap_or((0, 0));
-                    (req, name)
+                    (req, id)
                 }
                 Err(e) => {
                     warn!("client={token} peer={} {e}; closing", c.peer);
@@ -550,14 +551,13 @@ impl Proxy {
                     return;
                 }
             };
-            self.dispatch(token, req, name);
+            self.dispatch(token, req, id);
         }
     }
 
     /// Routes one request.
-    fn dispatch(&mut self, token: usize, req: Bytes, name: (usize, usize)) {
+    fn dispatch(&mut self, token: usize, req: Bytes, id: Option<crate::command::CommandId>) {
         self.stats.total_commands_processed += 1;
-        let id = self.commands.lookup(&req[name.0..name.0 + name.1]);
         let route = id.map_or(Route::Forward, |id| self.commands.route(id));
         let password_set = self.config.password.is_some();
         let Some(c) = self.client_mut(token) else {
@@ -786,11 +786,22 @@ impl Proxy {
             if self.dirty_backends.is_empty() && self.dirty_clients.is_empty() {
                 return;
             }
-            for token in std::mem::take(&mut self.dirty_backends) {
+            // Take the lists and hand their capacity back afterwards: no allocation per loop.
+            let mut backends = std::mem::take(&mut self.dirty_backends);
+            for &token in &backends {
                 self.flush_backend(token);
             }
-            for token in std::mem::take(&mut self.dirty_clients) {
+            backends.clear();
+            if self.dirty_backends.is_empty() {
+                self.dirty_backends = backends;
+            }
+            let mut clients = std::mem::take(&mut self.dirty_clients);
+            for &token in &clients {
                 self.flush_client(token);
+            }
+            clients.clear();
+            if self.dirty_clients.is_empty() {
+                self.dirty_clients = clients;
             }
         }
     }
@@ -1263,10 +1274,14 @@ impl Proxy {
 }
 
 /// True if `name` is a command that fans out (a barrier in its client's stream).
-fn barrier_cmd(commands: &CommandTable, name: &[u8], have_shards: bool) -> bool {
+fn barrier_cmd(
+    commands: &CommandTable,
+    id: Option<crate::command::CommandId>,
+    have_shards: bool,
+) -> bool {
     use crate::command::Session;
     use crate::fanout::FanoutCmd;
-    match commands.lookup(name).map(|id| commands.route(id)) {
+    match id.map(|id| commands.route(id)) {
         Some(Route::Fanout(FanoutCmd::Script)) => true,
         Some(Route::Fanout(_)) => have_shards,
         Some(Route::Session(

@@ -119,6 +119,11 @@ impl RequestScanner {
     /// Scans `buf`, whose first byte is the first byte of the current frame. Returns the frame
     /// once it is complete; the caller then drops `len` bytes from the front of `buf`.
     pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<Frame>, FrameError> {
+        if self.state == ReqState::Start {
+            if let Some(frame) = whole_multibulk(buf, limits) {
+                return Ok(Some(frame));
+            }
+        }
         loop {
             match self.state {
                 ReqState::Start => {
@@ -232,6 +237,57 @@ impl RequestScanner {
     }
 }
 
+/// The fast path: a multibulk request that is entirely in `buf` and well-formed, parsed in one
+/// pass with no state kept. Anything else (incomplete, malformed, unusual) returns `None` and
+/// takes the resumable path, which is taken only from a frame's start, so the whole-frame attempt
+/// costs at most one extra pass per frame.
+#[inline]
+fn whole_multibulk(buf: &[u8], limits: &Limits) -> Option<Frame> {
+    if buf.first() != Some(&b'*') {
+        return None;
+    }
+    let (argc, mut p) = short_number(buf, 1)?;
+    if argc == 0 || argc > limits.max_args {
+        return None;
+    }
+    let mut name = (0, 0);
+    for i in 0..argc {
+        if buf.get(p) != Some(&b'$') {
+            return None;
+        }
+        let (len, start) = short_number(buf, p + 1)?;
+        if len > limits.max_bulk_bytes {
+            return None;
+        }
+        let end = start.checked_add(len as usize)?.checked_add(2)?;
+        if buf.get(end - 2..end)? != b"\r\n" {
+            return None;
+        }
+        if i == 0 {
+            name = (start, len as usize);
+        }
+        p = end;
+    }
+    Some(Frame::Multibulk {
+        len: p,
+        argc: argc as usize,
+        name,
+    })
+}
+
+/// 1 to 18 digits and CRLF at `buf[at..]`: the value and the offset past the CRLF.
+#[inline]
+fn short_number(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+    let mut i = at;
+    let mut n: u64 = 0;
+    let end = buf.len().min(at + 18);
+    while i < end && buf[i].is_ascii_digit() {
+        n = n * 10 + u64::from(buf[i] - b'0');
+        i += 1;
+    }
+    (i > at && buf.get(i..i + 2) == Some(b"\r\n")).then_some((n, i + 2))
+}
+
 /// Parses the header line at `buf[at..]` (`*N\r\n` or `$N\r\n`): the number and the offset just
 /// past the CRLF, or `None` if the line is not complete yet.
 fn header_line(
@@ -239,6 +295,18 @@ fn header_line(
     at: usize,
     too_big: &'static [u8],
 ) -> Result<Option<(i64, usize)>, FrameError> {
+    // Fast path: up to 18 digits (no overflow possible) and CRLF, the shape of almost every
+    // header. Anything else takes the strict path below.
+    let mut i = at + 1;
+    let mut n: i64 = 0;
+    let end = buf.len().min(at + 1 + 18);
+    while i < end && buf[i].is_ascii_digit() {
+        n = n * 10 + i64::from(buf[i] - b'0');
+        i += 1;
+    }
+    if i > at + 1 && buf.get(i) == Some(&b'\r') && buf.get(i + 1) == Some(&b'\n') {
+        return Ok(Some((n, i + 2)));
+    }
     let window = &buf[at + 1..buf.len().min(at + 1 + MAX_HEADER_BYTES)];
     let Some(cr) = memchr(b'\r', window) else {
         if window.len() >= MAX_HEADER_BYTES {
@@ -407,6 +475,25 @@ impl ReplyScanner {
     /// length once it is complete (the caller then splits those bytes off).
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         if self.pos == 0 && self.owed == 0 {
+            // Fast path for the common one-line and bulk replies that are already complete.
+            match buf.first() {
+                Some(b'+' | b':') => {
+                    if let Some(cr) = buf.iter().take(64).position(|&b| b == b'\r') {
+                        if buf.get(cr + 1) == Some(&b'\n') {
+                            return Ok(Some(cr + 2));
+                        }
+                    }
+                }
+                Some(b'$') => {
+                    if let Some((len, start)) = short_number(buf, 1) {
+                        let end = start + len as usize + 2;
+                        if buf.get(end - 2..end) == Some(b"\r\n") {
+                            return Ok(Some(end));
+                        }
+                    }
+                }
+                _ => {}
+            }
             self.owed = 1;
         }
         loop {
