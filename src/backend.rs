@@ -127,6 +127,8 @@ pub struct Backend {
     pub errors: u64,
     /// Connections of their own open to it.
     pub sessions: usize,
+    /// Time from writing a request to reading its reply.
+    pub latency: crate::stats::Histogram,
     /// Shards only: the role from the last probe.
     pub role: Role,
     /// Shards only: the master this one replicated before it was promoted, so that a fan-out
@@ -147,6 +149,7 @@ impl Backend {
             requests: 0,
             errors: 0,
             sessions: 0,
+            latency: Default::default(),
             role: Role::Unknown,
             promoted_from: None,
         }

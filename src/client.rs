@@ -72,6 +72,8 @@ pub struct ClientConn {
     pub txn_broken: Option<String>,
     /// Subscribed: only the pub/sub commands, PING, QUIT and RESET are accepted.
     pub subscribed: bool,
+    /// The request being routed (its tag goes into the slot it takes).
+    pub cur: crate::pending::Tag,
     /// Queued in the loop's dirty list.
     pub dirty: bool,
 }
@@ -109,6 +111,7 @@ impl ClientConn {
             in_multi: false,
             txn_broken: None,
             subscribed: false,
+            cur: crate::pending::Tag::unknown(now),
             dirty: false,
         }
     }

@@ -79,6 +79,7 @@ pub enum Local {
     Auth,
     Info,
     Reset,
+    Slowlog,
 }
 
 /// Commands that need a connection of their own, or the pub/sub target.
@@ -230,6 +231,7 @@ fn route_of(spec: &Spec) -> Route {
         "AUTH" => Route::Local(Local::Auth),
         "INFO" => Route::Local(Local::Info),
         "RESET" => Route::Local(Local::Reset),
+        "SLOWLOG" => Route::Local(Local::Slowlog),
         "XREAD" | "XREADGROUP" => Route::ForwardUnlessBlock,
         "SCAN" => Route::Fanout(FanoutCmd::Scan),
         "KEYS" => Route::Fanout(FanoutCmd::Keys),

@@ -73,6 +73,12 @@ pub struct Config {
     pub limits: Limits,
     /// Time to finish in-flight requests on SIGINT/SIGTERM.
     pub shutdown_timeout: Duration,
+    /// Where `/metrics` is served over HTTP, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Commands slower than this (arrival to reply ready) enter the slow log.
+    pub slowlog_micros: u64,
+    /// Entries the slow log keeps.
+    pub slowlog_max_len: usize,
     /// The file this was read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -163,6 +169,15 @@ pub struct Cli {
     /// Milliseconds to finish in-flight requests on shutdown [default: 5000].
     #[arg(long)]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Serve Prometheus metrics on host:port at /metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Microseconds over which a command enters the slow log [default: 10000].
+    #[arg(long)]
+    pub slowlog_micros: Option<u64>,
+    /// Entries kept in the slow log [default: 128].
+    #[arg(long)]
+    pub slowlog_max_len: Option<usize>,
 }
 
 /// The TOML file: the same keys as the flags, with underscores.
@@ -194,6 +209,9 @@ struct FileConfig {
     max_bulk_bytes: Option<u64>,
     max_inline_bytes: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
+    slowlog_micros: Option<u64>,
+    slowlog_max_len: Option<usize>,
+    metrics_listen: Option<String>,
 }
 
 impl Config {
@@ -333,6 +351,12 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
         client_max_pending: positive("client_max_pending", pick!(client_max_pending, 1024))?,
         limits,
         shutdown_timeout: Duration::from_millis(pick!(shutdown_timeout_ms, 5000)),
+        metrics_listen: match cli.metrics_listen.clone().or(file.metrics_listen.clone()) {
+            Some(a) => Some(resolve("metrics_listen", a.trim())?),
+            None => None,
+        },
+        slowlog_micros: pick!(slowlog_micros, 10_000),
+        slowlog_max_len: pick!(slowlog_max_len, 128),
         config_file,
     })
 }

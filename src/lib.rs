@@ -20,6 +20,7 @@ pub mod config;
 pub mod fanout;
 pub mod health;
 pub mod local;
+pub mod metrics;
 pub mod net;
 pub mod pending;
 pub mod picker;

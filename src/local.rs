@@ -68,6 +68,7 @@ impl Proxy {
                 let text = self.info(&args[1..]);
                 resp::bulk(text.as_bytes())
             }
+            Local::Slowlog => self.slowlog(&args),
             Local::Reset => {
                 self.close_session_of(token);
                 let need_auth = self.config.password.is_some();
@@ -91,6 +92,67 @@ impl Proxy {
     ) -> Option<&mut crate::client::ClientConn> {
         let gen = self.conns.get(token)?.gen;
         self.client_gen_mut(token, gen)
+    }
+
+    fn slowlog(&mut self, args: &[&[u8]]) -> Bytes {
+        let sub = args
+            .get(1)
+            .map(|s| s.to_ascii_uppercase())
+            .unwrap_or_default();
+        match (sub.as_slice(), args.len()) {
+            (b"LEN", 2) => resp::integer(self.stats.slowlog.len() as i64),
+            (b"RESET", 2) => {
+                self.stats.slowlog.clear();
+                reply::OK
+            }
+            (b"GET", 2 | 3) => {
+                let count = match args.get(2).map(|a| resp::parse_i64(a)) {
+                    None => 10,
+                    Some(Some(-1)) => usize::MAX,
+                    Some(Some(n)) if n >= 0 => n as usize,
+                    Some(_) => {
+                        return resp::error("ERR count should be greater than or equal to -1")
+                    }
+                };
+                let entries: Vec<_> = self.stats.slowlog.iter().take(count).collect();
+                let mut out = BytesMut::new();
+                resp::put_array_header(&mut out, entries.len());
+                for e in entries {
+                    resp::put_array_header(&mut out, 6);
+                    resp::put_integer(&mut out, e.id as i64);
+                    resp::put_integer(&mut out, e.unix_time as i64);
+                    resp::put_integer(&mut out, e.usec as i64);
+                    resp::put_array_header(&mut out, e.args.len());
+                    for a in &e.args {
+                        resp::put_bulk(&mut out, a);
+                    }
+                    resp::put_bulk(&mut out, e.peer.as_bytes());
+                    resp::put_bulk(&mut out, &e.name);
+                }
+                out.freeze()
+            }
+            (b"HELP", 2) => {
+                let lines = [
+                    "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "GET [<count>]",
+                    "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                    "LEN",
+                    "    Return the length of the slowlog.",
+                    "RESET",
+                    "    Reset the slowlog.",
+                ];
+                let mut out = BytesMut::new();
+                resp::put_array_header(&mut out, lines.len());
+                for l in lines {
+                    out.extend_from_slice(format!("+{l}\r\n").as_bytes());
+                }
+                out.freeze()
+            }
+            _ => resp::error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+                String::from_utf8_lossy(args.get(1).copied().unwrap_or(b""))
+            )),
+        }
     }
 
     fn authenticate(&mut self, token: usize, user: &[u8], pass: &[u8]) -> Bytes {

@@ -11,13 +11,42 @@
 
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::time::Instant;
+
+/// What a slot remembers of its request, for command statistics and the slow log.
+#[derive(Debug, Clone)]
+pub struct Tag {
+    /// Command id in the command table (`u16::MAX`: unknown).
+    pub cmd: u16,
+    /// When the request arrived.
+    pub start: Instant,
+    /// The request's bytes (a reference to the read buffer, not a copy).
+    pub req: Bytes,
+}
+
+impl Tag {
+    /// A tag for a request of unknown command arriving at `start`.
+    pub fn unknown(start: Instant) -> Self {
+        Tag {
+            cmd: u16::MAX,
+            start,
+            req: Bytes::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    reply: Option<Bytes>,
+    tag: Tag,
+}
 
 /// The ordered reply slots of one client.
 #[derive(Debug, Default)]
 pub struct PendingQueue {
     /// `seq` of the front slot.
     base: u64,
-    slots: VecDeque<Option<Bytes>>,
+    slots: VecDeque<Slot>,
     /// Slots still waiting for their reply.
     waiting: usize,
 }
@@ -29,39 +58,43 @@ impl PendingQueue {
     }
 
     /// Adds a waiting slot at the back and returns its `seq`.
-    pub fn push(&mut self) -> u64 {
-        self.slots.push_back(None);
+    pub fn push(&mut self, tag: Tag) -> u64 {
+        self.slots.push_back(Slot { reply: None, tag });
         self.waiting += 1;
         self.base + self.slots.len() as u64 - 1
     }
 
     /// Adds a slot whose reply is already known (a local answer) and returns its `seq`.
-    pub fn push_ready(&mut self, reply: Bytes) -> u64 {
-        self.slots.push_back(Some(reply));
+    pub fn push_ready(&mut self, reply: Bytes, tag: Tag) -> u64 {
+        self.slots.push_back(Slot {
+            reply: Some(reply),
+            tag,
+        });
         self.base + self.slots.len() as u64 - 1
     }
 
-    /// Fills slot `seq`. Returns false if there is no such waiting slot (a stale or duplicate
-    /// completion), which leaves the queue unchanged.
-    pub fn complete(&mut self, seq: u64, reply: Bytes) -> bool {
-        let Some(i) = seq.checked_sub(self.base) else {
-            return false;
-        };
+    /// Fills slot `seq` and returns its tag. Returns `None` if there is no such waiting slot (a
+    /// stale or duplicate completion), which leaves the queue unchanged.
+    pub fn complete(&mut self, seq: u64, reply: Bytes) -> Option<&Tag> {
+        let i = seq.checked_sub(self.base)?;
         match self.slots.get_mut(i as usize) {
-            Some(slot @ None) => {
-                *slot = Some(reply);
+            Some(slot) if slot.reply.is_none() => {
+                slot.reply = Some(reply);
                 self.waiting -= 1;
-                true
+                Some(&slot.tag)
             }
-            _ => false,
+            _ => None,
         }
     }
 
     /// Moves the ready replies at the front, in order, into `out`; returns how many.
     pub fn drain_ready_front(&mut self, out: &mut VecDeque<Bytes>) -> usize {
         let mut n = 0;
-        while let Some(Some(_)) = self.slots.front() {
-            if let Some(Some(reply)) = self.slots.pop_front() {
+        while self.slots.front().is_some_and(|s| s.reply.is_some()) {
+            if let Some(Slot {
+                reply: Some(reply), ..
+            }) = self.slots.pop_front()
+            {
                 out.push_back(reply);
             }
             self.base += 1;
@@ -90,33 +123,37 @@ impl PendingQueue {
 mod tests {
     use super::*;
 
+    fn tag() -> Tag {
+        Tag::unknown(Instant::now())
+    }
+
     #[test]
     fn replies_leave_in_request_order() {
         let mut q = PendingQueue::new();
-        let a = q.push();
-        let b = q.push();
-        let c = q.push_ready(Bytes::from_static(b"c"));
+        let a = q.push(tag());
+        let b = q.push(tag());
+        let c = q.push_ready(Bytes::from_static(b"c"), tag());
         let mut out = VecDeque::new();
-        assert!(q.complete(b, Bytes::from_static(b"b")));
+        assert!(q.complete(b, Bytes::from_static(b"b")).is_some());
         assert_eq!(q.drain_ready_front(&mut out), 0);
-        assert!(q.complete(a, Bytes::from_static(b"a")));
+        assert!(q.complete(a, Bytes::from_static(b"a")).is_some());
         assert_eq!(q.drain_ready_front(&mut out), 3);
         assert_eq!(out, vec![&b"a"[..], b"b", b"c"]);
         assert_eq!(c, 2);
         assert!(q.is_empty());
-        assert_eq!(q.push(), 3);
+        assert_eq!(q.push(tag()), 3);
     }
 
     #[test]
     fn stale_and_duplicate_completions_are_ignored() {
         let mut q = PendingQueue::new();
-        let a = q.push();
-        assert!(q.complete(a, Bytes::new()));
-        assert!(!q.complete(a, Bytes::new()));
-        assert!(!q.complete(7, Bytes::new()));
+        let a = q.push(tag());
+        assert!(q.complete(a, Bytes::new()).is_some());
+        assert!(q.complete(a, Bytes::new()).is_none());
+        assert!(q.complete(7, Bytes::new()).is_none());
         let mut out = VecDeque::new();
         q.drain_ready_front(&mut out);
-        assert!(!q.complete(a, Bytes::new()));
+        assert!(q.complete(a, Bytes::new()).is_none());
         assert_eq!(q.waiting(), 0);
     }
 }

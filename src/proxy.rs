@@ -19,10 +19,11 @@ use crate::command::{CommandTable, Route};
 use crate::config::Config;
 use crate::health::{Flip, ProbeConn};
 use crate::net::{self, READ_CHUNK_BYTES};
+use crate::pending::Tag;
 use crate::picker::Picker;
 use crate::resp::{self, reply, Frame};
 use crate::stats::Stats;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use log::{debug, error, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const METRICS: Token = Token(usize::MAX - 4);
 
 /// Housekeeping period: probe deadlines, request timeouts, idle clients.
 const TICK: Duration = Duration::from_millis(50);
@@ -66,6 +68,7 @@ pub(crate) enum Conn {
     Client(Box<ClientConn>),
     Backend(BackendConn),
     Probe(ProbeConn),
+    Http(crate::metrics::HttpConn),
 }
 
 pub(crate) struct Entry {
@@ -77,6 +80,7 @@ pub(crate) struct Entry {
 pub struct Proxy {
     poll: Poll,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     pub(crate) conns: Slab<Entry>,
     next_gen: u32,
     pub(crate) backends: Vec<Backend>,
@@ -102,6 +106,7 @@ pub struct Proxy {
     draining_until: Option<Instant>,
     next_tick: Instant,
     next_idle_check: Instant,
+    next_ops_sample: Instant,
     pub(crate) started: Instant,
     pub(crate) port: u16,
 }
@@ -116,6 +121,15 @@ impl Proxy {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut l = TcpListener::bind(addr)?;
+                poll.registry()
+                    .register(&mut l, METRICS, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
         let now = Instant::now();
         let backends = config
             .backends
@@ -135,6 +149,7 @@ impl Proxy {
         Ok(Proxy {
             poll,
             listener: Some(listener),
+            metrics_listener,
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             backends,
@@ -158,6 +173,7 @@ impl Proxy {
             draining_until: None,
             next_tick: now,
             next_idle_check: now,
+            next_ops_sample: now,
             started: now,
             port,
             config,
@@ -237,6 +253,7 @@ impl Proxy {
     fn on_event(&mut self, event: &mio::event::Event) {
         match event.token() {
             LISTENER => self.accept(),
+            METRICS => self.accept_http(),
             WAKER => {
                 if self.stop.load(Ordering::SeqCst) {
                     self.begin_shutdown("requested");
@@ -274,6 +291,7 @@ impl Proxy {
                         }
                     }
                     Some(Conn::Probe(_)) => self.on_probe_event(t, readable, writable || hup, hup),
+                    Some(Conn::Http(_)) => self.on_http_event(t),
                     None => {}
                 }
             }
@@ -306,7 +324,7 @@ impl Proxy {
                 Some(e) if e.gen == r.gen => match e.conn {
                     Conn::Client(_) => self.on_client_readable(r.token, false),
                     Conn::Backend(_) => self.on_backend_readable(r.token, false),
-                    Conn::Probe(_) => {}
+                    Conn::Probe(_) | Conn::Http(_) => {}
                 },
                 _ => {}
             }
@@ -329,6 +347,7 @@ impl Proxy {
             Conn::Client(c) => &mut c.stream,
             Conn::Backend(b) => &mut b.stream,
             Conn::Probe(p) => &mut p.stream,
+            Conn::Http(h) => &mut h.stream,
         };
         registry.register(
             stream,
@@ -346,6 +365,7 @@ impl Proxy {
             Conn::Client(c) => &mut c.stream,
             Conn::Backend(b) => &mut b.stream,
             Conn::Probe(p) => &mut p.stream,
+            Conn::Http(h) => &mut h.stream,
         };
         let _ = self.poll.registry().deregister(stream);
         Some(entry.conn)
@@ -394,6 +414,33 @@ impl Proxy {
             }
             self.clients += 1;
             debug!("client={} id={id} peer={peer} connected", r.token);
+        }
+    }
+
+    fn accept_http(&mut self) {
+        loop {
+            let Some(l) = &self.metrics_listener else {
+                return;
+            };
+            let stream = match l.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("metrics accept failed: {e}");
+                    return;
+                }
+            };
+            let conn = crate::metrics::HttpConn {
+                stream,
+                rbuf: BytesMut::new(),
+                out: Vec::new(),
+                responded: false,
+            };
+            let r = self.insert(Conn::Http(conn));
+            if self.register(r.token).is_err() {
+                self.remove(r.token);
+            }
         }
     }
 
@@ -542,7 +589,8 @@ impl Proxy {
                 }
                 Err(e) => {
                     warn!("client={token} peer={} {e}; closing", c.peer);
-                    c.pending.push_ready(resp::error(&format!("ERR {e}")));
+                    c.pending
+                        .push_ready(resp::error(&format!("ERR {e}")), Tag::unknown(self.now));
                     c.close_after_flush = true;
                     c.rbuf.clear();
                     c.barrier = false;
@@ -560,20 +608,25 @@ impl Proxy {
         self.stats.total_commands_processed += 1;
         let route = id.map_or(Route::Forward, |id| self.commands.route(id));
         let password_set = self.config.password.is_some();
+        let now = self.now;
         let Some(c) = self.client_mut(token) else {
             return;
         };
         c.last_cmd = id.map_or("unknown", |id| {
             crate::command_table::COMMANDS[id as usize].name
         });
+        c.cur = Tag {
+            cmd: id.unwrap_or(u16::MAX),
+            start: now,
+            req: req.clone(),
+        };
         if password_set && !c.authed {
             use crate::command::Local;
             if !matches!(
                 route,
                 Route::Local(Local::Auth | Local::Hello | Local::Quit)
             ) {
-                c.pending.push_ready(reply::NOAUTH);
-                self.mark_client_dirty(token);
+                self.reply_now(token, reply::NOAUTH);
                 return;
             }
         }
@@ -631,14 +684,23 @@ impl Proxy {
         let Conn::Client(c) = &mut entry.conn else {
             return;
         };
-        let seq = c.pending.push();
+        let seq = c.pending.push(c.cur.clone());
         c.barrier = true;
         self.start_fanout(ConnRef { token, gen }, seq, cmd, req, info);
     }
 
     pub(crate) fn reply_now(&mut self, token: usize, answer: Bytes) {
-        if let Some(c) = self.client_mut(token) {
-            c.pending.push_ready(answer);
+        let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
+        if let Some(Entry {
+            conn: Conn::Client(c),
+            ..
+        }) = self.conns.get_mut(token)
+        {
+            let failed = answer.first() == Some(&b'-');
+            let name = c.name.as_deref();
+            self.stats
+                .record(&c.cur, self.now, failed, slow_us, slow_max, &c.peer, name);
+            c.pending.push_ready(answer, c.cur.clone());
             self.mark_client_dirty(token);
         }
     }
@@ -669,7 +731,7 @@ impl Proxy {
         let Conn::Client(c) = &mut entry.conn else {
             return;
         };
-        let seq = c.pending.push();
+        let seq = c.pending.push(c.cur.clone());
         let origin = Origin::Client { token, gen, seq };
         match self.backend_conn(u, slot) {
             Some(conn) => {
@@ -704,7 +766,7 @@ impl Proxy {
         let Conn::Client(c) = &mut entry.conn else {
             return;
         };
-        let seq = c.pending.push();
+        let seq = c.pending.push(c.cur.clone());
         self.send(token, gen, seq, req);
     }
 
@@ -769,8 +831,20 @@ impl Proxy {
             Origin::Fanout { id, part } => return self.fanout_part_done(id, part, reply),
             Origin::Auth | Origin::Push => return,
         };
-        if let Some(c) = self.client_gen_mut(token, gen) {
-            if c.pending.complete(seq, reply) {
+        let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
+        let failed = reply.first() == Some(&b'-');
+        if let Some(Entry {
+            gen: g,
+            conn: Conn::Client(c),
+        }) = self.conns.get_mut(token)
+        {
+            if *g != gen {
+                return;
+            }
+            if let Some(tag) = c.pending.complete(seq, reply) {
+                let name = c.name.as_deref();
+                self.stats
+                    .record(tag, self.now, failed, slow_us, slow_max, &c.peer, name);
                 if c.barrier && c.pending.waiting() == 0 {
                     self.resume.push(ConnRef { token, gen });
                 }
@@ -1033,7 +1107,7 @@ impl Proxy {
                 }
                 continue;
             }
-            let Some((origin, _)) = bc.inflight.pop_front() else {
+            let Some((origin, sent)) = bc.inflight.pop_front() else {
                 self.fail_backend_conn(token, "reply with nothing in flight (out of sync)");
                 return;
             };
@@ -1044,6 +1118,11 @@ impl Proxy {
                     return;
                 }
                 continue;
+            }
+            let (u, session) = (bc.upstream, bc.owner.is_some());
+            if !session {
+                let us = self.now.saturating_duration_since(sent).as_micros() as u64;
+                self.up_mut(u).latency.record(us);
             }
             self.complete(origin, frame);
         }
@@ -1168,6 +1247,10 @@ impl Proxy {
             self.check_probe(Upstream::pubsub());
         }
         self.check_backend_timeouts();
+        if self.now >= self.next_ops_sample {
+            self.next_ops_sample = self.now + Duration::from_millis(100);
+            self.stats.sample_ops(self.now);
+        }
         if self.now >= self.next_idle_check {
             self.next_idle_check = self.now + Duration::from_secs(1);
             self.close_idle_clients();

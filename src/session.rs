@@ -221,7 +221,7 @@ impl Proxy {
         let Conn::Client(c) = &mut entry.conn else {
             return false;
         };
-        let seq = c.pending.push();
+        let seq = c.pending.push(c.cur.clone());
         self.enqueue(conn, Origin::Client { token, gen, seq }, req);
         true
     }

@@ -7,9 +7,115 @@ use std::fmt::Write;
 /// features on it.
 pub const REDIS_VERSION: &str = "7.2.0";
 
+/// A log-linear latency histogram in microseconds: exact below 16 µs, then four buckets per
+/// power of two (≤ 25% error), up to about an hour.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    buckets: Box<[u32; HIST_BUCKETS]>,
+    count: u64,
+}
+
+const HIST_BUCKETS: usize = 128;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: Box::new([0; HIST_BUCKETS]),
+            count: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(us: u64) -> usize {
+        if us < 16 {
+            return us as usize;
+        }
+        let log = 63 - us.leading_zeros() as usize;
+        let sub = ((us >> (log - 2)) & 3) as usize;
+        (16 + (log - 4) * 4 + sub).min(HIST_BUCKETS - 1)
+    }
+
+    fn upper(i: usize) -> u64 {
+        if i < 16 {
+            return i as u64;
+        }
+        let log = (i - 16) / 4 + 4;
+        let sub = ((i - 16) % 4) as u64;
+        ((5 + sub) << (log - 2)) - 1
+    }
+
+    /// Records one duration.
+    pub fn record(&mut self, us: u64) {
+        let b = &mut self.buckets[Self::bucket(us)];
+        *b = b.saturating_add(1);
+        self.count += 1;
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0 when empty).
+    pub fn quantile(&self, q: f64) -> u64 {
+        let target = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= target {
+                return Self::upper(i);
+            }
+        }
+        0
+    }
+
+    /// Durations recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Calls, time and failures of one command.
+#[derive(Debug, Clone, Default)]
+pub struct CommandStats {
+    /// Requests answered.
+    pub calls: u64,
+    /// Total microseconds from arrival to reply ready.
+    pub usec: u64,
+    /// Requests answered with an error.
+    pub failed: u64,
+    /// Latency distribution.
+    pub hist: Histogram,
+}
+
+/// One slow log entry, as Redis keeps it.
+#[derive(Debug, Clone)]
+pub struct SlowEntry {
+    pub id: u64,
+    pub unix_time: u64,
+    pub usec: u64,
+    pub args: Vec<Vec<u8>>,
+    pub peer: String,
+    pub name: Vec<u8>,
+}
+
+/// Upper bounds (seconds) of the Prometheus command duration histogram.
+pub const PROM_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 /// Process-wide counters of one event loop.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
+    /// Per command id (`COMMANDS` order), the last entry for unknown commands; allocated on
+    /// first use.
+    pub commands: Vec<CommandStats>,
+    /// Command durations for Prometheus: cumulative counts per `PROM_BUCKETS` bound.
+    pub prom_buckets: [u64; PROM_BUCKETS.len()],
+    /// Sum of command durations in microseconds.
+    pub prom_sum_us: u64,
+    /// The slow log, newest first.
+    pub slowlog: std::collections::VecDeque<SlowEntry>,
+    /// Id of the next slow log entry.
+    pub slowlog_next_id: u64,
+    /// Commands processed at each of the last samples (100 ms apart), for ops/sec.
+    pub ops_samples: std::collections::VecDeque<(std::time::Instant, u64)>,
     /// Connections accepted (including rejected ones).
     pub total_connections_received: u64,
     /// Requests framed.
@@ -26,7 +132,119 @@ pub struct Stats {
     pub accept_errors: u64,
 }
 
-const SECTIONS: [&str; 5] = ["server", "clients", "stats", "backends", "shards"];
+const SECTIONS: [&str; 8] = [
+    "server",
+    "clients",
+    "stats",
+    "backends",
+    "shards",
+    "commandstats",
+    "latencystats",
+    "keyspace",
+];
+
+impl Stats {
+    /// Records a reply: its command's counters and histogram, and the slow log.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &mut self,
+        tag: &crate::pending::Tag,
+        now: std::time::Instant,
+        failed: bool,
+        slow_us: u64,
+        slowlog_max: usize,
+        peer: &std::net::SocketAddr,
+        name: Option<&[u8]>,
+    ) {
+        let us = now.saturating_duration_since(tag.start).as_micros() as u64;
+        if self.commands.is_empty() {
+            self.commands = vec![CommandStats::default(); crate::command_table::COMMANDS.len() + 1];
+        }
+        let i = (tag.cmd as usize).min(self.commands.len() - 1);
+        let c = &mut self.commands[i];
+        c.calls += 1;
+        c.usec += us;
+        c.failed += u64::from(failed);
+        c.hist.record(us);
+        let secs = us as f64 / 1e6;
+        for (b, bound) in self.prom_buckets.iter_mut().zip(PROM_BUCKETS) {
+            if secs <= bound {
+                *b += 1;
+            }
+        }
+        self.prom_sum_us += us;
+        if us >= slow_us && slowlog_max > 0 {
+            self.log_slow(tag, us, peer, name, slowlog_max);
+        }
+    }
+
+    fn log_slow(
+        &mut self,
+        tag: &crate::pending::Tag,
+        us: u64,
+        peer: &std::net::SocketAddr,
+        name: Option<&[u8]>,
+        max: usize,
+    ) {
+        // Like Redis: at most 32 arguments, each cut at 128 bytes.
+        let all = crate::resp::frame_args(&tag.req);
+        let mut args: Vec<Vec<u8>> = all
+            .iter()
+            .take(if all.len() > 32 { 31 } else { 32 })
+            .map(|a| {
+                if a.len() > 128 {
+                    let mut v = a[..128].to_vec();
+                    v.extend_from_slice(format!("... ({} more bytes)", a.len() - 128).as_bytes());
+                    v
+                } else {
+                    a.to_vec()
+                }
+            })
+            .collect();
+        if all.len() > 32 {
+            args.push(format!("... ({} more arguments)", all.len() - 31).into_bytes());
+        }
+        let unix_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.slowlog.push_front(SlowEntry {
+            id: self.slowlog_next_id,
+            unix_time,
+            usec: us,
+            args,
+            peer: peer.to_string(),
+            name: name.unwrap_or_default().to_vec(),
+        });
+        self.slowlog_next_id += 1;
+        self.slowlog.truncate(max);
+    }
+
+    /// Takes an ops/sec sample (every 100 ms); returns the rate over the last ~1.6 s.
+    pub fn sample_ops(&mut self, now: std::time::Instant) {
+        self.ops_samples
+            .push_back((now, self.total_commands_processed));
+        while self.ops_samples.len() > 16 {
+            self.ops_samples.pop_front();
+        }
+    }
+
+    /// Commands per second over the sampled window.
+    pub fn ops_per_sec(&self) -> u64 {
+        match (self.ops_samples.front(), self.ops_samples.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                ((b.1 - a.1) as f64 / b.0.duration_since(a.0).as_secs_f64()) as u64
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// The name of command id `i` for stats (lower case), `unknown` past the table.
+pub fn command_name(i: usize) -> String {
+    crate::command_table::COMMANDS
+        .get(i)
+        .map_or_else(|| "unknown".to_string(), |s| s.name.to_ascii_lowercase())
+}
 
 impl Proxy {
     /// The `INFO` text for the requested sections (none, `all`, `everything` or `default`: all).
@@ -39,6 +257,9 @@ impl Proxy {
             });
         let mut out = String::new();
         for name in SECTIONS {
+            if name == "keyspace" && !self.shards.is_empty() {
+                continue; // merged from the shards by the INFO fan-out
+            }
             if all
                 || sections
                     .iter()
@@ -82,10 +303,11 @@ impl Proxy {
             "stats" => write!(
                 out,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-                 rejected_connections:{}\r\nprotocol_errors:{}\r\nbackend_errors:{}\r\n\
-                 client_output_limit_disconnections:{}\r\n",
+                 instantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nprotocol_errors:{}\r\n\
+                 backend_errors:{}\r\nclient_output_limit_disconnections:{}\r\n",
                 s.total_connections_received,
                 s.total_commands_processed,
+                s.ops_per_sec(),
                 s.rejected_connections,
                 s.protocol_errors,
                 s.backend_errors,
@@ -102,13 +324,15 @@ impl Proxy {
                         .count();
                     let _ = write!(
                         out,
-                        "backend{i}:addr={},state={},fails={},connections={conns},requests={},errors={},transitions={}\r\n",
+                        "backend{i}:addr={},state={},fails={},connections={conns},requests={},errors={},transitions={},p50_usec={},p99_usec={}\r\n",
                         b.label,
                         if b.health.up { "up" } else { "down" },
                         b.health.fails,
                         b.requests,
                         b.errors,
                         b.health.transitions,
+                        b.latency.quantile(0.5),
+                        b.latency.quantile(0.99),
                     );
                 }
                 Ok(())
@@ -131,6 +355,41 @@ impl Proxy {
                         sh.errors,
                     );
                 }
+                Ok(())
+            }
+            "commandstats" => {
+                out.push_str("# Commandstats\r\n");
+                for (i, c) in s.commands.iter().enumerate().filter(|(_, c)| c.calls > 0) {
+                    let _ = write!(
+                        out,
+                        "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
+                        command_name(i),
+                        c.calls,
+                        c.usec,
+                        c.usec as f64 / c.calls as f64,
+                        c.failed
+                    );
+                }
+                Ok(())
+            }
+            "latencystats" => {
+                out.push_str("# Latencystats\r\n");
+                for (i, c) in s.commands.iter().enumerate().filter(|(_, c)| c.calls > 0) {
+                    let _ = write!(
+                        out,
+                        "latency_percentiles_usec_{}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                        command_name(i),
+                        c.hist.quantile(0.5) as f64,
+                        c.hist.quantile(0.99) as f64,
+                        c.hist.quantile(0.999) as f64
+                    );
+                }
+                Ok(())
+            }
+            // Without shards respite has no keyspace of its own to report; with shards the
+            // section is merged from them by a fan-out (`fanout.rs`).
+            "keyspace" => {
+                out.push_str("# Keyspace\r\n");
                 Ok(())
             }
             _ => Ok(()),

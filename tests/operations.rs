@@ -1,0 +1,257 @@
+//! Operations: INFO in Redis's format, Prometheus /metrics, SLOWLOG.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+use support::*;
+
+/// Parses INFO text the way redis-py's `info()` does: `# Section` headers, `key:value` lines.
+fn parse_info(text: &str) -> (Vec<String>, HashMap<String, String>) {
+    let mut sections = Vec::new();
+    let mut fields = HashMap::new();
+    for line in text.split("\r\n") {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("# ") {
+            sections.push(name.to_string());
+            continue;
+        }
+        let (k, v) = line
+            .split_once(':')
+            .unwrap_or_else(|| panic!("INFO line without ':': {line:?}"));
+        fields.insert(k.to_string(), v.to_string());
+    }
+    (sections, fields)
+}
+
+#[test]
+fn info_has_every_section_and_field_in_redis_format() {
+    let a = RedisServer::start();
+    let proxy = TestProxy::over(&[&a]);
+    let mut c = proxy.client();
+    for i in 0..20 {
+        let () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+        let _: Option<String> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: redis::RedisResult<()> = redis::cmd("NOSUCH").query(&mut c);
+    let text: String = redis::cmd("INFO").arg("everything").query(&mut c).unwrap();
+    let (sections, f) = parse_info(&text);
+    for s in [
+        "Server",
+        "Clients",
+        "Stats",
+        "Backends",
+        "Shards",
+        "Commandstats",
+        "Latencystats",
+        "Keyspace",
+    ] {
+        assert!(
+            sections.iter().any(|x| x == s),
+            "section {s} in {sections:?}"
+        );
+    }
+    for k in [
+        "redis_version",
+        "respite_version",
+        "process_id",
+        "tcp_port",
+        "uptime_in_seconds",
+        "config_file",
+        "connected_clients",
+        "maxclients",
+        "blocked_clients",
+        "pubsub_clients",
+        "total_connections_received",
+        "total_commands_processed",
+        "instantaneous_ops_per_sec",
+        "rejected_connections",
+        "protocol_errors",
+        "backend_errors",
+    ] {
+        assert!(f.contains_key(k), "field {k}");
+    }
+    assert_eq!(f["tcp_port"], proxy.addr.port().to_string());
+    assert_eq!(f["process_id"], std::process::id().to_string());
+    let backend = &f["backend0"];
+    for part in [
+        format!("addr={}", a.addr()),
+        "state=up".into(),
+        "p50_usec=".into(),
+        "p99_usec=".into(),
+        "requests=".into(),
+    ] {
+        assert!(backend.contains(&part), "{backend} lacks {part}");
+    }
+    let set = &f["cmdstat_set"];
+    assert!(set.starts_with("calls=20,usec="), "{set}");
+    assert!(
+        f["cmdstat_unknown"].contains("failed_calls=1"),
+        "{}",
+        f["cmdstat_unknown"]
+    );
+    assert!(f["latency_percentiles_usec_get"].starts_with("p50="));
+    let only: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    let (sections, _) = parse_info(&only);
+    assert_eq!(sections, vec!["Stats"]);
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A strict parse of the Prometheus text format: samples by `name{labels}`.
+fn parse_prometheus(body: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kind = parts.next().unwrap();
+            assert!(kind == "HELP" || kind == "TYPE", "bad comment {line}");
+            let name = parts.next().expect("metric name");
+            if kind == "TYPE" {
+                let t = parts.next().unwrap();
+                assert!(["counter", "gauge", "histogram"].contains(&t), "{line}");
+                assert!(typed.insert(name.to_string()), "TYPE twice for {name}");
+            }
+            continue;
+        }
+        let (key, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample {line}"));
+        let name = key.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{name}"
+        );
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            typed.contains(name) || typed.contains(base),
+            "sample before TYPE: {line}"
+        );
+        if let Some(labels) = key.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value {line}"));
+        samples.insert(key.to_string(), v);
+    }
+    samples
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text_and_tracks_backend_health() {
+    let a = RedisServer::start();
+    let mut b = RedisServer::start();
+    let mut config = config_for(&[&a, &b]);
+    let metrics_port = free_port();
+    config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port)));
+    let proxy = TestProxy::start(config);
+    let maddr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let mut c = proxy.client();
+    for i in 0..10 {
+        let () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+    }
+    let (status, body) = http_get(maddr, "/metrics");
+    assert_eq!(status, 200);
+    let m = parse_prometheus(&body);
+    assert_eq!(m["respite_connected_clients"], 1.0);
+    assert_eq!(m["respite_commands_total{command=\"set\"}"], 10.0);
+    assert!(m["respite_command_duration_seconds_count"] >= 10.0);
+    assert_eq!(
+        m["respite_command_duration_seconds_bucket{le=\"+Inf\"}"],
+        m["respite_command_duration_seconds_count"]
+    );
+    let up_b = format!("respite_backend_up{{backend=\"{}\"}}", b.addr());
+    assert_eq!(m[&up_b], 1.0);
+    assert!(m.contains_key(&format!(
+        "respite_backend_requests_total{{backend=\"{}\"}}",
+        a.addr()
+    )));
+    assert!(m.contains_key(&format!(
+        "respite_backend_errors_total{{backend=\"{}\"}}",
+        a.addr()
+    )));
+    assert!(m.contains_key(&format!(
+        "respite_health_transitions_total{{backend=\"{}\"}}",
+        a.addr()
+    )));
+    assert_eq!(http_get(maddr, "/other").0, 404);
+
+    b.kill();
+    let down = wait_until(Duration::from_secs(3), || {
+        parse_prometheus(&http_get(maddr, "/metrics").1)[&up_b] == 0.0
+    });
+    assert!(down, "backend_up flips to 0 after the kill");
+    b.restart();
+    let up = wait_until(Duration::from_secs(3), || {
+        parse_prometheus(&http_get(maddr, "/metrics").1)[&up_b] == 1.0
+    });
+    assert!(up, "backend_up flips back to 1 after the restart");
+    let m = parse_prometheus(&http_get(maddr, "/metrics").1);
+    assert!(
+        m[&format!(
+            "respite_health_transitions_total{{backend=\"{}\"}}",
+            b.addr()
+        )] >= 2.0
+    );
+}
+
+#[test]
+fn slowlog_records_slow_commands_as_redis_formats_them() {
+    let a = RedisServer::start();
+    let mut config = config_for(&[&a]);
+    config.slowlog_micros = 20_000;
+    let proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    assert_eq!(raw.cmd(&[b"CLIENT", b"SETNAME", b"slowpoke"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"SET", b"fast", b"1"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"DEBUG", b"SLEEP", b"0.05"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"SLOWLOG", b"LEN"]), b":1\r\n");
+    let entry = String::from_utf8_lossy(&raw.cmd(&[b"SLOWLOG", b"GET"])).into_owned();
+    let lines: Vec<&str> = entry.split("\r\n").collect();
+    assert_eq!(&lines[..3], &["*1", "*6", ":0"], "{entry}");
+    let usec: u64 = lines[4][1..].parse().unwrap();
+    assert!((40_000..2_000_000).contains(&usec), "{usec}");
+    assert_eq!(
+        &lines[5..12],
+        &["*3", "$5", "DEBUG", "$5", "SLEEP", "$4", "0.05"]
+    );
+    assert!(entry.contains(&raw.stream.local_addr().unwrap().to_string()));
+    assert!(entry.ends_with("$8\r\nslowpoke\r\n"));
+    assert_eq!(raw.cmd(&[b"SLOWLOG", b"RESET"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"SLOWLOG", b"LEN"]), b":0\r\n");
+}
