@@ -125,6 +125,8 @@ pub struct Backend {
     pub requests: u64,
     /// Requests that failed because of this backend (connection lost, timeout).
     pub errors: u64,
+    /// Removed by a reload: never picked, closed once drained.
+    pub retired: bool,
     /// Connections of their own open to it.
     pub sessions: usize,
     /// Time from writing a request to reading its reply.
@@ -148,6 +150,7 @@ impl Backend {
             next_probe: now,
             requests: 0,
             errors: 0,
+            retired: false,
             sessions: 0,
             latency: Default::default(),
             role: Role::Unknown,

@@ -75,6 +75,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Where `/metrics` is served over HTTP, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Independent event loops, each on its own thread and SO_REUSEPORT listener.
+    pub workers: usize,
     /// Commands slower than this (arrival to reply ready) enter the slow log.
     pub slowlog_micros: u64,
     /// Entries the slow log keeps.
@@ -84,7 +86,7 @@ pub struct Config {
 }
 
 /// Command-line flags; every one is optional so the file and defaults can fill in.
-#[derive(Parser, Debug, Default)]
+#[derive(Parser, Debug, Default, Clone)]
 #[command(
     name = "respite",
     version,
@@ -169,6 +171,9 @@ pub struct Cli {
     /// Milliseconds to finish in-flight requests on shutdown [default: 5000].
     #[arg(long)]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Event loops (threads) sharing the listen port via SO_REUSEPORT [default: 1].
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Serve Prometheus metrics on host:port at /metrics.
     #[arg(long)]
     pub metrics_listen: Option<String>,
@@ -212,6 +217,7 @@ struct FileConfig {
     slowlog_micros: Option<u64>,
     slowlog_max_len: Option<usize>,
     metrics_listen: Option<String>,
+    workers: Option<usize>,
 }
 
 impl Config {
@@ -355,6 +361,7 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
             Some(a) => Some(resolve("metrics_listen", a.trim())?),
             None => None,
         },
+        workers: positive("workers", pick!(workers, 1))?,
         slowlog_micros: pick!(slowlog_micros, 10_000),
         slowlog_max_len: pick!(slowlog_max_len, 128),
         config_file,

@@ -321,7 +321,7 @@ impl Proxy {
     /// makes a fan-out impossible (a master that is down, a shard not probed yet).
     pub(crate) fn shard_set(&self) -> Result<Vec<usize>, String> {
         let mut masters = Vec::new();
-        for (i, s) in self.shards.iter().enumerate() {
+        for (i, s) in self.shards.iter().enumerate().filter(|(_, s)| !s.retired) {
             match (&s.role, s.health.up) {
                 (Role::Master, true) => masters.push(i),
                 (Role::Replica(_), _) => {}

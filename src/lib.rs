@@ -25,6 +25,7 @@ pub mod net;
 pub mod pending;
 pub mod picker;
 pub mod proxy;
+pub mod reload;
 pub mod resp;
 pub mod session;
 pub mod stats;

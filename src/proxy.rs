@@ -103,12 +103,14 @@ pub struct Proxy {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
+    pub(crate) reload_cli: Option<crate::config::Cli>,
     draining_until: Option<Instant>,
     next_tick: Instant,
     next_idle_check: Instant,
     next_ops_sample: Instant,
     pub(crate) started: Instant,
     pub(crate) port: u16,
+    pub(crate) worker_id: usize,
 }
 
 impl Proxy {
@@ -170,20 +172,38 @@ impl Proxy {
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             signals: None,
+            reload_cli: None,
             draining_until: None,
             next_tick: now,
             next_idle_check: now,
             next_ops_sample: now,
             started: now,
             port,
+            worker_id: 0,
             config,
         })
     }
 
-    /// Binds `config.listen` and builds the proxy.
-    pub fn bind(config: Config) -> io::Result<Proxy> {
-        let listener = std::net::TcpListener::bind(config.listen)?;
+    /// Binds `config.listen` and builds the proxy. With `reuse_port`, the listener is one of
+    /// several sharing the port (SO_REUSEPORT): the kernel spreads connections over them.
+    pub fn bind(config: Config, reuse_port: bool) -> io::Result<Proxy> {
+        let listener = if reuse_port {
+            use socket2::{Domain, Socket, Type};
+            let socket = Socket::new(Domain::for_address(config.listen), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&config.listen.into())?;
+            socket.listen(1024)?;
+            socket.into()
+        } else {
+            std::net::TcpListener::bind(config.listen)?
+        };
         Proxy::new(config, listener)
+    }
+
+    /// Sets this loop's number among `--workers` (shown in INFO).
+    pub fn set_worker_id(&mut self, id: usize) {
+        self.worker_id = id;
     }
 
     /// A handle that stops the loop from another thread.
@@ -196,8 +216,8 @@ impl Proxy {
 
     /// Stops gracefully on SIGINT and SIGTERM (for the binary; tests use the handle).
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -260,13 +280,18 @@ impl Proxy {
                 }
             }
             SIGNALS => {
-                let got = self
+                let got: Vec<i32> = self
                     .signals
                     .as_mut()
-                    .map(|s| s.pending().next().is_some())
-                    .unwrap_or(false);
-                if got {
-                    self.begin_shutdown("signal received");
+                    .map(|s| s.pending().collect())
+                    .unwrap_or_default();
+                for sig in got {
+                    if sig == signal_hook::consts::SIGHUP {
+                        info!("SIGHUP: reloading {:?}", self.config.config_file);
+                        self.reload();
+                    } else {
+                        self.begin_shutdown("signal received");
+                    }
                 }
             }
             Token(t) => {
@@ -779,7 +804,7 @@ impl Proxy {
                 return;
             };
             let sticky = if c.pending.waiting() > 1 {
-                c.backend
+                c.backend.filter(|&b| !self.backends[b].retired)
             } else {
                 None
             };
@@ -793,7 +818,7 @@ impl Proxy {
                 return;
             };
             c.backend = Some(b);
-            let slot = token % self.config.backend_connections;
+            let slot = token % self.backends[b].conns.len();
             match self.backend_conn(Upstream::backend(b), slot) {
                 Some(conn_token) => {
                     self.enqueue(conn_token, origin, req);
@@ -1238,11 +1263,16 @@ impl Proxy {
     fn on_tick(&mut self) {
         self.next_tick = self.now + TICK;
         for b in 0..self.backends.len() {
-            self.check_probe(Upstream::backend(b));
+            if !self.backends[b].retired {
+                self.check_probe(Upstream::backend(b));
+            }
         }
         for s in 0..self.shards.len() {
-            self.check_probe(Upstream::shard(s));
+            if !self.shards[s].retired {
+                self.check_probe(Upstream::shard(s));
+            }
         }
+        self.close_drained();
         if !self.pubsub.is_empty() {
             self.check_probe(Upstream::pubsub());
         }

@@ -531,6 +531,10 @@ impl ReplyScanner {
                 if lf != b'\n' {
                     return Err(FrameError("expected CRLF in reply"));
                 }
+                if cr - self.pos > MAX_REPLY_LINE_BYTES {
+                    // Same verdict however the line was split across reads.
+                    return Err(FrameError("reply line too long"));
+                }
                 self.searched = 0;
                 let line = &buf[self.pos + 1..cr];
                 self.pos = cr + 2;

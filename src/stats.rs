@@ -281,8 +281,10 @@ impl Proxy {
             "server" => write!(
                 out,
                 "# Server\r\nredis_version:{REDIS_VERSION}\r\nrespite_version:{}\r\nredis_mode:standalone\r\n\
-                 process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nconfig_file:{}\r\n",
+                 worker_id:{}\r\nworkers:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nconfig_file:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
+                self.worker_id,
+                self.config.workers,
                 std::process::id(),
                 self.port,
                 self.now.duration_since(self.started).as_secs(),
@@ -315,7 +317,7 @@ impl Proxy {
             ),
             "backends" => {
                 out.push_str("# Backends\r\n");
-                for (i, b) in self.backends.iter().enumerate() {
+                for (i, b) in self.backends.iter().enumerate().filter(|(_, b)| !b.retired) {
                     let conns = b
                         .conns
                         .iter()
@@ -339,7 +341,7 @@ impl Proxy {
             }
             "shards" => {
                 out.push_str("# Shards\r\n");
-                for (i, sh) in self.shards.iter().enumerate() {
+                for (i, sh) in self.shards.iter().enumerate().filter(|(_, s)| !s.retired) {
                     let role = match &sh.role {
                         crate::backend::Role::Unknown => "unknown".to_string(),
                         crate::backend::Role::Master => "master".to_string(),

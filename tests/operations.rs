@@ -255,3 +255,149 @@ fn slowlog_records_slow_commands_as_redis_formats_them() {
     assert_eq!(raw.cmd(&[b"SLOWLOG", b"RESET"]), b"+OK\r\n");
     assert_eq!(raw.cmd(&[b"SLOWLOG", b"LEN"]), b":0\r\n");
 }
+
+fn spawn_respite(args: &[String]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("respite binary")
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn stop(mut child: std::process::Child) -> Option<i32> {
+    signal(&child, "-TERM");
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_adds_and_removes_a_backend_without_dropping_clients_and_rejects_a_bad_file() {
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("respite.toml");
+    let port = free_port();
+    let write_conf = |backends: &[&RedisServer]| {
+        let list: Vec<String> = backends
+            .iter()
+            .map(|s| format!("\"{}\"", s.addr()))
+            .collect();
+        std::fs::write(
+            &conf,
+            format!("listen = \"127.0.0.1:{port}\"\nbackends = [{}]\nhealth_interval_ms = 100\nrise = 2\n", list.join(", ")),
+        )
+        .unwrap();
+    };
+    write_conf(&[&a]);
+    let child = spawn_respite(&["--config".into(), conf.to_str().unwrap().into()]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    }));
+    let mut early = RawClient::connect(addr);
+    assert_eq!(early.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+
+    write_conf(&[&a, &b]);
+    signal(&child, "-HUP");
+    let spread = wait_until(Duration::from_secs(5), || {
+        let _ = early.cmd(&[b"GET", b"k"]);
+        b.calls("get") > 0
+    });
+    assert!(spread, "the added backend receives traffic");
+    let info = String::from_utf8_lossy(&early.cmd(&[b"INFO", b"backends"])).into_owned();
+    assert!(info.contains(&b.addr().to_string()), "{info}");
+
+    write_conf(&[&b]);
+    signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = a.calls("get");
+    for _ in 0..50 {
+        let r = early.cmd(&[b"GET", b"k"]);
+        assert!(r.starts_with(b"$"), "{}", String::from_utf8_lossy(&r));
+    }
+    assert_eq!(
+        a.calls("get"),
+        before,
+        "the removed backend gets no new requests"
+    );
+
+    std::fs::write(&conf, "backends = [\"not an address\"]\n").unwrap();
+    signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        early.cmd(&[b"PING"]),
+        b"+PONG\r\n",
+        "a bad file is rejected and the proxy keeps serving"
+    );
+    let r = early.cmd(&[b"GET", b"k"]);
+    assert!(r.starts_with(b"$"), "{}", String::from_utf8_lossy(&r));
+    assert_eq!(stop(child), Some(0));
+}
+
+/// Listening sockets on `port` (state 0A in /proc/net/tcp).
+fn listeners_on(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let needle = format!(":{port:04X} ");
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && format!("{} ", &f[1][f[1].len() - 5..]) == needle && f[3] == "0A"
+        })
+        .count()
+}
+
+#[test]
+fn two_workers_listen_on_one_port_and_both_serve_clients() {
+    let a = RedisServer::start();
+    let port = free_port();
+    let child = spawn_respite(&[
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--backends".into(),
+        a.addr().to_string(),
+        "--workers".into(),
+        "2".into(),
+    ]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_until(Duration::from_secs(5), || listeners_on(port) == 2),
+        "two listening sockets on the port"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200 {
+        let mut c = RawClient::connect(addr);
+        let k = format!("w{i}");
+        assert_eq!(c.cmd(&[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
+        let info = String::from_utf8_lossy(&c.cmd(&[b"INFO", b"server"])).into_owned();
+        let id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("worker_id:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        seen.insert(id);
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "both loops served clients");
+    assert_eq!(stop(child), Some(0));
+}
