@@ -176,8 +176,8 @@ pub struct BackendConn {
     pub unsent: VecDeque<(Origin, Bytes)>,
     /// Bytes of the front of `unsent` already written.
     pub write_off: usize,
-    /// Requests written, awaiting replies, in order.
-    pub inflight: VecDeque<(Origin, Instant)>,
+    /// Requests written, awaiting replies, in order, with when they were written (loop clock, µs).
+    pub inflight: VecDeque<(Origin, u64)>,
     /// Replies read and not yet framed.
     pub rbuf: BytesMut,
     /// Framing state of `rbuf`.
@@ -221,7 +221,7 @@ impl BackendConn {
 
     /// Writes queued requests with vectored writes until done or `WouldBlock`; written requests
     /// move to `inflight` stamped with `now`.
-    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+    pub fn flush(&mut self, now: Instant, now_us: u64) -> io::Result<()> {
         while !self.unsent.is_empty() {
             let off = self.write_off;
             let res = crate::net::write_queue(&mut self.stream, || {
@@ -250,7 +250,7 @@ impl BackendConn {
                     let origin = *origin;
                     self.unsent.pop_front();
                     self.write_off = 0;
-                    self.inflight.push_back((origin, now));
+                    self.inflight.push_back((origin, now_us));
                 } else {
                     self.write_off += n;
                     n = 0;

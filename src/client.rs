@@ -111,7 +111,7 @@ impl ClientConn {
             in_multi: false,
             txn_broken: None,
             subscribed: false,
-            cur: crate::pending::Tag::unknown(now),
+            cur: crate::pending::Tag::unknown(0),
             dirty: false,
         }
     }

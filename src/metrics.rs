@@ -143,10 +143,12 @@ impl Proxy {
         }
         o.push_str("# HELP respite_command_duration_seconds Time from a request's arrival to its reply being ready.\n# TYPE respite_command_duration_seconds histogram\n");
         let count: u64 = s.commands.iter().map(|c| c.calls).sum();
+        let mut cumulative = 0;
         for (bound, n) in PROM_BUCKETS.iter().zip(s.prom_buckets) {
+            cumulative += n;
             let _ = writeln!(
                 o,
-                "respite_command_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
+                "respite_command_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let _ = writeln!(

@@ -11,22 +11,21 @@
 
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::time::Instant;
 
 /// What a slot remembers of its request, for command statistics and the slow log.
 #[derive(Debug, Clone)]
 pub struct Tag {
     /// Command id in the command table (`u16::MAX`: unknown).
     pub cmd: u16,
-    /// When the request arrived.
-    pub start: Instant,
+    /// When the request arrived (loop clock, µs).
+    pub start: u64,
     /// The request's bytes (a reference to the read buffer, not a copy).
     pub req: Bytes,
 }
 
 impl Tag {
     /// A tag for a request of unknown command arriving at `start`.
-    pub fn unknown(start: Instant) -> Self {
+    pub fn unknown(start: u64) -> Self {
         Tag {
             cmd: u16::MAX,
             start,
@@ -124,7 +123,7 @@ mod tests {
     use super::*;
 
     fn tag() -> Tag {
-        Tag::unknown(Instant::now())
+        Tag::unknown(0)
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct Proxy {
     dirty_backends: Vec<usize>,
     revisit: Vec<ConnRef>,
     pub(crate) now: Instant,
+    /// `now` as microseconds since the loop started: the clock of request tags and latencies.
+    pub(crate) clock_us: u64,
     pub(crate) stats: Stats,
     next_client_id: u64,
     pub(crate) clients: usize,
@@ -166,6 +168,7 @@ impl Proxy {
             dirty_backends: Vec::new(),
             revisit: Vec::new(),
             now,
+            clock_us: 0,
             stats: Stats::default(),
             next_client_id: 1,
             clients: 0,
@@ -254,6 +257,7 @@ impl Proxy {
                 }
             }
             self.now = Instant::now();
+            self.clock_us = self.now.duration_since(self.started).as_micros() as u64;
             for event in events.iter() {
                 self.on_event(event);
             }
@@ -614,8 +618,10 @@ impl Proxy {
                 }
                 Err(e) => {
                     warn!("client={token} peer={} {e}; closing", c.peer);
-                    c.pending
-                        .push_ready(resp::error(&format!("ERR {e}")), Tag::unknown(self.now));
+                    c.pending.push_ready(
+                        resp::error(&format!("ERR {e}")),
+                        Tag::unknown(self.clock_us),
+                    );
                     c.close_after_flush = true;
                     c.rbuf.clear();
                     c.barrier = false;
@@ -633,7 +639,7 @@ impl Proxy {
         self.stats.total_commands_processed += 1;
         let route = id.map_or(Route::Forward, |id| self.commands.route(id));
         let password_set = self.config.password.is_some();
-        let now = self.now;
+        let now = self.clock_us;
         let Some(c) = self.client_mut(token) else {
             return;
         };
@@ -723,8 +729,15 @@ impl Proxy {
         {
             let failed = answer.first() == Some(&b'-');
             let name = c.name.as_deref();
-            self.stats
-                .record(&c.cur, self.now, failed, slow_us, slow_max, &c.peer, name);
+            self.stats.record(
+                &c.cur,
+                self.clock_us,
+                failed,
+                slow_us,
+                slow_max,
+                &c.peer,
+                name,
+            );
             c.pending.push_ready(answer, c.cur.clone());
             self.mark_client_dirty(token);
         }
@@ -869,7 +882,7 @@ impl Proxy {
             if let Some(tag) = c.pending.complete(seq, reply) {
                 let name = c.name.as_deref();
                 self.stats
-                    .record(tag, self.now, failed, slow_us, slow_max, &c.peer, name);
+                    .record(tag, self.clock_us, failed, slow_us, slow_max, &c.peer, name);
                 if c.barrier && c.pending.waiting() == 0 {
                     self.resume.push(ConnRef { token, gen });
                 }
@@ -1074,7 +1087,7 @@ impl Proxy {
     }
 
     fn flush_backend(&mut self, token: usize) {
-        let now = self.now;
+        let (now, clock_us) = (self.now, self.clock_us);
         let Some(bc) = self.backend_conn_mut(token) else {
             return;
         };
@@ -1082,7 +1095,7 @@ impl Proxy {
         if !bc.connected || !bc.writable {
             return;
         }
-        if let Err(e) = bc.flush(now) {
+        if let Err(e) = bc.flush(now, clock_us) {
             self.fail_backend_conn(token, &format!("write: {e}"));
         }
     }
@@ -1146,7 +1159,7 @@ impl Proxy {
             }
             let (u, session) = (bc.upstream, bc.owner.is_some());
             if !session {
-                let us = self.now.saturating_duration_since(sent).as_micros() as u64;
+                let us = self.clock_us.saturating_sub(sent);
                 self.up_mut(u).latency.record(us);
             }
             self.complete(origin, frame);
@@ -1293,7 +1306,7 @@ impl Proxy {
 
     fn check_backend_timeouts(&mut self) {
         let timeout = self.config.backend_timeout;
-        let now = self.now;
+        let (now, clock_us) = (self.now, self.clock_us);
         let mut expired = Vec::new();
         for (token, entry) in self.conns.iter() {
             if let Conn::Backend(bc) = &entry.conn {
@@ -1302,16 +1315,16 @@ impl Proxy {
                     // caught by its probe, which then fails its sessions.
                     continue;
                 }
-                let oldest = if !bc.connected {
-                    Some(bc.opened)
+                let late = |t: Instant| now.duration_since(t) >= timeout;
+                let front_late = bc.inflight.front().is_some_and(|&(_, t)| {
+                    clock_us.saturating_sub(t) >= timeout.as_micros() as u64
+                });
+                let expired_now = if bc.connected {
+                    front_late || bc.stalled_since.is_some_and(late)
                 } else {
-                    let front = bc.inflight.front().map(|(_, t)| *t);
-                    match (front, bc.stalled_since) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
+                    late(bc.opened)
                 };
-                if oldest.is_some_and(|t| now.duration_since(t) >= timeout) {
+                if expired_now {
                     expired.push(token);
                 }
             }

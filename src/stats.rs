@@ -100,13 +100,19 @@ pub const PROM_BUCKETS: [f64; 15] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// `PROM_BUCKETS` in microseconds.
+const PROM_BUCKETS_US: [u64; PROM_BUCKETS.len()] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000,
+];
+
 /// Process-wide counters of one event loop.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     /// Per command id (`COMMANDS` order), the last entry for unknown commands; allocated on
     /// first use.
     pub commands: Vec<CommandStats>,
-    /// Command durations for Prometheus: cumulative counts per `PROM_BUCKETS` bound.
+    /// Command durations for Prometheus: counts per `PROM_BUCKETS` bucket (not cumulative).
     pub prom_buckets: [u64; PROM_BUCKETS.len()],
     /// Sum of command durations in microseconds.
     pub prom_sum_us: u64,
@@ -149,14 +155,14 @@ impl Stats {
     pub fn record(
         &mut self,
         tag: &crate::pending::Tag,
-        now: std::time::Instant,
+        now_us: u64,
         failed: bool,
         slow_us: u64,
         slowlog_max: usize,
         peer: &std::net::SocketAddr,
         name: Option<&[u8]>,
     ) {
-        let us = now.saturating_duration_since(tag.start).as_micros() as u64;
+        let us = now_us.saturating_sub(tag.start);
         if self.commands.is_empty() {
             self.commands = vec![CommandStats::default(); crate::command_table::COMMANDS.len() + 1];
         }
@@ -166,11 +172,13 @@ impl Stats {
         c.usec += us;
         c.failed += u64::from(failed);
         c.hist.record(us);
-        let secs = us as f64 / 1e6;
-        for (b, bound) in self.prom_buckets.iter_mut().zip(PROM_BUCKETS) {
-            if secs <= bound {
-                *b += 1;
-            }
+        // One counter per bucket (cumulated when rendered); most requests stop at the first.
+        let i = PROM_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(PROM_BUCKETS_US.len());
+        if let Some(b) = self.prom_buckets.get_mut(i) {
+            *b += 1;
         }
         self.prom_sum_us += us;
         if us >= slow_us && slowlog_max > 0 {
