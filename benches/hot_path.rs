@@ -15,7 +15,6 @@ use respite::command::CommandTable;
 use respite::pending::{PendingQueue, Tag};
 use respite::resp::{encode_request, Frame, Limits, ReplyScanner, RequestScanner};
 use std::collections::VecDeque;
-use std::time::Instant;
 
 /// Bytes handed to the scanner per read, as a connection reads them.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
