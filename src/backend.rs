@@ -176,6 +176,11 @@ pub struct BackendConn {
     pub unsent: VecDeque<(Origin, Bytes)>,
     /// Bytes of the front of `unsent` already written.
     pub write_off: usize,
+    /// Bytes queued in `unsent` (whole requests; a partly written front still counts).
+    pub unsent_bytes: usize,
+    /// Clients paused because this connection's queue passed its limit (the backend is not
+    /// reading): resumed when it drains or fails.
+    pub waiters: Vec<ConnRef>,
     /// Requests written, awaiting replies, in order, with when they were written (loop clock, µs).
     pub inflight: VecDeque<(Origin, u64)>,
     /// Replies read and not yet framed.
@@ -207,6 +212,8 @@ impl BackendConn {
             opened: now,
             unsent: VecDeque::new(),
             write_off: 0,
+            unsent_bytes: 0,
+            waiters: Vec::new(),
             inflight: VecDeque::new(),
             rbuf: BytesMut::new(),
             scanner: ReplyScanner::new(),
@@ -247,6 +254,7 @@ impl BackendConn {
                 let left = front.len() - self.write_off;
                 if n >= left {
                     n -= left;
+                    self.unsent_bytes = self.unsent_bytes.saturating_sub(front.len());
                     let origin = *origin;
                     self.unsent.pop_front();
                     self.write_off = 0;
@@ -265,6 +273,7 @@ impl BackendConn {
     /// whole elsewhere (a backend never runs half a request).
     pub fn take_unsent(&mut self) -> VecDeque<(Origin, Bytes)> {
         self.write_off = 0;
+        self.unsent_bytes = 0;
         std::mem::take(&mut self.unsent)
     }
 

@@ -52,8 +52,10 @@ pub struct ClientConn {
     pub readable: bool,
     /// Edge state: writable since the last `WouldBlock`.
     pub writable: bool,
-    /// Reading stopped by backpressure.
+    /// Reading stopped by backpressure on its own output or pipeline.
     pub paused: bool,
+    /// Reading stopped because a backend connection it feeds is not draining.
+    pub held: bool,
     /// The client closed its side: close once every reply is written.
     pub read_closed: bool,
     /// Close once the queued output is written (QUIT, protocol error).
@@ -102,6 +104,7 @@ impl ClientConn {
             readable: false,
             writable: true,
             paused: false,
+            held: false,
             read_closed: false,
             close_after_flush: false,
             barrier: false,

@@ -75,6 +75,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Where `/metrics` is served over HTTP, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Re-send a read-only command once on another backend when its connection breaks.
+    pub retry_reads: bool,
     /// Independent event loops, each on its own thread and SO_REUSEPORT listener.
     pub workers: usize,
     /// Commands slower than this (arrival to reply ready) enter the slow log.
@@ -171,6 +173,9 @@ pub struct Cli {
     /// Milliseconds to finish in-flight requests on shutdown [default: 5000].
     #[arg(long)]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Retry read-only commands once on another backend when their connection breaks.
+    #[arg(long)]
+    pub retry_reads: bool,
     /// Event loops (threads) sharing the listen port via SO_REUSEPORT [default: 1].
     #[arg(long)]
     pub workers: Option<usize>,
@@ -218,6 +223,7 @@ struct FileConfig {
     slowlog_max_len: Option<usize>,
     metrics_listen: Option<String>,
     workers: Option<usize>,
+    retry_reads: Option<bool>,
 }
 
 impl Config {
@@ -362,6 +368,7 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
             None => None,
         },
         workers: positive("workers", pick!(workers, 1))?,
+        retry_reads: cli.retry_reads || file.retry_reads.unwrap_or(false),
         slowlog_micros: pick!(slowlog_micros, 10_000),
         slowlog_max_len: pick!(slowlog_max_len, 128),
         config_file,

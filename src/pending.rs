@@ -21,6 +21,8 @@ pub struct Tag {
     pub start: u64,
     /// The request's bytes (a reference to the read buffer, not a copy).
     pub req: Bytes,
+    /// Already re-sent once after its backend connection broke (`--retry-reads`).
+    pub retried: bool,
 }
 
 impl Tag {
@@ -30,6 +32,7 @@ impl Tag {
             cmd: u16::MAX,
             start,
             req: Bytes::new(),
+            retried: false,
         }
     }
 }
@@ -84,6 +87,15 @@ impl PendingQueue {
             }
             _ => None,
         }
+    }
+
+    /// The tag of slot `seq` if it is still waiting for its reply.
+    pub fn waiting_tag_mut(&mut self, seq: u64) -> Option<&mut Tag> {
+        let i = seq.checked_sub(self.base)?;
+        self.slots
+            .get_mut(i as usize)
+            .filter(|s| s.reply.is_none())
+            .map(|s| &mut s.tag)
     }
 
     /// Moves the ready replies at the front, in order, into `out`; returns how many.

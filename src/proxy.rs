@@ -43,6 +43,10 @@ const TICK: Duration = Duration::from_millis(50);
 /// Over this much queued output a client is not read until it drains below `OUTPUT_RESUME_BYTES`.
 const OUTPUT_PAUSE_BYTES: usize = 4 << 20;
 const OUTPUT_RESUME_BYTES: usize = 1 << 20;
+/// A backend connection with this much queued and unwritten pauses the clients feeding it...
+const BACKEND_QUEUE_PAUSE_BYTES: usize = 8 << 20;
+/// ...until it is below this.
+const BACKEND_QUEUE_RESUME_BYTES: usize = 2 << 20;
 /// A client waiting at a fan-out barrier is not read past this much buffered input.
 const BARRIER_READ_LIMIT: usize = 1 << 20;
 
@@ -523,14 +527,11 @@ impl Proxy {
         };
         c.readable = true;
         let held = c.barrier && c.rbuf.len() >= BARRIER_READ_LIMIT;
-        if c.paused || held || c.read_closed || self.draining_until.is_some() {
+        if c.paused || c.held || held || c.read_closed || self.draining_until.is_some() {
             return;
         }
         match net::read_into(&mut c.stream, &mut c.rbuf, &mut self.scratch, hup) {
             Ok(r) => {
-                if r.bytes > 0 {
-                    c.last_active = self.now;
-                }
                 if r.eof {
                     c.read_closed = true;
                 } else if r.more {
@@ -639,7 +640,7 @@ impl Proxy {
         self.stats.total_commands_processed += 1;
         let route = id.map_or(Route::Forward, |id| self.commands.route(id));
         let password_set = self.config.password.is_some();
-        let now = self.clock_us;
+        let (now, instant) = (self.clock_us, self.now);
         let Some(c) = self.client_mut(token) else {
             return;
         };
@@ -650,7 +651,9 @@ impl Proxy {
             cmd: id.unwrap_or(u16::MAX),
             start: now,
             req: req.clone(),
+            retried: false,
         };
+        c.last_active = instant;
         if password_set && !c.authed {
             use crate::command::Local;
             if !matches!(
@@ -854,10 +857,39 @@ impl Proxy {
             ..
         }) = self.conns.get_mut(conn_token)
         {
+            bc.unsent_bytes += req.len();
             bc.unsent.push_back((origin, req));
             if !bc.dirty {
                 bc.dirty = true;
                 self.dirty_backends.push(conn_token);
+            }
+            if bc.unsent_bytes > BACKEND_QUEUE_PAUSE_BYTES {
+                // The backend is not taking requests as fast as this client sends them: stop
+                // reading the client until the queue drains (or the connection fails).
+                if let Origin::Client { token, gen, .. } = origin {
+                    if !bc.waiters.iter().any(|w| w.token == token && w.gen == gen) {
+                        bc.waiters.push(ConnRef { token, gen });
+                    }
+                    if let Some(Entry {
+                        gen: g,
+                        conn: Conn::Client(c),
+                    }) = self.conns.get_mut(token)
+                    {
+                        if *g == gen {
+                            c.held = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Un-pauses clients that waited for a backend connection's queue to drain.
+    pub(crate) fn release_waiters(&mut self, waiters: Vec<ConnRef>) {
+        for w in waiters {
+            if let Some(c) = self.client_gen_mut(w.token, w.gen) {
+                c.held = false;
+                self.resume.push(w);
             }
         }
     }
@@ -1020,6 +1052,7 @@ impl Proxy {
         };
         let mut conn = BackendConn::new(stream, u, slot, self.now);
         if let Some(auth) = self.backend_auth() {
+            conn.unsent_bytes += auth.len();
             conn.unsent.push_back((Origin::Auth, auth));
         }
         let r = self.insert(Conn::Backend(conn));
@@ -1097,6 +1130,11 @@ impl Proxy {
         }
         if let Err(e) = bc.flush(now, clock_us) {
             self.fail_backend_conn(token, &format!("write: {e}"));
+            return;
+        }
+        if !bc.waiters.is_empty() && bc.unsent_bytes < BACKEND_QUEUE_RESUME_BYTES {
+            let waiters = std::mem::take(&mut bc.waiters);
+            self.release_waiters(waiters);
         }
     }
 
@@ -1209,6 +1247,8 @@ impl Proxy {
         let Some(Conn::Backend(mut bc)) = self.remove(token) else {
             return;
         };
+        let waiters = std::mem::take(&mut bc.waiters);
+        self.release_waiters(waiters);
         let u = bc.upstream;
         let slot = &mut self.up_mut(u).conns[bc.slot];
         if slot.is_some_and(|r| r.token == token) {
@@ -1243,8 +1283,26 @@ impl Proxy {
                 }
             }
         }
+        let retry_reads = self.config.retry_reads;
+        let mut retries = Vec::new();
         for (origin, _) in bc.inflight.drain(..) {
+            if retry_reads {
+                if let Some(req) = self.take_retry(origin) {
+                    retries.push((origin, req));
+                    continue;
+                }
+            }
             self.complete(origin, lost.clone());
+        }
+        for (origin, req) in retries {
+            if let Origin::Client { token, gen, seq } = origin {
+                debug!(
+                    "client={token} seq={seq} read retried after {}={} failed",
+                    u.kind(),
+                    u.index
+                );
+                self.send(token, gen, seq, req);
+            }
         }
         for (origin, req) in unsent {
             match origin {
@@ -1261,6 +1319,31 @@ impl Proxy {
                 Origin::Auth | Origin::Push => {}
             }
         }
+    }
+
+    /// With `--retry-reads`: the request of `origin` if it is a read-only command not retried
+    /// yet (it is then marked retried). Writes are never retried: they may have run.
+    fn take_retry(&mut self, origin: Origin) -> Option<Bytes> {
+        let Origin::Client { token, gen, seq } = origin else {
+            return None;
+        };
+        let Some(Entry {
+            gen: g,
+            conn: Conn::Client(c),
+        }) = self.conns.get_mut(token)
+        else {
+            return None;
+        };
+        if *g != gen {
+            return None;
+        }
+        let tag = c.pending.waiting_tag_mut(seq)?;
+        let spec = crate::command_table::COMMANDS.get(tag.cmd as usize)?;
+        if tag.retried || spec.flags & crate::command::flag::READONLY == 0 {
+            return None;
+        }
+        tag.retried = true;
+        Some(tag.req.clone())
     }
 
     /// Passive detection: a data connection to `u` failed.

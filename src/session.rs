@@ -304,6 +304,7 @@ impl Proxy {
         let mut conn = BackendConn::new(stream, target, 0, self.now);
         conn.owner = Some(ConnRef { token, gen });
         if let Some(auth) = self.backend_auth() {
+            conn.unsent_bytes += auth.len();
             conn.unsent.push_back((Origin::Auth, auth));
         }
         let r = self.insert(Conn::Backend(conn));
@@ -349,6 +350,8 @@ impl Proxy {
         let Some(Conn::Backend(mut bc)) = self.remove(conn) else {
             return;
         };
+        let waiters = std::mem::take(&mut bc.waiters);
+        self.release_waiters(waiters);
         let u = bc.upstream;
         let be = self.up_mut(u);
         be.sessions = be.sessions.saturating_sub(1);

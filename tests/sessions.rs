@@ -376,3 +376,28 @@ fn monitor_is_refused_clearly() {
         .starts_with(b"-ERR MONITOR is not supported"));
     assert_eq!(raw.cmd(&[b"PING"]), b"+PONG\r\n");
 }
+
+#[test]
+fn max_session_connections_is_enforced_with_a_clear_error() {
+    let a = RedisServer::start();
+    let mut config = config_for(&[&a]);
+    config.max_session_connections = 1;
+    let proxy = TestProxy::start(config);
+    let mut first = proxy.raw();
+    first.send(&encode_request(&[&b"BLPOP"[..], b"q", b"2"]));
+    std::thread::sleep(Duration::from_millis(100));
+    let mut second = proxy.raw();
+    let r = second.cmd(&[b"BLPOP", b"q", b"1"]);
+    assert!(
+        r.starts_with(b"-ERR max session connections (1) reached"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    assert_eq!(second.cmd(&[b"LPUSH", b"q", b"x"]), b":1\r\n");
+    assert_eq!(first.reply(), b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+    drop(first);
+    let freed = wait_until(Duration::from_secs(2), || {
+        second.cmd(&[b"BLPOP", b"q", b"0.1"]) == b"*-1\r\n"
+    });
+    assert!(freed, "the slot frees when its client leaves");
+}

@@ -1,0 +1,491 @@
+//! Hostile input, backend failures under load, and bounded memory.
+
+mod support;
+
+use respite::resp::{encode_request, Frame, Limits, RequestScanner};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn expect_protocol_error_and_close(proxy: &TestProxy, bytes: &[u8]) {
+    let mut raw = proxy.raw();
+    let _ = raw.stream.write_all(bytes);
+    let reply = raw.reply();
+    assert!(
+        reply.starts_with(b"-ERR Protocol error: "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(raw.is_closed());
+}
+
+#[test]
+fn hostile_frames_get_an_error_and_a_close_and_leave_others_alone() {
+    let a = RedisServer::start();
+    let mut config = config_for(&[&a]);
+    config.limits.max_bulk_bytes = 1 << 20;
+    let proxy = TestProxy::start(config);
+    let mut good = proxy.raw();
+    assert_eq!(good.cmd(&[b"SET", b"g", b"1"]), b"+OK\r\n");
+    let cases: Vec<Vec<u8>> = vec![
+        b"*1\r\n".repeat(100_000),
+        b"*2147483647\r\n".to_vec(),
+        b"*1\r\n$2097152\r\n".to_vec(),
+        b"*1\r\n$-3\r\n".to_vec(),
+        b"*-x\r\n".to_vec(),
+        b"*1\r\n$1x\r\n".to_vec(),
+        b"*2\r\n$3\r\nGET\r\n+k\r\n".to_vec(),
+        b"%1\r\n+a\r\n+b\r\n".to_vec(),
+        vec![b'a'; 70 * 1024],
+    ];
+    for case in &cases {
+        expect_protocol_error_and_close(&proxy, case);
+        assert_eq!(good.cmd(&[b"GET", b"g"]), b"$1\r\n1\r\n");
+    }
+    let info = String::from_utf8_lossy(&good.cmd(&[b"INFO", b"stats"])).into_owned();
+    assert!(
+        info.contains(&format!("protocol_errors:{}", cases.len())),
+        "{info}"
+    );
+}
+
+#[test]
+fn random_bytes_on_200_connections_do_not_disturb_a_good_client() {
+    let a = RedisServer::start();
+    let proxy = TestProxy::over(&[&a]);
+    let addr = proxy.addr;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        let mut bytes = vec![0u8; 4096];
+        for b in bytes.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(&bytes);
+        conns.push(s);
+    }
+    let mut good = proxy.raw();
+    for i in 0..100 {
+        let k = format!("k{i}");
+        assert_eq!(good.cmd(&[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
+    }
+    drop(conns);
+    assert_eq!(good.cmd(&[b"PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn a_slow_loris_is_closed_by_the_idle_timeout_while_others_are_served() {
+    let a = RedisServer::start();
+    let mut config = config_for(&[&a]);
+    config.timeout = Some(Duration::from_secs(1));
+    let proxy = TestProxy::start(config);
+    let mut loris = proxy.raw();
+    let mut good = proxy.raw();
+    let start = Instant::now();
+    let mut closed_after = None;
+    for &byte in b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n"
+        .iter()
+        .cycle()
+        .take(40)
+    {
+        if loris.stream.write_all(&[byte]).is_err() {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        assert_eq!(good.cmd(&[b"PING"]), b"+PONG\r\n");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let closed = closed_after.is_some() || loris.is_closed();
+    assert!(closed, "the trickling client was closed");
+    assert!(start.elapsed() < Duration::from_secs(6));
+}
+
+/// CPU seconds used by process `pid`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn thousands_of_connections_at_once_back_off_at_maxclients_without_spinning() {
+    // The binary, so that its CPU time and memory are its own.
+    let a = RedisServer::start();
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backends",
+            &a.addr().to_string(),
+            "--maxclients",
+            "2000",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_until(Duration::from_secs(5), || TcpStream::connect(
+        addr
+    )
+    .is_ok()));
+    let rss_before = rss_kib(child.id());
+    let conns: Vec<TcpStream> = (0..4000)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(conns.len() >= 3900, "opened {}", conns.len());
+    let mut rejected = 0;
+    for mut c in conns.iter().skip(2100).take(200) {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(n) = c.read(&mut buf) {
+            if buf[..n].starts_with(b"-ERR max number of clients reached") {
+                rejected += 1;
+            }
+        }
+    }
+    assert!(rejected >= 190, "rejected {rejected} of 200 checked");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_seconds(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_seconds(child.id()) - before;
+    let rss = rss_kib(child.id());
+    eprintln!(
+        "2000 idle clients: RSS {} KiB (was {rss_before} KiB), CPU {used:.2}s in 1 s",
+        rss
+    );
+    assert!(used < 0.2, "the proxy spun: {used:.2}s of CPU in 1 s idle");
+    assert!(rss < 64 * 1024, "RSS {rss} KiB");
+    drop(conns);
+    let mut c = RawClient::connect(addr);
+    assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A fake backend that answers every request with `-LOADING`, like a Redis loading its data.
+fn loading_backend() -> (SocketAddr, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let stop3 = stop2.clone();
+                    std::thread::spawn(move || {
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+                        let mut buf = Vec::new();
+                        let mut sc = RequestScanner::new();
+                        let mut chunk = [0u8; 4096];
+                        while !stop3.load(Ordering::Relaxed) {
+                            match s.read(&mut chunk) {
+                                Ok(0) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                                Err(_) => continue,
+                            }
+                            while let Ok(Some(f)) = sc.scan(&buf, &Limits::default()) {
+                                let len = match f {
+                                    Frame::Multibulk { len, .. }
+                                    | Frame::Inline { len, .. }
+                                    | Frame::Empty { len } => len,
+                                };
+                                buf.drain(..len);
+                                if s.write_all(
+                                    b"-LOADING Redis is loading the dataset in memory\r\n",
+                                )
+                                .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn a_loading_backend_is_ejected_and_never_readmitted_while_loading() {
+    let good = RedisServer::start();
+    let (loading, stop) = loading_backend();
+    let mut config = config_for(&[&good]);
+    config.backends.push(loading);
+    let proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    let down = wait_until(Duration::from_secs(3), || {
+        String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"]))
+            .contains(&format!("addr={loading},state=down"))
+    });
+    assert!(down, "-LOADING to PING ejects the backend");
+    for round in 0..10 {
+        for i in 0..20 {
+            let k = format!("k{i}");
+            assert_eq!(
+                raw.cmd(&[b"SET", k.as_bytes(), b"v"]),
+                b"+OK\r\n",
+                "round {round}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
+    assert!(
+        info.contains(&format!("addr={loading},state=down")),
+        "still down while loading: {info}"
+    );
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn a_hung_backend_is_ejected_by_timeouts_and_readmitted_after_sigcont() {
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    let mut config = config_for(&[&a, &b]);
+    config.backend_timeout = Duration::from_millis(1000);
+    let (interval, fall, rise) = (config.health_interval, config.fall, config.rise);
+    let proxy = TestProxy::start(config);
+    let addr = proxy.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Vec::<(Instant, bool, Duration)>::new()));
+    let threads: Vec<_> = (0..5)
+        .map(|t| {
+            let (stop, log) = (stop.clone(), log.clone());
+            std::thread::spawn(move || {
+                let mut raw = RawClient::connect(addr);
+                for i in 0..1_000_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let start = Instant::now();
+                    let k = format!("t{t}:{i}");
+                    let ok = raw.cmd(&[b"SET", k.as_bytes(), b"v"]) == b"+OK\r\n";
+                    log.lock()
+                        .unwrap()
+                        .push((Instant::now(), ok, start.elapsed()));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = b.pid().unwrap().to_string();
+    let stopped_at = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(1000) + interval * fall + Duration::from_millis(1500));
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let resumed_at = Instant::now();
+    let before = b.calls("set");
+    let back = wait_until(interval * rise + Duration::from_secs(2), || {
+        b.calls("set") > before
+    });
+    let back_after = resumed_at.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let log = log.lock().unwrap();
+    let slowest = log.iter().map(|e| e.2).max().unwrap_or_default();
+    let window = Duration::from_millis(1000) + interval * fall + Duration::from_secs(1);
+    let last_error = log
+        .iter()
+        .filter(|e| !e.1)
+        .map(|e| e.0.saturating_duration_since(stopped_at))
+        .max();
+    eprintln!("SIGSTOP: slowest request {slowest:?}, last error {last_error:?} after the stop, back after SIGCONT in {back_after:?}");
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a request took {slowest:?}"
+    );
+    assert!(
+        log.iter()
+            .filter(|e| !e.1 && e.0 > stopped_at + window)
+            .count()
+            == 0,
+        "errors after {window:?}"
+    );
+    assert!(back, "re-admitted after SIGCONT");
+}
+
+#[test]
+fn reads_are_retried_once_on_another_backend_and_writes_never() {
+    for retry in [true, false] {
+        let mut a = RedisServer::start();
+        let b = RedisServer::start();
+        for s in [&a, &b] {
+            let () = redis::cmd("SET")
+                .arg("k")
+                .arg("v")
+                .query(&mut s.client())
+                .unwrap();
+        }
+        let mut config = config_for(&[&a, &b]);
+        config.retry_reads = retry;
+        let proxy = TestProxy::start(config);
+        let mut raw = proxy.raw();
+        // The first pick is backend 0 (a): the GET and SET queue behind a slow command there.
+        let mut p = encode_request(&[&b"DEBUG"[..], b"SLEEP", b"0.5"]).to_vec();
+        p.extend_from_slice(&encode_request(&[&b"GET"[..], b"k"]));
+        p.extend_from_slice(&encode_request(&[&b"SET"[..], b"w", b"1"]));
+        raw.send(&p);
+        std::thread::sleep(Duration::from_millis(150));
+        a.kill();
+        assert!(
+            raw.reply().starts_with(b"-ERR backend"),
+            "DEBUG SLEEP fails"
+        );
+        let get = raw.reply();
+        if retry {
+            assert_eq!(
+                get, b"$1\r\nv\r\n",
+                "the read was retried on the other backend"
+            );
+        } else {
+            assert!(
+                get.starts_with(b"-ERR backend"),
+                "{}",
+                String::from_utf8_lossy(&get)
+            );
+        }
+        let set = raw.reply();
+        assert!(
+            set.starts_with(b"-ERR backend"),
+            "a write is never retried: {}",
+            String::from_utf8_lossy(&set)
+        );
+        assert_eq!(
+            b.calls("set"),
+            1,
+            "only the preload SET reached the other backend"
+        );
+    }
+}
+
+#[test]
+fn writes_acknowledged_during_a_backend_kill_are_all_readable_afterwards() {
+    let shard = RedisServer::start();
+    let proxies: Vec<Nutcracker> = (0..2).map(|_| Nutcracker::start(&[shard.addr()])).collect();
+    let mut config = respite::Config::with_backends(proxies.iter().map(|p| p.addr()).collect());
+    config.health_interval = Duration::from_millis(200);
+    config.health_timeout = Duration::from_millis(150);
+    let proxy = TestProxy::start(config);
+    let addr = proxy.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..5)
+        .map(|t| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut raw = RawClient::connect(addr);
+                for i in 0..1_000_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let k = format!("ack:{t}:{i}");
+                    if raw.cmd(&[b"SET", k.as_bytes(), b"v"]) == b"+OK\r\n" {
+                        acked.lock().unwrap().push(k);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut proxies = proxies;
+    drop(proxies.remove(0));
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap();
+    assert!(acked.len() > 100);
+    let mut c = shard.client();
+    let mut missing = 0;
+    for chunk in acked.chunks(1000) {
+        let n: u64 = redis::cmd("EXISTS").arg(chunk).query(&mut c).unwrap();
+        missing += chunk.len() as u64 - n;
+    }
+    assert_eq!(missing, 0, "every acknowledged write is readable");
+}
+
+#[test]
+fn a_backend_that_stops_reading_stops_the_client_feeding_it() {
+    let a = RedisServer::start();
+    let mut config = config_for(&[&a]);
+    config.backend_timeout = Duration::from_secs(30);
+    config.health_timeout = Duration::from_secs(10);
+    config.health_interval = Duration::from_secs(10);
+    let proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    assert_eq!(raw.cmd(&[b"PING"]), b"+PONG\r\n");
+    let pid = a.pid().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let value = vec![b'x'; 1 << 20];
+    let req = encode_request(&[&b"SET"[..], b"big", &value]);
+    raw.stream
+        .set_write_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut accepted = 0usize;
+    for _ in 0..300 {
+        match raw.stream.write_all(&req) {
+            Ok(()) => accepted += req.len(),
+            Err(_) => break,
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    eprintln!(
+        "a client feeding a stopped backend got {} MB in before being stopped",
+        accepted >> 20
+    );
+    assert!(
+        accepted < 80 << 20,
+        "respite kept reading: {} MB",
+        accepted >> 20
+    );
+}
