@@ -119,6 +119,19 @@ impl ClientConn {
         }
     }
 
+    /// Releases the buffers of a client with nothing buffered or pending.
+    pub fn shrink_idle(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 && self.scanner.partial_len() == 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.pending.is_empty() {
+            self.pending.shrink();
+        }
+        if self.out.is_empty() {
+            self.out.deque().shrink_to_fit();
+        }
+    }
+
     /// True when every reply has been written and nothing waits.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty() && self.out.is_empty()

@@ -114,6 +114,11 @@ impl PendingQueue {
         n
     }
 
+    /// Releases the memory of an empty queue.
+    pub fn shrink(&mut self) {
+        self.slots.shrink_to_fit();
+    }
+
     /// Slots not yet handed to the client (waiting or ready behind a waiting one).
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -516,6 +516,25 @@ impl ReplyScanner {
                 let Some(&kind) = buf.get(self.pos) else {
                     return Ok(None);
                 };
+                // Elements of big arrays are mostly short bulk strings and integers: take
+                // their header without a memchr call.
+                if kind == b'$' || kind == b':' {
+                    if let Some((n, next)) = short_number(buf, self.pos + 1) {
+                        self.pos = next;
+                        self.searched = 0;
+                        if kind == b'$' {
+                            self.body = n + 2;
+                        } else {
+                            self.owed -= 1;
+                        }
+                        if self.owed == 0 {
+                            let len = self.pos;
+                            *self = ReplyScanner::new();
+                            return Ok(Some(len));
+                        }
+                        continue;
+                    }
+                }
                 let from = self.searched.max(self.pos + 1);
                 let Some(cr) = memchr(b'\r', &buf[from..]).map(|i| from + i) else {
                     if buf.len() - self.pos > MAX_REPLY_LINE_BYTES {
