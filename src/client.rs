@@ -34,6 +34,8 @@ pub struct ClientConn {
     pub out: OutQueue,
     /// Backend of the requests in flight (see the module invariant).
     pub backend: Option<usize>,
+    /// Speaks RESP3 (`HELLO 3`): replies are converted to RESP3 shapes.
+    pub resp3: bool,
     /// Passed `AUTH` (always true without `--password`).
     pub authed: bool,
     /// `CLIENT SETNAME`.
@@ -95,6 +97,7 @@ impl ClientConn {
             out: OutQueue::default(),
             backend: None,
             authed,
+            resp3: false,
             name: None,
             lib_name: None,
             lib_ver: None,

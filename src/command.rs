@@ -53,6 +53,8 @@ pub struct Spec {
     pub last_key: i8,
     /// Step between keys.
     pub step: u8,
+    /// The RESP3 shape of its reply, from the reply schema (`resp3.rs`).
+    pub resp3: crate::resp3::Shape,
 }
 
 impl Spec {

@@ -27,6 +27,7 @@ pub mod picker;
 pub mod proxy;
 pub mod reload;
 pub mod resp;
+pub mod resp3;
 pub mod session;
 pub mod stats;
 

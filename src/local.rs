@@ -174,10 +174,10 @@ impl Proxy {
     }
 
     fn hello(&mut self, token: usize, args: &[&[u8]]) -> Bytes {
+        let mut proto = None;
         if args.len() >= 2 {
             match resp::parse_i64(args[1]) {
-                Some(2) => {}
-                Some(3) => return resp::error("NOPROTO unsupported protocol version"),
+                Some(v @ (2 | 3)) => proto = Some(v == 3),
                 Some(_) => return resp::error("NOPROTO unsupported protocol version"),
                 None => {
                     return resp::error("ERR Protocol version is not an integer or out of range")
@@ -226,7 +226,10 @@ impl Proxy {
             }
             c.name = (!name.is_empty()).then(|| name.to_vec());
         }
-        let id = c.id;
+        if let Some(resp3) = proto {
+            c.resp3 = resp3;
+        }
+        let (id, version) = (c.id, if c.resp3 { 3 } else { 2 });
         let mut out = BytesMut::new();
         resp::put_array_header(&mut out, 14);
         for (k, v) in [("server", "redis"), ("version", REDIS_VERSION)] {
@@ -234,7 +237,7 @@ impl Proxy {
             resp::put_bulk(&mut out, v.as_bytes());
         }
         resp::put_bulk(&mut out, b"proto");
-        resp::put_integer(&mut out, 2);
+        resp::put_integer(&mut out, version);
         resp::put_bulk(&mut out, b"id");
         resp::put_integer(&mut out, id as i64);
         for (k, v) in [("mode", "standalone"), ("role", "master")] {

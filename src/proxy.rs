@@ -730,6 +730,11 @@ impl Proxy {
             ..
         }) = self.conns.get_mut(token)
         {
+            let answer = if c.resp3 {
+                crate::resp3::convert(crate::resp3::shape_for(c.cur.cmd, &c.cur.req), &answer)
+            } else {
+                answer
+            };
             let failed = answer.first() == Some(&b'-');
             let name = c.name.as_deref();
             self.stats.record(
@@ -911,6 +916,12 @@ impl Proxy {
             if *g != gen {
                 return;
             }
+            let reply = match c.pending.waiting_tag_mut(seq) {
+                Some(tag) if c.resp3 => {
+                    crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &reply)
+                }
+                _ => reply,
+            };
             if let Some(tag) = c.pending.complete(seq, reply) {
                 let name = c.name.as_deref();
                 self.stats
@@ -1107,7 +1118,7 @@ impl Proxy {
                 }
                 Ok(false) => return,
                 Err(e) => {
-                    self.fail_backend_conn(token, &format!("connect: {e}"));
+                    self.fail_backend_conn(token, &format!("connect: {e}"), true);
                     return;
                 }
             }
@@ -1129,7 +1140,7 @@ impl Proxy {
             return;
         }
         if let Err(e) = bc.flush(now, clock_us) {
-            self.fail_backend_conn(token, &format!("write: {e}"));
+            self.fail_backend_conn(token, &format!("write: {e}"), false);
             return;
         }
         if !bc.waiters.is_empty() && bc.unsent_bytes < BACKEND_QUEUE_RESUME_BYTES {
@@ -1159,7 +1170,7 @@ impl Proxy {
                 r.eof
             }
             Err(e) => {
-                self.fail_backend_conn(token, &format!("read: {e}"));
+                self.fail_backend_conn(token, &format!("read: {e}"), false);
                 return;
             }
         };
@@ -1172,7 +1183,7 @@ impl Proxy {
                 Ok(None) => break,
                 Err(e) => {
                     let why = format!("bad reply: {e}");
-                    self.fail_backend_conn(token, &why);
+                    self.fail_backend_conn(token, &why, false);
                     return;
                 }
             };
@@ -1184,13 +1195,13 @@ impl Proxy {
                 continue;
             }
             let Some((origin, sent)) = bc.inflight.pop_front() else {
-                self.fail_backend_conn(token, "reply with nothing in flight (out of sync)");
+                self.fail_backend_conn(token, "reply with nothing in flight (out of sync)", false);
                 return;
             };
             if origin == Origin::Auth {
                 if frame.first() == Some(&b'-') {
                     let msg = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
-                    self.fail_backend_conn(token, &format!("AUTH refused: {msg}"));
+                    self.fail_backend_conn(token, &format!("AUTH refused: {msg}"), true);
                     return;
                 }
                 continue;
@@ -1220,14 +1231,18 @@ impl Proxy {
                     }
                 }
             } else {
-                self.fail_backend_conn(token, "closed by backend");
+                self.fail_backend_conn(token, "closed by backend", false);
             }
         }
     }
 
     /// A data connection failed: eject its backend, fail what it may have run, re-route what it
     /// never saw.
-    fn fail_backend_conn(&mut self, token: usize, why: &str) {
+    /// With `eject`, the backend is ejected at once (a refused connect, a timeout). A connection
+    /// that was closed or reset is not proof the backend is gone (twemproxy closes on commands it
+    /// does not support): it is reconnected on demand and probed at once, and a refused
+    /// reconnect ejects it.
+    fn fail_backend_conn(&mut self, token: usize, why: &str, eject: bool) {
         if let Some(bc) = self.backend_conn_mut(token) {
             if bc.owner.is_some() {
                 // A session connection: its failure may be the command's doing (twemproxy
@@ -1262,7 +1277,13 @@ impl Proxy {
             bc.inflight.len(),
             bc.unsent.len()
         );
-        self.backend_failed(u, why);
+        if eject {
+            self.backend_failed(u, why);
+        } else {
+            let now = self.now;
+            let be = self.up_mut(u);
+            be.next_probe = be.next_probe.min(now);
+        }
         let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
         let failed = bc.inflight.len() as u64;
         self.up_mut(u).errors += failed;
@@ -1413,7 +1434,7 @@ impl Proxy {
             }
         }
         for token in expired {
-            self.fail_backend_conn(token, "request timed out");
+            self.fail_backend_conn(token, "request timed out", true);
         }
     }
 

@@ -60,6 +60,16 @@ impl Proxy {
     ) -> Option<Bytes> {
         let c = self.client_ref(token)?;
         if c.subscribed {
+            let ordinary = !matches!(
+                route,
+                Route::Session(Session::Subscribe | Session::Unsubscribe)
+                    | Route::Local(Local::Ping | Local::Quit | Local::Reset)
+            );
+            if c.resp3 && ordinary {
+                // RESP3 allows any command on a subscribed connection: it takes the ordinary
+                // path while the subscription keeps streaming pushes.
+                return Some(req);
+            }
             match route {
                 Route::Session(Session::Subscribe | Session::Unsubscribe) | Route::Local(Local::Ping) => {
                     let unsub = matches!(route, Route::Session(Session::Unsubscribe));
@@ -181,8 +191,13 @@ impl Proxy {
                 } else {
                     vec![None]
                 };
+                let push = self.client_ref(token).is_some_and(|c| c.resp3);
                 for ch in channels {
-                    resp::put_array_header(&mut out, 3);
+                    if push {
+                        out.extend_from_slice(b">3\r\n");
+                    } else {
+                        resp::put_array_header(&mut out, 3);
+                    }
                     resp::put_bulk(&mut out, &kind);
                     match ch {
                         Some(ch) => resp::put_bulk(&mut out, ch),
@@ -400,6 +415,11 @@ impl Proxy {
         };
         let Some(c) = self.client_gen_mut(owner.token, owner.gen) else {
             return false;
+        };
+        let frame = if c.resp3 && frame.first() == Some(&b'*') {
+            crate::resp3::convert(crate::resp3::Shape::Push, &frame)
+        } else {
+            frame
         };
         c.out.push(frame);
         self.mark_client_dirty(owner.token);

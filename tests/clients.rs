@@ -125,7 +125,7 @@ fn handshake_commands_are_answered_like_redis() {
     assert!(raw
         .cmd(&[b"CLIENT", b"KILL", b"ID", b"1"])
         .starts_with(b"-ERR CLIENT KILL is not supported"));
-    assert!(raw.cmd(&[b"HELLO", b"3"]).starts_with(b"-NOPROTO"));
+    assert!(raw.cmd(&[b"HELLO", b"4"]).starts_with(b"-NOPROTO"));
     let hello = raw.cmd(&[b"HELLO", b"2"]);
     assert!(hello.starts_with(b"*14\r\n"));
     assert!(String::from_utf8_lossy(&hello).contains("proto\r\n:2\r\n"));

@@ -364,6 +364,15 @@ fn with_twemproxy_backends_pubsub_goes_through_the_shard_and_multi_gets_a_clear_
         "the connection stays usable"
     );
     assert_eq!(p.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    // twemproxy closing a connection over a command it refuses does not eject it.
+    let r = p.cmd(&[b"XADD", b"s", b"*", b"f", b"v"]);
+    assert!(
+        r.starts_with(b"-ERR backend"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    let info = String::from_utf8_lossy(&p.cmd(&[b"INFO", b"backends"])).into_owned();
+    assert!(!info.contains("state=down"), "{info}");
 }
 
 #[test]

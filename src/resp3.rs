@@ -1,0 +1,415 @@
+//! RESP3 for clients that said `HELLO 3`: replies from RESP2 backends are rewritten into the
+//! shape Redis itself would send in RESP3.
+//!
+//! ```text
+//!  backend RESP2 frame ──▶ shape_for(command, args) ──▶ convert ──▶ RESP3 frame to the client
+//!      *4 $1 a $1 1 ...        HGETALL: Map              %2 $1 a $1 1 ...
+//!      $3 1.5                  ZSCORE: Double            ,1.5
+//!      $-1 / *-1 (anywhere)    every shape               _
+//! ```
+//!
+//! The base shape of each command comes from its reply schema (generated into
+//! `command_table.rs`); shapes that depend on the arguments (`WITHSCORES`, `WITHVALUES`, a
+//! `COUNT`, `ZADD ... INCR`) are chosen here. Conversion walks the frame once, in order, without
+//! recursion over the data (only over the shape, a few levels deep), so it stays linear for huge
+//! replies. RESP2 clients never pass through here.
+
+use crate::command_table::COMMANDS;
+use crate::resp::{frame_args, parse_i64};
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::memchr;
+
+/// The RESP3 shape of a reply, as far as it differs from RESP2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Unchanged, except that nulls become `_`.
+    Plain,
+    /// A flat array of key/value pairs becomes a map (`%`).
+    Map,
+    /// An array becomes a set (`~`).
+    Set,
+    /// A bulk string holding a number becomes a double (`,`).
+    Double,
+    /// An array of doubles (or nulls).
+    ArrayOfDoubles,
+    /// An array of flat key/value arrays, each becoming a map.
+    ArrayOfMaps,
+    /// An array of (null or) arrays of doubles (GEOPOS).
+    ArrayOfDoubleTuples,
+    /// A flat `[member, score, member, score...]` array becomes `[[member, score], ...]`.
+    ScorePairs,
+    /// A flat `[field, value, ...]` array becomes `[[field, value], ...]`.
+    ValuePairs,
+    /// `[member, score]` with a double score (ZPOPMIN without a count).
+    ScorePair,
+    /// `[key, member, score]` (BZPOPMIN, BZPOPMAX).
+    KeyScorePair,
+    /// `[key, [[member, score], ...]]` (ZMPOP, BZMPOP).
+    KeyScorePairs,
+    /// A bulk string becomes a verbatim string (`=`, `txt:`): INFO, CLIENT INFO, CLIENT LIST.
+    Verbatim,
+    /// A pub/sub message: the array becomes a push (`>`).
+    Push,
+}
+
+/// The RESP3 shape of the reply to `req` (a complete multibulk request) for command `cmd`.
+pub fn shape_for(cmd: u16, req: &[u8]) -> Shape {
+    let Some(spec) = COMMANDS.get(cmd as usize) else {
+        return Shape::Plain;
+    };
+    let args = || frame_args(req);
+    let has = |word: &[u8]| args().iter().skip(1).any(|a| a.eq_ignore_ascii_case(word));
+    match spec.name {
+        "ZRANGE" | "ZRANGEBYSCORE" | "ZREVRANGE" | "ZREVRANGEBYSCORE" | "ZUNION" | "ZINTER"
+        | "ZDIFF" | "ZRANDMEMBER" => {
+            if has(b"WITHSCORES") {
+                Shape::ScorePairs
+            } else {
+                Shape::Plain
+            }
+        }
+        "HRANDFIELD" if has(b"WITHVALUES") => Shape::ValuePairs,
+        "ZPOPMIN" | "ZPOPMAX" => {
+            if args().len() > 2 {
+                Shape::ScorePairs
+            } else {
+                Shape::ScorePair
+            }
+        }
+        "BZPOPMIN" | "BZPOPMAX" => Shape::KeyScorePair,
+        "ZMPOP" | "BZMPOP" => Shape::KeyScorePairs,
+        "ZADD" if has(b"INCR") => Shape::Double,
+        "SPOP" if args().len() > 2 => Shape::Set,
+        "INFO" => Shape::Verbatim,
+        "CLIENT" => match args().get(1) {
+            Some(sub) if sub.eq_ignore_ascii_case(b"INFO") || sub.eq_ignore_ascii_case(b"LIST") => {
+                Shape::Verbatim
+            }
+            _ => Shape::Plain,
+        },
+        "CONFIG" | "XINFO" | "MEMORY" | "FUNCTION" | "ACL" | "COMMAND" | "CLUSTER" => {
+            // Container commands: the subcommand's schema decides.
+            let sub = args().get(1).map(|s| s.to_vec()).unwrap_or_default();
+            crate::command::CommandTable::subcommand(spec.name, &sub)
+                .map_or(Shape::Plain, |s| s.resp3)
+        }
+        _ => spec.resp3,
+    }
+}
+
+/// Rewrites a RESP2 reply frame into RESP3 `shape`. Errors pass through unchanged.
+pub fn convert(shape: Shape, frame: &Bytes) -> Bytes {
+    match frame.first() {
+        Some(b'-') | None => return frame.clone(),
+        Some(b'+' | b':') if shape != Shape::Double => return frame.clone(),
+        _ => {}
+    }
+    if shape == Shape::Plain && memchr::memmem::find(frame, b"-1\r\n").is_none() {
+        return frame.clone();
+    }
+    let mut out = BytesMut::with_capacity(frame.len() + 16);
+    if walk_all(frame, shape, &mut out).is_none() {
+        // Not the shape the schema promised: only rewrite the nulls.
+        out.clear();
+        if walk_all(frame, Shape::Plain, &mut out).is_none() {
+            return frame.clone();
+        }
+    }
+    out.freeze()
+}
+
+/// Converts every frame in `buf` (local answers may hold several, like UNSUBSCRIBE's).
+fn walk_all(buf: &[u8], shape: Shape, out: &mut BytesMut) -> Option<()> {
+    let mut w = Walker { buf, pos: 0 };
+    while w.pos < buf.len() {
+        w.value(shape, out)?;
+    }
+    Some(())
+}
+
+/// A cursor over one RESP2 frame that copies values into `out` while rewriting them.
+struct Walker<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Walker<'_> {
+    /// The type byte and the number on the current header line; advances past it.
+    fn header(&mut self) -> Option<(u8, &[u8])> {
+        let kind = *self.buf.get(self.pos)?;
+        let nl = self.pos + memchr(b'\n', &self.buf[self.pos..])?;
+        let line = self.buf.get(self.pos + 1..nl.checked_sub(1)?)?;
+        self.pos = nl + 1;
+        Some((kind, line))
+    }
+
+    /// The length of an aggregate at the cursor without consuming it (`None`: not an array).
+    fn peek_array(&self) -> Option<i64> {
+        if self.buf.get(self.pos) != Some(&b'*') {
+            return None;
+        }
+        let nl = self.pos + memchr(b'\n', &self.buf[self.pos..])?;
+        parse_i64(self.buf.get(self.pos + 1..nl.checked_sub(1)?)?)
+    }
+
+    /// Copies any one value, turning nulls into `_`; nested aggregates are walked with a count
+    /// of values still owed, not by recursion.
+    fn plain(&mut self, out: &mut BytesMut) -> Option<()> {
+        let mut owed: u64 = 1;
+        while owed > 0 {
+            let start = self.pos;
+            let (kind, line) = self.header()?;
+            owed -= 1;
+            match kind {
+                b'$' => {
+                    let n = parse_i64(line)?;
+                    if n < 0 {
+                        out.put_slice(b"_\r\n");
+                    } else {
+                        let end = self.pos.checked_add(n as usize + 2)?;
+                        out.put_slice(self.buf.get(start..end)?);
+                        self.pos = end;
+                    }
+                }
+                b'*' => {
+                    let n = parse_i64(line)?;
+                    if n < 0 {
+                        out.put_slice(b"_\r\n");
+                    } else {
+                        out.put_slice(&self.buf[start..self.pos]);
+                        owed = owed.checked_add(n as u64)?;
+                    }
+                }
+                _ => out.put_slice(&self.buf[start..self.pos]),
+            }
+        }
+        Some(())
+    }
+
+    fn double(&mut self, out: &mut BytesMut) -> Option<()> {
+        let start = self.pos;
+        let (kind, line) = self.header()?;
+        match kind {
+            b'$' => {
+                let n = parse_i64(line)?;
+                if n < 0 {
+                    out.put_slice(b"_\r\n");
+                    return Some(());
+                }
+                let body = self.buf.get(self.pos..self.pos + n as usize)?;
+                out.put_u8(b',');
+                out.put_slice(body);
+                out.put_slice(b"\r\n");
+                self.pos += n as usize + 2;
+                Some(())
+            }
+            b':' => {
+                out.put_u8(b',');
+                out.put_slice(line);
+                out.put_slice(b"\r\n");
+                Some(())
+            }
+            _ => {
+                self.pos = start;
+                self.plain(out)
+            }
+        }
+    }
+
+    /// An array header (`*n`) rewritten as `kind` with `n / per` elements; `None` if the value
+    /// is not an array. A null array becomes `_` and yields `Some(None)`.
+    fn aggregate(&mut self, kind: u8, per: i64, out: &mut BytesMut) -> Option<Option<i64>> {
+        let n = self.peek_array()?;
+        self.header()?;
+        if n < 0 {
+            out.put_slice(b"_\r\n");
+            return Some(None);
+        }
+        if n % per != 0 {
+            return None;
+        }
+        out.put_u8(kind);
+        crate::resp::put_decimal(out, n / per);
+        out.put_slice(b"\r\n");
+        Some(Some(n / per))
+    }
+
+    fn value(&mut self, shape: Shape, out: &mut BytesMut) -> Option<()> {
+        match shape {
+            Shape::Plain => self.plain(out),
+            Shape::Double => self.double(out),
+            Shape::Verbatim => {
+                let start = self.pos;
+                let (kind, line) = self.header()?;
+                let n = if kind == b'$' { parse_i64(line)? } else { -2 };
+                if n < 0 {
+                    self.pos = start;
+                    return self.plain(out);
+                }
+                out.put_u8(b'=');
+                crate::resp::put_decimal(out, n + 4);
+                out.put_slice(b"\r\ntxt:");
+                out.put_slice(self.buf.get(self.pos..self.pos + n as usize + 2)?);
+                self.pos += n as usize + 2;
+                Some(())
+            }
+            Shape::Map | Shape::Set | Shape::Push => {
+                let (kind, per) = match shape {
+                    Shape::Map => (b'%', 2),
+                    Shape::Set => (b'~', 1),
+                    _ => (b'>', 1),
+                };
+                let Some(n) = self.aggregate(kind, per, out)? else {
+                    return Some(());
+                };
+                for _ in 0..n * per {
+                    self.plain(out)?;
+                }
+                Some(())
+            }
+            Shape::ArrayOfDoubles | Shape::ArrayOfMaps | Shape::ArrayOfDoubleTuples => {
+                let Some(n) = self.aggregate(b'*', 1, out)? else {
+                    return Some(());
+                };
+                for _ in 0..n {
+                    match shape {
+                        Shape::ArrayOfDoubles => self.double(out)?,
+                        Shape::ArrayOfMaps => self.value(Shape::Map, out)?,
+                        _ => match self.peek_array() {
+                            Some(m) if m >= 0 => {
+                                self.header()?;
+                                out.put_u8(b'*');
+                                crate::resp::put_decimal(out, m);
+                                out.put_slice(b"\r\n");
+                                for _ in 0..m {
+                                    self.double(out)?;
+                                }
+                            }
+                            _ => self.plain(out)?,
+                        },
+                    }
+                }
+                Some(())
+            }
+            Shape::ScorePairs | Shape::ValuePairs => {
+                let Some(n) = self.aggregate(b'*', 2, out)? else {
+                    return Some(());
+                };
+                for _ in 0..n {
+                    out.put_slice(b"*2\r\n");
+                    self.plain(out)?;
+                    if shape == Shape::ScorePairs {
+                        self.double(out)?;
+                    } else {
+                        self.plain(out)?;
+                    }
+                }
+                Some(())
+            }
+            Shape::ScorePair | Shape::KeyScorePair => {
+                let Some(n) = self.aggregate(b'*', 1, out)? else {
+                    return Some(());
+                };
+                if n == 0 {
+                    return Some(());
+                }
+                for _ in 0..n - 1 {
+                    self.plain(out)?;
+                }
+                self.double(out)
+            }
+            Shape::KeyScorePairs => {
+                let Some(n) = self.aggregate(b'*', 1, out)? else {
+                    return Some(());
+                };
+                if n != 2 {
+                    return None;
+                }
+                self.plain(out)?;
+                let Some(m) = self.aggregate(b'*', 1, out)? else {
+                    return Some(());
+                };
+                for _ in 0..m {
+                    self.value(Shape::ScorePair, out)?;
+                }
+                Some(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(shape: Shape, input: &[u8]) -> Vec<u8> {
+        convert(shape, &Bytes::copy_from_slice(input)).to_vec()
+    }
+
+    #[test]
+    fn converts_the_common_shapes() {
+        assert_eq!(conv(Shape::Plain, b"$-1\r\n"), b"_\r\n");
+        assert_eq!(
+            conv(Shape::Plain, b"*3\r\n$1\r\na\r\n$-1\r\n*-1\r\n"),
+            b"*3\r\n$1\r\na\r\n_\r\n_\r\n"
+        );
+        assert_eq!(conv(Shape::Plain, b":-1\r\n"), b":-1\r\n");
+        assert_eq!(
+            conv(
+                Shape::Map,
+                b"*4\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"
+            ),
+            b"%2\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"
+        );
+        assert_eq!(conv(Shape::Map, b"*0\r\n"), b"%0\r\n");
+        assert_eq!(conv(Shape::Set, b"*1\r\n$1\r\nx\r\n"), b"~1\r\n$1\r\nx\r\n");
+        assert_eq!(conv(Shape::Double, b"$3\r\n1.5\r\n"), b",1.5\r\n");
+        assert_eq!(conv(Shape::Double, b"$-1\r\n"), b"_\r\n");
+        assert_eq!(
+            conv(Shape::ArrayOfDoubles, b"*2\r\n$1\r\n1\r\n$-1\r\n"),
+            b"*2\r\n,1\r\n_\r\n"
+        );
+        assert_eq!(
+            conv(
+                Shape::ScorePairs,
+                b"*4\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$3\r\ninf\r\n"
+            ),
+            b"*2\r\n*2\r\n$1\r\na\r\n,1\r\n*2\r\n$1\r\nb\r\n,inf\r\n"
+        );
+        assert_eq!(
+            conv(Shape::ScorePair, b"*2\r\n$1\r\na\r\n$1\r\n1\r\n"),
+            b"*2\r\n$1\r\na\r\n,1\r\n"
+        );
+        assert_eq!(conv(Shape::ScorePair, b"*0\r\n"), b"*0\r\n");
+        assert_eq!(
+            conv(
+                Shape::ArrayOfDoubleTuples,
+                b"*2\r\n*2\r\n$1\r\n1\r\n$1\r\n2\r\n*-1\r\n"
+            ),
+            b"*2\r\n*2\r\n,1\r\n,2\r\n_\r\n"
+        );
+        assert_eq!(conv(Shape::Verbatim, b"$2\r\nhi\r\n"), b"=6\r\ntxt:hi\r\n");
+        assert_eq!(
+            conv(Shape::Push, b"*2\r\n$1\r\na\r\n:1\r\n"),
+            b">2\r\n$1\r\na\r\n:1\r\n"
+        );
+        assert_eq!(conv(Shape::Map, b"-ERR x\r\n"), b"-ERR x\r\n");
+    }
+
+    #[test]
+    fn a_reply_of_an_unexpected_shape_only_gets_its_nulls_rewritten() {
+        assert_eq!(
+            conv(Shape::Map, b"*3\r\n$1\r\na\r\n$-1\r\n:1\r\n"),
+            b"*3\r\n$1\r\na\r\n_\r\n:1\r\n"
+        );
+        assert_eq!(conv(Shape::ScorePairs, b"$1\r\nx\r\n"), b"$1\r\nx\r\n");
+    }
+
+    #[test]
+    fn deep_nesting_is_walked_without_recursion() {
+        let mut input = b"*1\r\n".repeat(100_000);
+        input.extend_from_slice(b"$-1\r\n");
+        let out = conv(Shape::Plain, &input);
+        assert!(out.ends_with(b"*1\r\n_\r\n"));
+    }
+}
