@@ -129,6 +129,8 @@ pub struct Backend {
     pub retired: bool,
     /// Connections of their own open to it.
     pub sessions: usize,
+    /// Backends: speaks RESP3 (`HELLO 3` accepted), learned by the probe.
+    pub resp3: Option<bool>,
     /// Time from writing a request to reading its reply.
     pub latency: crate::stats::Histogram,
     /// Shards only: the role from the last probe.
@@ -152,6 +154,7 @@ impl Backend {
             errors: 0,
             retired: false,
             sessions: 0,
+            resp3: None,
             latency: Default::default(),
             role: Role::Unknown,
             promoted_from: None,
@@ -195,6 +198,8 @@ pub struct BackendConn {
     pub dirty: bool,
     /// A session connection: the client that owns it (never shared, never re-routed).
     pub owner: Option<ConnRef>,
+    /// Said `HELLO 3`: serves RESP3 clients, whose replies then pass through untouched.
+    pub resp3: bool,
     /// In subscribed mode: every frame streams to the owner.
     pub subscribed: bool,
     /// The last request sent in subscribed mode was an UNSUBSCRIBE-family command.
@@ -221,6 +226,7 @@ impl BackendConn {
             stalled_since: None,
             dirty: false,
             owner: None,
+            resp3: false,
             subscribed: false,
             last_push_unsub: false,
         }

@@ -14,7 +14,7 @@ use crate::net;
 use crate::proxy::{Conn, Entry, Proxy};
 use crate::resp::ReplyScanner;
 use bytes::{BufMut, BytesMut};
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::net::TcpStream;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -115,6 +115,8 @@ pub struct ProbeConn {
     pub expect: u8,
     /// The probe also asks `ROLE` (shards).
     pub asks_role: bool,
+    /// The probe ends with `HELLO 3`, to learn whether the backend speaks RESP3.
+    pub asks_hello: bool,
     /// The first error reply of the probe in progress.
     pub error: Option<String>,
     /// When the probe in progress must have been answered.
@@ -160,11 +162,20 @@ impl Proxy {
             out.put_slice(&auth);
             expect += 1;
         }
-        out.put_slice(b"*1\r\n$4\r\nPING\r\n");
+        // Once per backend (again after it comes back), a round asks only `HELLO 3`: can it
+        // speak RESP3? Refused, or the connection closed (twemproxy does that), means RESP2
+        // only. That round does not count for health; it follows a good PING.
+        let be = self.up(u);
+        let asks_hello = u.group == Group::Backend && be.resp3.is_none() && be.health.oks > 0;
         let asks_role = u.group == Group::Shard;
-        if asks_role {
-            out.put_slice(b"*1\r\n$4\r\nROLE\r\n");
-            expect += 1;
+        if asks_hello {
+            out.put_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+        } else {
+            out.put_slice(b"*1\r\n$4\r\nPING\r\n");
+            if asks_role {
+                out.put_slice(b"*1\r\n$4\r\nROLE\r\n");
+                expect += 1;
+            }
         }
         let deadline = Some(self.now + self.config.health_timeout);
         let existing = self
@@ -190,6 +201,7 @@ impl Proxy {
                     scanner: ReplyScanner::new(),
                     expect: 0,
                     asks_role,
+                    asks_hello: false,
                     error: None,
                     deadline: None,
                 };
@@ -206,6 +218,7 @@ impl Proxy {
         if let Some(p) = self.probe_mut(token) {
             p.out = out;
             p.expect = expect;
+            p.asks_hello = asks_hello;
             p.error = None;
             p.deadline = deadline;
         }
@@ -287,6 +300,7 @@ impl Proxy {
         };
         let mut result = None;
         let mut role = None;
+        let mut hello = None;
         loop {
             match p.scanner.scan(&p.rbuf) {
                 Ok(Some(len)) => {
@@ -296,15 +310,23 @@ impl Proxy {
                         break;
                     }
                     p.expect -= 1;
+                    let left = p.expect;
+                    if p.asks_hello {
+                        if left == 0 {
+                            hello = Some(matches!(frame.first(), Some(b'%' | b'*')));
+                            p.deadline = None;
+                        }
+                        continue;
+                    }
                     if frame.first() == Some(&b'-') {
                         if p.error.is_none() {
                             p.error = Some(
                                 String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned(),
                             );
                         }
-                    } else if p.asks_role && p.expect == 0 {
+                    } else if p.asks_role && left == 0 {
                         role = parse_role(&frame);
-                    } else if p.expect == u8::from(p.asks_role) && &frame[..] != b"+PONG\r\n" {
+                    } else if left == u8::from(p.asks_role) && &frame[..] != b"+PONG\r\n" {
                         p.error = Some(format!(
                             "unexpected PING reply {:?}",
                             String::from_utf8_lossy(&frame)
@@ -328,9 +350,26 @@ impl Proxy {
                 }
             }
         }
-        let outstanding = p.expect > 0;
+        let mut outstanding = p.expect > 0;
+        if p.asks_hello && eof && hello.is_none() {
+            // Closed on HELLO: a RESP2-only proxy. Not a health failure.
+            hello = Some(false);
+            outstanding = false;
+        }
         if let Some(role) = role {
             self.set_role(u, role);
+        }
+        if let Some(resp3) = hello {
+            let be = self.up_mut(u);
+            if be.resp3 != Some(resp3) {
+                info!(
+                    "{}={} addr={} speaks RESP3: {resp3}",
+                    u.kind(),
+                    u.index,
+                    be.label
+                );
+            }
+            be.resp3 = Some(resp3);
         }
         if let Some((ok, why)) = result {
             self.probe_done(u, ok, &why);
@@ -400,6 +439,7 @@ impl Proxy {
                     u.index,
                     be.label
                 );
+                self.up_mut(u).resp3 = None;
                 self.fail_sessions_of(u);
             }
             Flip::None => {}

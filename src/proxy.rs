@@ -142,7 +142,7 @@ impl Proxy {
         let backends = config
             .backends
             .iter()
-            .map(|&a| Backend::new(a, config.backend_connections, now))
+            .map(|&a| Backend::new(a, 2 * config.backend_connections, now))
             .collect();
         let pubsub = config
             .pubsub
@@ -824,6 +824,7 @@ impl Proxy {
             let Some(c) = self.client_gen_mut(token, gen) else {
                 return;
             };
+            let resp3 = c.resp3;
             let sticky = if c.pending.waiting() > 1 {
                 c.backend.filter(|&b| !self.backends[b].retired)
             } else {
@@ -839,7 +840,7 @@ impl Proxy {
                 return;
             };
             c.backend = Some(b);
-            let slot = token % self.backends[b].conns.len();
+            let slot = self.slot_for(Upstream::backend(b), token, resp3);
             match self.backend_conn(Upstream::backend(b), slot) {
                 Some(conn_token) => {
                     self.enqueue(conn_token, origin, req);
@@ -901,6 +902,11 @@ impl Proxy {
 
     /// Fills the slot of `origin` with `reply`.
     pub(crate) fn complete(&mut self, origin: Origin, reply: Bytes) {
+        self.complete_with(origin, reply, false)
+    }
+
+    /// Fills the slot of `origin`; `native` replies already speak the client's protocol.
+    fn complete_with(&mut self, origin: Origin, reply: Bytes, native: bool) {
         let (token, gen, seq) = match origin {
             Origin::Client { token, gen, seq } => (token, gen, seq),
             Origin::Fanout { id, part } => return self.fanout_part_done(id, part, reply),
@@ -917,7 +923,7 @@ impl Proxy {
                 return;
             }
             let reply = match c.pending.waiting_tag_mut(seq) {
-                Some(tag) if c.resp3 => {
+                Some(tag) if c.resp3 && !native => {
                     crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &reply)
                 }
                 _ => reply,
@@ -1066,6 +1072,13 @@ impl Proxy {
             conn.unsent_bytes += auth.len();
             conn.unsent.push_back((Origin::Auth, auth));
         }
+        if u.group == Group::Backend && slot >= self.up(u).conns.len() / 2 {
+            // The RESP3 half of the pool: replies to RESP3 clients pass through untouched.
+            let hello = Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+            conn.unsent_bytes += hello.len();
+            conn.unsent.push_back((Origin::Auth, hello));
+            conn.resp3 = true;
+        }
         let r = self.insert(Conn::Backend(conn));
         if let Err(e) = self.register(r.token) {
             self.remove(r.token);
@@ -1080,6 +1093,22 @@ impl Proxy {
             r.token
         );
         Some(r.token)
+    }
+
+    /// The pool slot of client `token` on `u`: backends keep a RESP2 half and a RESP3 half
+    /// (used for RESP3 clients once the probe has seen the backend accept `HELLO 3`).
+    pub(crate) fn slot_for(&self, u: Upstream, token: usize, resp3: bool) -> usize {
+        let be = self.up(u);
+        if u.group != Group::Backend {
+            return token % be.conns.len();
+        }
+        let half = be.conns.len() / 2;
+        token % half
+            + if resp3 && be.resp3 == Some(true) {
+                half
+            } else {
+                0
+            }
     }
 
     pub(crate) fn backend_auth(&self) -> Option<Bytes> {
@@ -1194,6 +1223,11 @@ impl Proxy {
                 }
                 continue;
             }
+            if bc.resp3 && frame.first() == Some(&b'>') {
+                // An out-of-band push on a shared RESP3 connection is nobody's reply.
+                trace!("dropped a push frame on conn={token}");
+                continue;
+            }
             let Some((origin, sent)) = bc.inflight.pop_front() else {
                 self.fail_backend_conn(token, "reply with nothing in flight (out of sync)", false);
                 return;
@@ -1206,12 +1240,12 @@ impl Proxy {
                 }
                 continue;
             }
-            let (u, session) = (bc.upstream, bc.owner.is_some());
+            let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
             if !session {
                 let us = self.clock_us.saturating_sub(sent);
                 self.up_mut(u).latency.record(us);
             }
-            self.complete(origin, frame);
+            self.complete_with(origin, frame, native);
         }
         if eof {
             let idle = self.backend_conn_mut(token).is_some_and(|bc| {
@@ -1523,6 +1557,8 @@ fn barrier_cmd(
     match id.map(|id| commands.route(id)) {
         Some(Route::Fanout(FanoutCmd::Script)) => true,
         Some(Route::Fanout(_)) => have_shards,
+        // Switching protocol switches backend connections: earlier requests finish first.
+        Some(Route::Local(crate::command::Local::Hello)) => true,
         Some(Route::Session(
             Session::Multi | Session::Watch | Session::Blocking | Session::Subscribe,
         ))

@@ -52,7 +52,7 @@ impl Proxy {
         }
         let now = self.now;
         let pool = new.backend_connections;
-        let (added, retired) = reconcile(&mut self.backends, &new.backends, pool, now);
+        let (added, retired) = reconcile(&mut self.backends, &new.backends, 2 * pool, now);
         let (sadded, sretired) = reconcile(&mut self.shards, &new.shards, 1, now);
         if new.picker != self.config.picker || new.seed != self.config.seed {
             self.picker = Picker::new(new.picker, new.seed);

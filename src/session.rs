@@ -209,7 +209,8 @@ impl Proxy {
             }
             Session::Publish => match self.pubsub_target() {
                 Some(u) => {
-                    let slot = token % self.up(u).conns.len();
+                    let resp3 = self.client_ref(token).is_some_and(|c| c.resp3);
+                    let slot = self.slot_for(u, token, resp3);
                     self.forward_to(token, req, u, slot);
                 }
                 None => self.reply_now(token, resp::error("ERR no pub/sub target available")),

@@ -158,3 +158,58 @@ print("ok")
         "RESP3 allows commands while subscribed"
     );
 }
+
+#[test]
+fn resp3_clients_use_resp3_backend_connections_where_the_backend_accepts_hello_3() {
+    let a = RedisServer::start();
+    let proxy = TestProxy::over(&[&a]);
+    let mut raw = proxy.raw();
+    let learned = wait_until(std::time::Duration::from_secs(3), || {
+        let mut c = a.client();
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut c)
+            .unwrap_or_default();
+        list.contains("resp=3")
+    });
+    assert!(learned, "the probe asked HELLO 3");
+    raw.cmd(&[b"HELLO", b"3"]);
+    raw.cmd(&[b"HSET", b"h", b"a", b"1"]);
+    assert_eq!(
+        raw.cmd(&[b"HGETALL", b"h"]),
+        b"%1\r\n$1\r\na\r\n$1\r\n1\r\n"
+    );
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut a.client())
+        .unwrap();
+    let resp3_data = list
+        .lines()
+        .filter(|l| l.contains("resp=3") && l.contains("cmd=hgetall"))
+        .count();
+    assert_eq!(
+        resp3_data, 1,
+        "HGETALL went over a RESP3 connection:\n{list}"
+    );
+    let mut resp2 = proxy.raw();
+    assert_eq!(
+        resp2.cmd(&[b"HGETALL", b"h"]),
+        b"*2\r\n$1\r\na\r\n$1\r\n1\r\n"
+    );
+}
+
+#[test]
+fn a_resp2_only_proxy_backend_is_probed_without_being_ejected() {
+    let fleet = Fleet::start();
+    let proxy = TestProxy::start(fleet.config());
+    wait_for_roles(&proxy);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let mut raw = proxy.raw();
+    let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
+    assert!(
+        !info.contains("state=down") && info.contains("transitions=0"),
+        "{info}"
+    );
+    raw.cmd(&[b"HELLO", b"3"]);
+    assert_eq!(raw.cmd(&[b"GET", b"missing"]), b"_\r\n");
+}
