@@ -213,3 +213,21 @@ fn a_resp2_only_proxy_backend_is_probed_without_being_ejected() {
     raw.cmd(&[b"HELLO", b"3"]);
     assert_eq!(raw.cmd(&[b"GET", b"missing"]), b"_\r\n");
 }
+
+#[test]
+fn default_ioredis_6_works_through_respite_over_twemproxy() {
+    let fleet = Fleet::start();
+    let proxy = TestProxy::start(fleet.config());
+    wait_for_roles(&proxy);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/ioredis_check.js");
+    let out = Command::new("node")
+        .args([script, &proxy.addr.port().to_string()])
+        .output()
+        .expect("node must be installed (scripts/install-deps)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
