@@ -60,10 +60,11 @@ impl Proxy {
     ) -> Option<Bytes> {
         let c = self.client_ref(token)?;
         if c.subscribed {
+            // (In RESP3, PING is an ordinary command too: Redis answers it with +PONG.)
             let ordinary = !matches!(
                 route,
                 Route::Session(Session::Subscribe | Session::Unsubscribe)
-                    | Route::Local(Local::Ping | Local::Quit | Local::Reset)
+                    | Route::Local(Local::Quit | Local::Reset)
             );
             if c.resp3 && ordinary {
                 // RESP3 allows any command on a subscribed connection: it takes the ordinary

@@ -52,6 +52,11 @@ fn differential_corpus_holds() {
 }
 
 #[test]
+fn cursor_codec_corpus_holds() {
+    replay("cursor_codec", checks::check_cursor_codec);
+}
+
+#[test]
 fn every_chunking_adds_up() {
     for sel in 0..=u8::MAX {
         let sizes = checks::chunk_sizes(sel, 1000);

@@ -13,10 +13,15 @@
 //! buffer; frames join back to exactly the consumed prefix of the payload; a chunked scan gives
 //! the same frames and the same error as a whole scan. Only `respite` and `redis_protocol` may be
 //! used here: the main crate's integration tests compile this file too.
+//!
+//! The SCAN cursor codec (`check_cursor_codec`) is checked apart: a packed cursor round-trips
+//! through its decimal text, and any bytes decode to `None` or to a triple that packs back into
+//! the same integer.
 
 use redis_protocol::resp2::decode::decode_range as resp2_decode_range;
 use redis_protocol::resp2::types::RangeFrame as Resp2Frame;
 use redis_protocol::resp3::decode::complete::decode_range as resp3_decode_range;
+use respite::fanout::{decode_cursor, encode_cursor, parse_u128, topology_tag, MAX_SHARDS};
 use respite::resp::{parse_i64, Frame, FrameError, Limits, ReplyScanner, RequestScanner};
 
 /// Aggregate type bytes beyond which the differential target skips an input: redis-protocol
@@ -506,4 +511,65 @@ pub fn classify_reply(frame: &[u8]) -> Result<Class, String> {
 
 fn parse<T: std::str::FromStr>(line: &[u8]) -> Option<T> {
     std::str::from_utf8(line).ok()?.parse().ok()
+}
+
+/// Bits of a SCAN cursor below the shard cursor: 6 of topology tag, 10 of shard index.
+const CURSOR_LOW_BITS: u32 = 16;
+
+/// The SCAN cursor target, two checks on every input.
+///
+/// Round trip: a triple built from the input (byte 0 picks how far the 16 little-endian bytes
+/// 1..17 are shifted down to make the shard cursor, so small and maximal cursors are both
+/// reached; bit 7 of byte 17 takes the tag from `topology_tag` of the lines after byte 19, else
+/// its low 6 bits are the tag; bytes 18..20 the index) must decode from its decimal text
+/// unchanged.
+///
+/// Decoding: the whole input decodes (and `parse_u128` parses it) exactly when it is 1 to 39
+/// ASCII digits whose value fits in a u128 (by `str::parse`, as the model); a decoded triple
+/// is in range and re-encodes to the parsed value.
+pub fn check_cursor_codec(data: &[u8]) {
+    let byte = |i: usize| data.get(i).copied().unwrap_or(0);
+    let mut wide = [0u8; 16];
+    for (i, b) in wide.iter_mut().enumerate() {
+        *b = byte(1 + i);
+    }
+    let shift = CURSOR_LOW_BITS + u32::from(byte(0)) % (128 - CURSOR_LOW_BITS);
+    let shard_cursor = u128::from_le_bytes(wide) >> shift;
+    let tag = if byte(17) & 0x80 != 0 {
+        let text = String::from_utf8_lossy(data.get(20..).unwrap_or_default());
+        let labels: Vec<&str> = text.lines().collect();
+        let tag = topology_tag(&labels);
+        assert!(tag < 64, "topology tag {tag} of {labels:?}");
+        tag
+    } else {
+        byte(17) & 0x3f
+    };
+    let index = usize::from(u16::from_le_bytes([byte(18), byte(19)])) % MAX_SHARDS;
+    let cursor = encode_cursor(shard_cursor, tag, index);
+    let text = cursor.to_string();
+    assert_eq!(
+        decode_cursor(text.as_bytes()),
+        Some((shard_cursor, tag, index)),
+        "cursor {text} of ({shard_cursor}, {tag}, {index})"
+    );
+    assert_eq!(parse_u128(text.as_bytes()), Some(cursor), "{text}");
+
+    let model = std::str::from_utf8(data)
+        .ok()
+        .filter(|s| (1..=39).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u128>().ok());
+    let parsed = parse_u128(data);
+    assert_eq!(parsed, model, "parse_u128 of {data:?}");
+    let decoded = decode_cursor(data);
+    match (decoded, parsed) {
+        (None, None) => {}
+        (Some((sc, tag, index)), Some(value)) => {
+            assert!(
+                sc <= u128::MAX >> CURSOR_LOW_BITS && tag < 64 && index < MAX_SHARDS,
+                "{data:?} decodes to ({sc}, {tag}, {index})"
+            );
+            assert_eq!(encode_cursor(sc, tag, index), value, "{data:?}");
+        }
+        (decoded, parsed) => panic!("{data:?} decodes to {decoded:?}, parses to {parsed:?}"),
+    }
 }
