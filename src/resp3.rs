@@ -197,9 +197,14 @@ impl Walker<'_> {
                     return Some(());
                 }
                 let body = self.buf.get(self.pos..self.pos + n as usize)?;
-                out.put_u8(b',');
-                out.put_slice(body);
-                out.put_slice(b"\r\n");
+                if body.is_empty() || body.iter().any(|&b| b == b'\r' || b == b'\n') {
+                    // Not a number a double line can carry: keep the bulk string.
+                    out.put_slice(self.buf.get(start..self.pos + n as usize + 2)?);
+                } else {
+                    out.put_u8(b',');
+                    out.put_slice(body);
+                    out.put_slice(b"\r\n");
+                }
                 self.pos += n as usize + 2;
                 Some(())
             }
@@ -365,6 +370,8 @@ mod tests {
         assert_eq!(conv(Shape::Set, b"*1\r\n$1\r\nx\r\n"), b"~1\r\n$1\r\nx\r\n");
         assert_eq!(conv(Shape::Double, b"$3\r\n1.5\r\n"), b",1.5\r\n");
         assert_eq!(conv(Shape::Double, b"$-1\r\n"), b"_\r\n");
+        // Found by fuzzing: a bulk that cannot be a double line stays a bulk.
+        assert_eq!(conv(Shape::Double, b"$3\r\na\r\n\r\n"), b"$3\r\na\r\n\r\n");
         assert_eq!(
             conv(Shape::ArrayOfDoubles, b"*2\r\n$1\r\n1\r\n$-1\r\n"),
             b"*2\r\n,1\r\n_\r\n"

@@ -100,3 +100,8 @@ fn leniencies_are_classified() {
     assert!(reference_leniency(b"*1\r\n;0\r\n", &Ok(None)));
     assert!(!reference_leniency(b"*1\r\n,1.5\r\n", &Ok(None)));
 }
+
+#[test]
+fn resp3_converter_corpus_holds() {
+    replay("resp3_converter", checks::check_resp3_converter);
+}

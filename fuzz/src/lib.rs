@@ -573,3 +573,79 @@ pub fn check_cursor_codec(data: &[u8]) {
         (decoded, parsed) => panic!("{data:?} decodes to {decoded:?}, parses to {parsed:?}"),
     }
 }
+
+/// The RESP2 → RESP3 converter (`respite::resp3`): the first input byte picks a shape, the rest
+/// is scanned into complete RESP2 reply frames, and each is converted. Properties: no panic; the
+/// output is a sequence of complete RESP3 frames, exactly one per input frame; a frame without
+/// nulls converted as `Plain` is unchanged; where redis-protocol can decode the output (shallow
+/// inputs), it decodes as RESP3 with the same number of frames.
+pub fn check_resp3_converter(data: &[u8]) {
+    use respite::resp3::{convert, Shape};
+    const SHAPES: [Shape; 14] = [
+        Shape::Plain,
+        Shape::Map,
+        Shape::Set,
+        Shape::Double,
+        Shape::ArrayOfDoubles,
+        Shape::ArrayOfMaps,
+        Shape::ArrayOfDoubleTuples,
+        Shape::ScorePairs,
+        Shape::ValuePairs,
+        Shape::ScorePair,
+        Shape::KeyScorePair,
+        Shape::KeyScorePairs,
+        Shape::Verbatim,
+        Shape::Push,
+    ];
+    let Some((&sel, input)) = data.split_first() else {
+        return;
+    };
+    let shape = SHAPES[usize::from(sel) % SHAPES.len()];
+    let mut scanner = ReplyScanner::new();
+    let mut rest = input;
+    for _ in 0..64 {
+        let Ok(Some(len)) = scanner.scan(rest) else {
+            return;
+        };
+        let frame = bytes::Bytes::copy_from_slice(&rest[..len]);
+        rest = &rest[len..];
+        let out = convert(shape, &frame);
+        // Output validity is promised for RESP2 input (what backends send); check it where
+        // redis-protocol can confirm the input is RESP2 (shallow frames).
+        let aggregates = frame.iter().filter(|&&b| b == b'*').count();
+        if aggregates > MAX_REFERENCE_NESTING
+            || !matches!(resp2_decode_range(&frame), Ok(Some((_, used))) if used == frame.len())
+        {
+            continue;
+        }
+        let mut sc = ReplyScanner::new();
+        let Ok(Some(n)) = sc.scan(&out) else {
+            panic!("converted output is not a complete frame: {out:?} from {frame:?} as {shape:?}");
+        };
+        assert_eq!(
+            n,
+            out.len(),
+            "one frame in, one frame out: {out:?} from {frame:?} as {shape:?}"
+        );
+        if shape == Shape::Plain && memchr_null(&frame).is_none() {
+            assert_eq!(out, frame, "Plain without nulls is unchanged");
+        }
+        let aggregates = out
+            .iter()
+            .filter(|&&b| b == b'*' || b == b'%' || b == b'~' || b == b'>')
+            .count();
+        if aggregates <= MAX_REFERENCE_NESTING {
+            if let Ok(Some((_, used))) = resp3_decode_range(&out) {
+                assert_eq!(
+                    used,
+                    out.len(),
+                    "redis-protocol reads the same frame: {out:?}"
+                );
+            }
+        }
+    }
+}
+
+fn memchr_null(frame: &[u8]) -> Option<usize> {
+    frame.windows(4).position(|w| w == b"-1\r\n")
+}
