@@ -17,7 +17,6 @@
 use crate::command_table::COMMANDS;
 use crate::resp::{frame_args, parse_i64};
 use bytes::{BufMut, Bytes, BytesMut};
-use memchr::memchr;
 
 /// The RESP3 shape of a reply, as far as it differs from RESP2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +100,8 @@ pub fn shape_for(cmd: u16, req: &[u8]) -> Shape {
 pub fn convert(shape: Shape, frame: &Bytes) -> Bytes {
     match frame.first() {
         Some(b'-') | None => return frame.clone(),
-        Some(b'+' | b':') if shape != Shape::Double => return frame.clone(),
+        Some(b'+') => return frame.clone(),
+        Some(b':') if shape != Shape::Double => return frame.clone(),
         _ => {}
     }
     if shape == Shape::Plain && memchr::memmem::find(frame, b"-1\r\n").is_none() {
@@ -136,10 +136,11 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// The type byte and the number on the current header line; advances past it.
     fn header(&mut self) -> Option<(u8, &[u8])> {
+        // Lines end at CRLF, exactly where the reply scanner ends them (a lone LF is data).
         let kind = *self.buf.get(self.pos)?;
-        let nl = self.pos + memchr(b'\n', &self.buf[self.pos..])?;
-        let line = self.buf.get(self.pos + 1..nl.checked_sub(1)?)?;
-        self.pos = nl + 1;
+        let cr = self.pos + memchr::memmem::find(&self.buf[self.pos..], b"\r\n")?;
+        let line = self.buf.get(self.pos + 1..cr)?;
+        self.pos = cr + 2;
         Some((kind, line))
     }
 
@@ -148,8 +149,8 @@ impl Walker<'_> {
         if self.buf.get(self.pos) != Some(&b'*') {
             return None;
         }
-        let nl = self.pos + memchr(b'\n', &self.buf[self.pos..])?;
-        parse_i64(self.buf.get(self.pos + 1..nl.checked_sub(1)?)?)
+        let cr = self.pos + memchr::memmem::find(&self.buf[self.pos..], b"\r\n")?;
+        parse_i64(self.buf.get(self.pos + 1..cr)?)
     }
 
     /// Copies any one value, turning nulls into `_`; nested aggregates are walked with a count
@@ -370,7 +371,10 @@ mod tests {
         assert_eq!(conv(Shape::Set, b"*1\r\n$1\r\nx\r\n"), b"~1\r\n$1\r\nx\r\n");
         assert_eq!(conv(Shape::Double, b"$3\r\n1.5\r\n"), b",1.5\r\n");
         assert_eq!(conv(Shape::Double, b"$-1\r\n"), b"_\r\n");
-        // Found by fuzzing: a bulk that cannot be a double line stays a bulk.
+        // Found by fuzzing: a bulk that cannot be a double line stays a bulk, and lines end at
+        // CRLF only.
+        assert_eq!(conv(Shape::Double, b"+a\nb\r\n"), b"+a\nb\r\n");
+        assert_eq!(conv(Shape::Plain, b"*1\r\n+a\nb\r\n"), b"*1\r\n+a\nb\r\n");
         assert_eq!(conv(Shape::Double, b"$3\r\na\r\n\r\n"), b"$3\r\na\r\n\r\n");
         assert_eq!(
             conv(Shape::ArrayOfDoubles, b"*2\r\n$1\r\n1\r\n$-1\r\n"),
