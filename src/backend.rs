@@ -11,7 +11,7 @@
 
 use crate::health::Health;
 use crate::resp::ReplyScanner;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io;
@@ -232,6 +232,12 @@ impl BackendConn {
         }
     }
 
+    /// Queues a request behind the others, keeping `unsent_bytes` in step.
+    pub fn queue(&mut self, origin: Origin, req: Bytes) {
+        self.unsent_bytes += req.len();
+        self.unsent.push_back((origin, req));
+    }
+
     /// Writes queued requests with vectored writes until done or `WouldBlock`; written requests
     /// move to `inflight` stamped with `now`.
     pub fn flush(&mut self, now: Instant, now_us: u64) -> io::Result<()> {
@@ -281,10 +287,5 @@ impl BackendConn {
         self.write_off = 0;
         self.unsent_bytes = 0;
         std::mem::take(&mut self.unsent)
-    }
-
-    /// Bytes of replies waiting to be framed.
-    pub fn buffered(&self) -> usize {
-        self.rbuf.remaining()
     }
 }

@@ -26,6 +26,17 @@ pub struct Tag {
 }
 
 impl Tag {
+    /// Moves the request out for a slot, leaving the command and arrival time (no refcount
+    /// traffic per request).
+    pub fn take(&mut self) -> Tag {
+        Tag {
+            cmd: self.cmd,
+            start: self.start,
+            req: std::mem::take(&mut self.req),
+            retried: false,
+        }
+    }
+
     /// A tag for a request of unknown command arriving at `start`.
     pub fn unknown(start: u64) -> Self {
         Tag {

@@ -477,7 +477,7 @@ impl Proxy {
         }
     }
 
-    fn client_mut(&mut self, token: usize) -> Option<&mut ClientConn> {
+    pub(crate) fn client_mut(&mut self, token: usize) -> Option<&mut ClientConn> {
         match self.conns.get_mut(token) {
             Some(Entry {
                 conn: Conn::Client(c),
@@ -711,15 +711,12 @@ impl Proxy {
         req: &[u8],
         info: Option<String>,
     ) {
-        let Some(entry) = self.conns.get_mut(token) else {
+        let Some((gen, seq)) = self.push_slot(token) else {
             return;
         };
-        let gen = entry.gen;
-        let Conn::Client(c) = &mut entry.conn else {
-            return;
-        };
-        let seq = c.pending.push(c.cur.clone());
-        c.barrier = true;
+        if let Some(c) = self.client_mut(token) {
+            c.barrier = true;
+        }
         self.start_fanout(ConnRef { token, gen }, seq, cmd, req, info);
     }
 
@@ -770,14 +767,9 @@ impl Proxy {
 
     /// Sends a request with a reply slot to connection `slot` of `u` (the pub/sub target).
     pub(crate) fn forward_to(&mut self, token: usize, req: Bytes, u: Upstream, slot: usize) {
-        let Some(entry) = self.conns.get_mut(token) else {
+        let Some((gen, seq)) = self.push_slot(token) else {
             return;
         };
-        let gen = entry.gen;
-        let Conn::Client(c) = &mut entry.conn else {
-            return;
-        };
-        let seq = c.pending.push(c.cur.clone());
         let origin = Origin::Client { token, gen, seq };
         match self.backend_conn(u, slot) {
             Some(conn) => {
@@ -805,15 +797,19 @@ impl Proxy {
                 return;
             }
         }
-        let Some(entry) = self.conns.get_mut(token) else {
-            return;
-        };
-        let gen = entry.gen;
+        if let Some((gen, seq)) = self.push_slot(token) {
+            self.send(token, gen, seq, req);
+        }
+    }
+
+    /// Takes a waiting reply slot for the request being routed: its generation and `seq`.
+    pub(crate) fn push_slot(&mut self, token: usize) -> Option<(u32, u64)> {
+        let entry = self.conns.get_mut(token)?;
         let Conn::Client(c) = &mut entry.conn else {
-            return;
+            return None;
         };
-        let seq = c.pending.push(c.cur.clone());
-        self.send(token, gen, seq, req);
+        let tag = c.cur.take();
+        Some((entry.gen, c.pending.push(tag)))
     }
 
     /// Sends request `seq` of a client to its backend (or a fresh pick), trying other healthy
@@ -830,10 +826,7 @@ impl Proxy {
             } else {
                 None
             };
-            let backends = &self.backends;
-            let picked =
-                sticky.or_else(|| self.picker.pick(backends.len(), |i| backends[i].health.up));
-            let Some(b) = picked else {
+            let Some(b) = sticky.or_else(|| self.pick_backend()) else {
                 break;
             };
             let Some(c) = self.client_gen_mut(token, gen) else {
@@ -863,8 +856,7 @@ impl Proxy {
             ..
         }) = self.conns.get_mut(conn_token)
         {
-            bc.unsent_bytes += req.len();
-            bc.unsent.push_back((origin, req));
+            bc.queue(origin, req);
             if !bc.dirty {
                 bc.dirty = true;
                 self.dirty_backends.push(conn_token);
@@ -1059,40 +1051,52 @@ impl Proxy {
                 return Some(r.token);
             }
         }
-        let addr = self.up(u).addr;
-        let stream = match TcpStream::connect(addr) {
-            Ok(s) => s,
+        let r = match self.open_data_conn(u, slot, None) {
+            Ok(r) => r,
             Err(e) => {
                 self.backend_failed(u, &format!("connect: {e}"));
                 return None;
             }
         };
+        self.up_mut(u).conns[slot] = Some(r);
+        debug!(
+            "{}={} addr={} conn={} connecting (slot {slot})",
+            u.kind(),
+            u.index,
+            self.up(u).label,
+            r.token
+        );
+        Some(r.token)
+    }
+
+    /// Starts a connection to `u` (pool `slot`, or a session of `owner`) with respite's own
+    /// AUTH, and `HELLO 3` for the RESP3 half of a backend's pool, queued first.
+    pub(crate) fn open_data_conn(
+        &mut self,
+        u: Upstream,
+        slot: usize,
+        owner: Option<ConnRef>,
+    ) -> io::Result<ConnRef> {
+        let stream = TcpStream::connect(self.up(u).addr)?;
         let mut conn = BackendConn::new(stream, u, slot, self.now);
+        conn.owner = owner;
         if let Some(auth) = self.backend_auth() {
-            conn.unsent_bytes += auth.len();
-            conn.unsent.push_back((Origin::Auth, auth));
+            conn.queue(Origin::Auth, auth);
         }
-        if u.group == Group::Backend && slot >= self.up(u).conns.len() / 2 {
+        if owner.is_none() && u.group == Group::Backend && slot >= self.up(u).conns.len() / 2 {
             // The RESP3 half of the pool: replies to RESP3 clients pass through untouched.
-            let hello = Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
-            conn.unsent_bytes += hello.len();
-            conn.unsent.push_back((Origin::Auth, hello));
+            conn.queue(
+                Origin::Auth,
+                Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+            );
             conn.resp3 = true;
         }
         let r = self.insert(Conn::Backend(conn));
         if let Err(e) = self.register(r.token) {
             self.remove(r.token);
-            self.backend_failed(u, &format!("register: {e}"));
-            return None;
+            return Err(e);
         }
-        self.up_mut(u).conns[slot] = Some(r);
-        debug!(
-            "{}={} addr={addr} conn={} connecting (slot {slot})",
-            u.kind(),
-            u.index,
-            r.token
-        );
-        Some(r.token)
+        Ok(r)
     }
 
     /// The pool slot of client `token` on `u`: backends keep a RESP2 half and a RESP3 half

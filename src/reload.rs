@@ -108,15 +108,6 @@ impl Proxy {
         }
     }
 
-    /// Backends that take part in routing (not retired), for INFO and tests.
-    pub fn active_backends(&self) -> Vec<SocketAddr> {
-        self.backends
-            .iter()
-            .filter(|b| !b.retired)
-            .map(|b| b.addr)
-            .collect()
-    }
-
     /// Keeps the flags and file to re-read on SIGHUP.
     pub fn enable_reload(&mut self, cli: Cli) {
         self.reload_cli = Some(cli);

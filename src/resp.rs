@@ -620,14 +620,6 @@ pub fn frame_args(frame: &[u8]) -> Vec<&[u8]> {
     args
 }
 
-/// Offset and length of the first argument of a multibulk frame.
-pub fn first_arg(frame: &[u8]) -> Option<(usize, usize)> {
-    let nl = memchr(b'\n', frame)?;
-    let nl2 = nl + 1 + memchr(b'\n', frame.get(nl + 1..)?)?;
-    let len = parse_i64(frame.get(nl + 2..nl2 - 1)?)?;
-    Some((nl2 + 1, usize::try_from(len).ok()?))
-}
-
 /// Encodes `args` as a RESP multibulk request.
 pub fn encode_request<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
     let mut out =

@@ -17,13 +17,12 @@
 //! are barriers in the client's stream (see `fanout.rs`), so a connection of its own never
 //! overtakes the client's earlier requests on a shared one.
 
-use crate::backend::{BackendConn, ConnRef, Origin, Role, Upstream};
+use crate::backend::{ConnRef, Origin, Role, Upstream};
 use crate::command::{Local, Route, Session};
 use crate::proxy::{Conn, Proxy};
 use crate::resp;
 use bytes::{Bytes, BytesMut};
 use log::debug;
-use mio::net::TcpStream;
 
 impl Proxy {
     /// Where pub/sub goes: `--pubsub` if given, else the first healthy shard master in
@@ -123,18 +122,18 @@ impl Proxy {
                 | Local::Info,
             ) => return Some(req),
             Route::Session(Session::Exec | Session::Discard) => {
-                if let Some(c) = self.client_mut_pub(token) {
+                if let Some(c) = self.client_mut(token) {
                     c.pinned = false;
                     c.in_multi = false;
                 }
             }
             Route::Session(Session::Unwatch) if !in_multi => {
-                if let Some(c) = self.client_mut_pub(token) {
+                if let Some(c) = self.client_mut(token) {
                     c.pinned = false;
                 }
             }
             Route::Session(Session::Multi) => {
-                if let Some(c) = self.client_mut_pub(token) {
+                if let Some(c) = self.client_mut(token) {
                     c.in_multi = true;
                 }
             }
@@ -148,7 +147,7 @@ impl Proxy {
     }
 
     fn end_broken_txn(&mut self, token: usize) {
-        if let Some(c) = self.client_mut_pub(token) {
+        if let Some(c) = self.client_mut(token) {
             c.txn_broken = None;
         }
     }
@@ -157,12 +156,12 @@ impl Proxy {
     pub(crate) fn dispatch_session(&mut self, token: usize, which: Session, req: Bytes) {
         match which {
             Session::Multi | Session::Watch => {
-                if let Some(c) = self.client_mut_pub(token) {
+                if let Some(c) = self.client_mut(token) {
                     c.pinned = true;
                     c.in_multi = which == Session::Multi;
                 }
                 if !self.send_session(token, req, false) {
-                    if let Some(c) = self.client_mut_pub(token) {
+                    if let Some(c) = self.client_mut(token) {
                         c.pinned = false;
                         c.in_multi = false;
                     }
@@ -176,7 +175,7 @@ impl Proxy {
             }
             Session::Subscribe => {
                 if self.open_session(token, true).is_some() {
-                    if let Some(c) = self.client_mut_pub(token) {
+                    if let Some(c) = self.client_mut(token) {
                         c.subscribed = true;
                     }
                     self.send_push(token, req, false);
@@ -231,14 +230,9 @@ impl Proxy {
         let Some(conn) = self.open_session(token, pubsub) else {
             return false;
         };
-        let Some(entry) = self.conns.get_mut(token) else {
+        let Some((gen, seq)) = self.push_slot(token) else {
             return false;
         };
-        let gen = entry.gen;
-        let Conn::Client(c) = &mut entry.conn else {
-            return false;
-        };
-        let seq = c.pending.push(c.cur.clone());
         self.enqueue(conn, Origin::Client { token, gen, seq }, req);
         true
     }
@@ -302,9 +296,9 @@ impl Proxy {
             );
             return None;
         }
-        let addr = self.up(target).addr;
-        let stream = match TcpStream::connect(addr) {
-            Ok(s) => s,
+        let gen = self.conns.get(token)?.gen;
+        let r = match self.open_data_conn(target, 0, Some(ConnRef { token, gen })) {
+            Ok(r) => r,
             Err(e) => {
                 let label = self.up(target).label.clone();
                 self.reply_now(
@@ -317,22 +311,6 @@ impl Proxy {
                 return None;
             }
         };
-        let gen = self.conns.get(token)?.gen;
-        let mut conn = BackendConn::new(stream, target, 0, self.now);
-        conn.owner = Some(ConnRef { token, gen });
-        if let Some(auth) = self.backend_auth() {
-            conn.unsent_bytes += auth.len();
-            conn.unsent.push_back((Origin::Auth, auth));
-        }
-        let r = self.insert(Conn::Backend(conn));
-        if self.register(r.token).is_err() {
-            self.remove(r.token);
-            self.reply_now(
-                token,
-                resp::error("ERR cannot register a session connection"),
-            );
-            return None;
-        }
         self.up_mut(target).sessions += 1;
         debug!(
             "client={token} session conn={} to {}={}",
@@ -340,7 +318,7 @@ impl Proxy {
             target.kind(),
             target.index
         );
-        let c = self.client_mut_pub(token)?;
+        let c = self.client_mut(token)?;
         c.session = Some(r);
         c.session_target = Some(target);
         Some(r.token)
@@ -349,7 +327,7 @@ impl Proxy {
     /// Closes the client's session connection quietly (RESET, leaving subscribed mode, client
     /// gone). Its pending requests, if any, are answered with an error.
     pub(crate) fn close_session_of(&mut self, token: usize) {
-        let Some(c) = self.client_mut_pub(token) else {
+        let Some(c) = self.client_mut(token) else {
             return;
         };
         let Some(r) = c.session.take() else {

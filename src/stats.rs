@@ -64,11 +64,6 @@ impl Histogram {
         }
         0
     }
-
-    /// Durations recorded.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
 }
 
 /// Calls, time and failures of one command.
