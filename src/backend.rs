@@ -21,14 +21,29 @@ use std::time::Instant;
 /// Who waits for a reply on a backend connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// A client's slot.
-    Client { token: usize, gen: u32, seq: u64 },
+    /// A client's slot: one request, or a run of `n` forwarded as one buffer.
+    Client {
+        token: usize,
+        gen: u32,
+        seq: u64,
+        n: u32,
+    },
     /// A request sent on a subscribed connection: its answers stream to the client.
     Push,
     /// One part of a fan-out (`fanout.rs`).
     Fanout { id: usize, part: usize },
     /// respite's own `AUTH` on a new connection: its reply is checked and dropped.
     Auth,
+}
+
+impl Origin {
+    /// The replies it is owed.
+    pub fn replies(&self) -> u32 {
+        match *self {
+            Origin::Client { n, .. } => n,
+            _ => 1,
+        }
+    }
 }
 
 /// Which list an upstream belongs to.
@@ -186,6 +201,8 @@ pub struct BackendConn {
     pub waiters: Vec<ConnRef>,
     /// Requests written, awaiting replies, in order, with when they were written (loop clock, µs).
     pub inflight: VecDeque<(Origin, u64)>,
+    /// Replies of the front of `inflight` (a run) already delivered.
+    pub front_done: u32,
     /// Replies read and not yet framed.
     pub rbuf: BytesMut,
     /// Framing state of `rbuf`.
@@ -220,6 +237,7 @@ impl BackendConn {
             unsent_bytes: 0,
             waiters: Vec::new(),
             inflight: VecDeque::new(),
+            front_done: 0,
             rbuf: BytesMut::new(),
             scanner: ReplyScanner::new(),
             writable: false,

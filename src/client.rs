@@ -135,6 +135,18 @@ impl ClientConn {
         }
     }
 
+    /// True when its requests may be forwarded in runs: no session state, no protocol
+    /// conversion, nothing to wait for.
+    pub fn plain(&self) -> bool {
+        self.authed
+            && !self.resp3
+            && !self.subscribed
+            && !self.pinned
+            && !self.barrier
+            && self.txn_broken.is_none()
+            && self.session.is_none()
+    }
+
     /// True when every reply has been written and nothing waits.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty() && self.out.is_empty()

@@ -360,6 +360,7 @@ impl Proxy {
             token: client.token,
             gen: client.gen,
             seq,
+            n: 1,
         };
         let args = resp::frame_args(req);
         let to_backends = self.shards.is_empty();
@@ -489,6 +490,7 @@ impl Proxy {
             token: f.client.token,
             gen: f.client.gen,
             seq: f.seq,
+            n: 1,
         };
         self.complete(origin, merged);
     }

@@ -1,13 +1,17 @@
-//! `PendingQueue`: one slot per request of a client, in request order.
+//! `PendingQueue`: reply slots of one client, in request order.
 //!
 //! ```text
-//!  seq:   base   base+1  base+2  base+3
-//!         [ready][wait ][ready ][wait ]   ── drain_ready_front ──▶ base's reply only
+//!  seq:   base   base+1  base+2        base+3
+//!         [ready][wait ][run 16: 9 in][wait ]   ── drain_ready_front ──▶ base's reply only
 //! ```
 //!
-//! Replies may complete out of order (different backends, fan-outs, local answers); a client only
-//! ever receives the longest ready prefix, so its replies keep its request order. Invariant: every
-//! `seq` handed out by `push` is completed at most once, and slots leave only from the front.
+//! A slot holds one request, or a *run*: consecutive plain requests of the same command that
+//! were forwarded together as one buffer, whose replies come back as one buffer too (or in a few
+//! parts, when a read ends inside the run). Replies may complete out of order (different
+//! backends, fan-outs, local answers); a client only ever receives the longest ready prefix (and
+//! what a partly answered front run has so far), so its replies keep its request order.
+//! Invariant: a slot is owed exactly `n` replies, each delivered once, and slots leave only from
+//! the front.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -50,7 +54,13 @@ impl Tag {
 
 #[derive(Debug)]
 struct Slot {
+    /// The first replies received and not yet handed to the client (a run's later parts, when
+    /// its replies arrive in several reads, wait in `PendingQueue::parts`).
     reply: Option<Bytes>,
+    /// Replies still owed (0: the slot is complete).
+    left: u32,
+    /// Requests in the slot: 1, or a run of requests forwarded together.
+    n: u32,
     tag: Tag,
 }
 
@@ -60,8 +70,12 @@ pub struct PendingQueue {
     /// `seq` of the front slot.
     base: u64,
     slots: VecDeque<Slot>,
-    /// Slots still waiting for their reply.
+    /// Slots still owed a reply.
     waiting: usize,
+    /// Requests in all slots.
+    requests: usize,
+    /// Later reply parts of runs, by `seq`, in arrival order (rarely more than one).
+    parts: VecDeque<(u64, Bytes)>,
 }
 
 impl PendingQueue {
@@ -70,10 +84,21 @@ impl PendingQueue {
         Self::default()
     }
 
-    /// Adds a waiting slot at the back and returns its `seq`.
+    /// Adds a waiting slot for one request at the back and returns its `seq`.
     pub fn push(&mut self, tag: Tag) -> u64 {
-        self.slots.push_back(Slot { reply: None, tag });
+        self.push_run(tag, 1)
+    }
+
+    /// Adds a waiting slot for a run of `n ≥ 1` requests (forwarded as one) and returns its `seq`.
+    pub fn push_run(&mut self, tag: Tag, n: u32) -> u64 {
+        self.slots.push_back(Slot {
+            reply: None,
+            left: n,
+            n,
+            tag,
+        });
         self.waiting += 1;
+        self.requests += n as usize;
         self.base + self.slots.len() as u64 - 1
     }
 
@@ -81,48 +106,77 @@ impl PendingQueue {
     pub fn push_ready(&mut self, reply: Bytes, tag: Tag) -> u64 {
         self.slots.push_back(Slot {
             reply: Some(reply),
+            left: 0,
+            n: 1,
             tag,
         });
+        self.requests += 1;
         self.base + self.slots.len() as u64 - 1
     }
 
-    /// Fills slot `seq` and returns its tag. Returns `None` if there is no such waiting slot (a
-    /// stale or duplicate completion), which leaves the queue unchanged.
+    /// Fills slot `seq` with its reply and returns its tag. Returns `None` if there is no such
+    /// waiting slot (a stale or duplicate completion), which leaves the queue unchanged.
     pub fn complete(&mut self, seq: u64, reply: Bytes) -> Option<&Tag> {
-        let i = seq.checked_sub(self.base)?;
-        match self.slots.get_mut(i as usize) {
-            Some(slot) if slot.reply.is_none() => {
-                slot.reply = Some(reply);
-                self.waiting -= 1;
-                Some(&slot.tag)
-            }
-            _ => None,
-        }
+        self.complete_part(seq, reply, 1).map(|(tag, _)| tag)
     }
 
-    /// The tag of slot `seq` if it is still waiting for its reply.
-    pub fn waiting_tag_mut(&mut self, seq: u64) -> Option<&mut Tag> {
+    /// Adds `k` more replies (in `replies`, in order) to slot `seq`; returns its tag and how many
+    /// of its replies had arrived before these. `None` (and no change) if the slot does not owe
+    /// `k` replies.
+    pub fn complete_part(&mut self, seq: u64, replies: Bytes, k: u32) -> Option<(&Tag, u32)> {
+        let i = seq.checked_sub(self.base)?;
+        let slot = self.slots.get_mut(i as usize)?;
+        if k == 0 || slot.left < k {
+            return None;
+        }
+        let done = slot.n - slot.left;
+        slot.left -= k;
+        if slot.left == 0 {
+            self.waiting -= 1;
+        }
+        if slot.reply.is_none() {
+            slot.reply = Some(replies);
+        } else {
+            self.parts.push_back((seq, replies));
+        }
+        Some((&slot.tag, done))
+    }
+
+    /// The tag of slot `seq` while it is owed replies, and whether none has arrived yet.
+    pub fn waiting_tag_mut(&mut self, seq: u64) -> Option<(&mut Tag, bool)> {
         let i = seq.checked_sub(self.base)?;
         self.slots
             .get_mut(i as usize)
-            .filter(|s| s.reply.is_none())
-            .map(|s| &mut s.tag)
+            .filter(|s| s.left > 0)
+            .map(|s| (&mut s.tag, s.left == s.n))
     }
 
-    /// Moves the ready replies at the front, in order, into `out`; returns how many.
+    /// Moves the replies at the front that may be written, in order, into `out` (a complete
+    /// slot, and what a partly answered front run has so far); returns how many buffers.
     pub fn drain_ready_front(&mut self, out: &mut VecDeque<Bytes>) -> usize {
-        let mut n = 0;
-        while self.slots.front().is_some_and(|s| s.reply.is_some()) {
-            if let Some(Slot {
-                reply: Some(reply), ..
-            }) = self.slots.pop_front()
-            {
+        let mut moved = 0;
+        while let Some(front) = self.slots.front_mut() {
+            if let Some(reply) = front.reply.take() {
                 out.push_back(reply);
+                moved += 1;
+                if !self.parts.is_empty() {
+                    let base = self.base;
+                    while let Some(i) = self.parts.iter().position(|(seq, _)| *seq == base) {
+                        if let Some((_, part)) = self.parts.remove(i) {
+                            out.push_back(part);
+                            moved += 1;
+                        }
+                    }
+                }
             }
+            if front.left > 0 {
+                break;
+            }
+            self.requests -= front.n as usize;
+            self.slots.pop_front();
             self.base += 1;
-            n += 1;
         }
-        n
+        moved
     }
 
     /// Releases the memory of an empty queue.
@@ -130,9 +184,9 @@ impl PendingQueue {
         self.slots.shrink_to_fit();
     }
 
-    /// Slots not yet handed to the client (waiting or ready behind a waiting one).
+    /// Requests not yet fully handed to the client (waiting, or ready behind a waiting one).
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.requests
     }
 
     /// True when no slot is held.
@@ -140,7 +194,7 @@ impl PendingQueue {
         self.slots.is_empty()
     }
 
-    /// Slots still waiting for a reply.
+    /// Slots still owed replies.
     pub fn waiting(&self) -> usize {
         self.waiting
     }
@@ -182,5 +236,34 @@ mod tests {
         q.drain_ready_front(&mut out);
         assert!(q.complete(a, Bytes::new()).is_none());
         assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn a_run_streams_its_replies_as_they_come() {
+        let mut q = PendingQueue::new();
+        let run = q.push_run(tag(), 3);
+        let after = q.push(tag());
+        assert_eq!(q.len(), 4);
+        let mut out = VecDeque::new();
+        assert!(q.complete(after, Bytes::from_static(b"d")).is_some());
+        assert_eq!(
+            q.complete_part(run, Bytes::from_static(b"a"), 1)
+                .map(|(_, d)| d),
+            Some(0)
+        );
+        assert_eq!(q.drain_ready_front(&mut out), 1);
+        assert!(q
+            .complete_part(run, Bytes::from_static(b"bcx"), 3)
+            .is_none());
+        assert_eq!(
+            q.complete_part(run, Bytes::from_static(b"bc"), 2)
+                .map(|(_, d)| d),
+            Some(1)
+        );
+        assert_eq!(q.waiting(), 0);
+        assert_eq!(q.drain_ready_front(&mut out), 2);
+        assert_eq!(out, vec![&b"a"[..], b"bc", b"d"]);
+        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
     }
 }

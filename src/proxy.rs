@@ -22,7 +22,7 @@ use crate::net::{self, READ_CHUNK_BYTES};
 use crate::pending::Tag;
 use crate::picker::Picker;
 use crate::resp::{self, reply, Frame};
-use crate::stats::Stats;
+use crate::stats::{Answered, Stats};
 use bytes::{Bytes, BytesMut};
 use log::{debug, error, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -49,6 +49,23 @@ const BACKEND_QUEUE_PAUSE_BYTES: usize = 8 << 20;
 const BACKEND_QUEUE_RESUME_BYTES: usize = 2 << 20;
 /// A client waiting at a fan-out barrier is not read past this much buffered input.
 const BARRIER_READ_LIMIT: usize = 1 << 20;
+/// Most requests in one run (`process_input`).
+const MAX_RUN: u32 = 256;
+
+/// A run being gathered: `n` requests of command `cmd`, the first `len` bytes of the read buffer.
+#[derive(Debug, Default)]
+struct Run {
+    len: usize,
+    n: u32,
+    cmd: crate::command::CommandId,
+}
+
+impl Run {
+    /// True if a request of command `id` may join.
+    fn takes(&self, id: crate::command::CommandId) -> bool {
+        self.n == 0 || (self.cmd == id && self.n < MAX_RUN)
+    }
+}
 
 /// Stops a running proxy from another thread.
 #[derive(Clone, Debug)]
@@ -553,8 +570,13 @@ impl Proxy {
 
     /// Frames and routes every complete request in the client's read buffer, until backpressure
     /// or a protocol error stops it.
+    ///
+    /// Consecutive plain requests of one command (GET after GET...) make a *run*: they stay in
+    /// the read buffer until the run ends, then go to one backend as one buffer with one reply
+    /// slot, so a pipeline costs one split, one slot and one queue entry per run, not per request.
     fn process_input(&mut self, token: usize) {
         let max_pending = self.config.client_max_pending;
+        let mut run = Run::default();
         loop {
             let limits = self.config.limits;
             let have_shards = !self.shards.is_empty();
@@ -566,9 +588,10 @@ impl Proxy {
                 return;
             };
             if c.close_after_flush {
-                return;
+                break;
             }
-            if c.pending.len() >= max_pending || c.out.bytes() > OUTPUT_PAUSE_BYTES {
+            if c.pending.len() + run.n as usize >= max_pending || c.out.bytes() > OUTPUT_PAUSE_BYTES
+            {
                 if !c.paused {
                     debug!(
                         "client={token} paused (pending={} out={})",
@@ -577,23 +600,63 @@ impl Proxy {
                     );
                 }
                 c.paused = true;
-                return;
+                break;
             }
             if c.barrier {
                 if c.pending.waiting() > 0 {
-                    return;
+                    break;
                 }
                 c.barrier = false;
             }
-            let (req, id) = match c.scanner.scan(&c.rbuf, &limits) {
-                Ok(None) => return,
+            let frame = c.scanner.scan(&c.rbuf[run.len..], &limits);
+            let id = match &frame {
+                Ok(Some(Frame::Multibulk { name, .. })) => {
+                    let at = run.len + name.0;
+                    self.commands.lookup(&c.rbuf[at..at + name.1])
+                }
+                Ok(Some(Frame::Inline { args, .. })) => self
+                    .commands
+                    .lookup(args.first().map_or(&[][..], |a| &a[..])),
+                _ => None,
+            };
+            if let (Ok(Some(Frame::Multibulk { len, .. })), Some(id)) = (&frame, id) {
+                if c.plain() && self.commands.route(id) == Route::Forward {
+                    if run.takes(id) {
+                        run.len += len;
+                        run.n += 1;
+                        run.cmd = id;
+                    } else {
+                        // Another command: it starts the next run (scanned again at the front).
+                        self.send_run(token, &mut run);
+                    }
+                    continue;
+                }
+            }
+            if matches!(frame, Ok(None)) {
+                break;
+            }
+            if run.n > 0 {
+                // This frame ends the run: send the run first, which leaves the frame at the
+                // front of the buffer, where the code below expects it.
+                self.send_run(token, &mut run);
+            }
+            let barrier = barrier_cmd(&self.commands, id, have_shards);
+            let clock_us = self.clock_us;
+            let Some(Entry {
+                conn: Conn::Client(c),
+                ..
+            }) = self.conns.get_mut(token)
+            else {
+                return;
+            };
+            let req = match frame {
+                Ok(None) => break,
                 Ok(Some(Frame::Empty { len })) => {
                     let _ = c.rbuf.split_to(len);
                     continue;
                 }
-                Ok(Some(Frame::Multibulk { len, name, .. })) => {
-                    let id = self.commands.lookup(&c.rbuf[name.0..name.0 + name.1]);
-                    if barrier_cmd(&self.commands, id, have_shards) {
+                Ok(Some(Frame::Multibulk { len, .. })) => {
+                    if barrier {
                         // A fan-out waits until the client's earlier requests are answered; the
                         // frame stays in the buffer and is scanned again then.
                         c.barrier = true;
@@ -601,28 +664,22 @@ impl Proxy {
                             return;
                         }
                     }
-                    (c.rbuf.split_to(len).freeze(), id)
+                    c.rbuf.split_to(len).freeze()
                 }
                 Ok(Some(Frame::Inline { len, args })) => {
-                    let id = self
-                        .commands
-                        .lookup(args.first().map_or(&[][..], |a| &a[..]));
-                    if barrier_cmd(&self.commands, id, have_shards) {
+                    if barrier {
                         c.barrier = true;
                         if c.pending.waiting() > 0 {
                             return;
                         }
                     }
                     let _ = c.rbuf.split_to(len);
-                    let req = resp::encode_request(&args);
-                    (req, id)
+                    resp::encode_request(&args)
                 }
                 Err(e) => {
                     warn!("client={token} peer={} {e}; closing", c.peer);
-                    c.pending.push_ready(
-                        resp::error(&format!("ERR {e}")),
-                        Tag::unknown(self.clock_us),
-                    );
+                    c.pending
+                        .push_ready(resp::error(&format!("ERR {e}")), Tag::unknown(clock_us));
                     c.close_after_flush = true;
                     c.rbuf.clear();
                     c.barrier = false;
@@ -633,6 +690,41 @@ impl Proxy {
             };
             self.dispatch(token, req, id);
         }
+        if run.n > 0 {
+            self.send_run(token, &mut run);
+        }
+    }
+
+    /// Takes a run's requests off the front of the client's read buffer and sends them, with one
+    /// reply slot, to one backend.
+    fn send_run(&mut self, token: usize, run: &mut Run) {
+        let Run { len, n, cmd } = std::mem::take(run);
+        let (now, instant) = (self.clock_us, self.now);
+        self.stats.total_commands_processed += u64::from(n);
+        let Some(Entry {
+            gen,
+            conn: Conn::Client(c),
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        let req = c.rbuf.split_to(len).freeze();
+        c.last_cmd = crate::command_table::COMMANDS[cmd as usize].name;
+        c.last_active = instant;
+        let tag = Tag {
+            cmd,
+            start: now,
+            req: req.clone(),
+            retried: false,
+        };
+        let seq = c.pending.push_run(tag, n);
+        let origin = Origin::Client {
+            token,
+            gen: *gen,
+            seq,
+            n,
+        };
+        self.send(origin, req);
     }
 
     /// Routes one request.
@@ -732,17 +824,15 @@ impl Proxy {
             } else {
                 answer
             };
-            let failed = answer.first() == Some(&b'-');
+            let answered = Answered {
+                tag: &c.cur,
+                first: 0,
+                calls: 1,
+                failed: u32::from(answer.first() == Some(&b'-')),
+            };
             let name = c.name.as_deref();
-            self.stats.record(
-                &c.cur,
-                self.clock_us,
-                failed,
-                slow_us,
-                slow_max,
-                &c.peer,
-                name,
-            );
+            self.stats
+                .record(answered, self.clock_us, slow_us, slow_max, &c.peer, name);
             c.pending.push_ready(answer, c.cur.clone());
             self.mark_client_dirty(token);
         }
@@ -770,7 +860,12 @@ impl Proxy {
         let Some((gen, seq)) = self.push_slot(token) else {
             return;
         };
-        let origin = Origin::Client { token, gen, seq };
+        let origin = Origin::Client {
+            token,
+            gen,
+            seq,
+            n: 1,
+        };
         match self.backend_conn(u, slot) {
             Some(conn) => {
                 self.up_mut(u).requests += 1;
@@ -798,7 +893,13 @@ impl Proxy {
             }
         }
         if let Some((gen, seq)) = self.push_slot(token) {
-            self.send(token, gen, seq, req);
+            let origin = Origin::Client {
+                token,
+                gen,
+                seq,
+                n: 1,
+            };
+            self.send(origin, req);
         }
     }
 
@@ -812,10 +913,12 @@ impl Proxy {
         Some((entry.gen, c.pending.push(tag)))
     }
 
-    /// Sends request `seq` of a client to its backend (or a fresh pick), trying other healthy
-    /// backends if a connection cannot even be started.
-    fn send(&mut self, token: usize, gen: u32, seq: u64, req: Bytes) {
-        let origin = Origin::Client { token, gen, seq };
+    /// Sends the request (or run) of a client's slot to its backend (or a fresh pick), trying
+    /// other healthy backends if a connection cannot even be started.
+    fn send(&mut self, origin: Origin, req: Bytes) {
+        let Origin::Client { token, gen, .. } = origin else {
+            return;
+        };
         for _ in 0..=self.backends.len() {
             let Some(c) = self.client_gen_mut(token, gen) else {
                 return;
@@ -837,7 +940,7 @@ impl Proxy {
             match self.backend_conn(Upstream::backend(b), slot) {
                 Some(conn_token) => {
                     self.enqueue(conn_token, origin, req);
-                    self.backends[b].requests += 1;
+                    self.backends[b].requests += u64::from(origin.replies());
                     return;
                 }
                 None => {
@@ -847,7 +950,7 @@ impl Proxy {
                 }
             }
         }
-        self.complete(origin, reply::NO_BACKEND);
+        self.fail_slot(origin, origin.replies(), &reply::NO_BACKEND);
     }
 
     pub(crate) fn enqueue(&mut self, conn_token: usize, origin: Origin, req: Bytes) {
@@ -894,18 +997,35 @@ impl Proxy {
 
     /// Fills the slot of `origin` with `reply`.
     pub(crate) fn complete(&mut self, origin: Origin, reply: Bytes) {
-        self.complete_with(origin, reply, false)
+        let failed = u32::from(reply.first() == Some(&b'-'));
+        self.complete_with(origin, reply, 1, failed, false)
     }
 
-    /// Fills the slot of `origin`; `native` replies already speak the client's protocol.
-    fn complete_with(&mut self, origin: Origin, reply: Bytes, native: bool) {
+    /// Answers the last `k` requests of `origin`'s slot with `error` each.
+    pub(crate) fn fail_slot(&mut self, origin: Origin, k: u32, error: &Bytes) {
+        let replies = if k == 1 {
+            error.clone()
+        } else {
+            let mut b = BytesMut::with_capacity(error.len() * k as usize);
+            for _ in 0..k {
+                b.extend_from_slice(error);
+            }
+            b.freeze()
+        };
+        self.complete_with(origin, replies, k, k, false)
+    }
+
+    /// Gives `origin`'s slot `k` more replies (in order in `replies`), `failed` of them errors;
+    /// `native` replies already speak the client's protocol.
+    fn complete_with(&mut self, origin: Origin, replies: Bytes, k: u32, failed: u32, native: bool) {
         let (token, gen, seq) = match origin {
-            Origin::Client { token, gen, seq } => (token, gen, seq),
-            Origin::Fanout { id, part } => return self.fanout_part_done(id, part, reply),
+            Origin::Client {
+                token, gen, seq, ..
+            } => (token, gen, seq),
+            Origin::Fanout { id, part } => return self.fanout_part_done(id, part, replies),
             Origin::Auth | Origin::Push => return,
         };
         let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
-        let failed = reply.first() == Some(&b'-');
         if let Some(Entry {
             gen: g,
             conn: Conn::Client(c),
@@ -914,20 +1034,30 @@ impl Proxy {
             if *g != gen {
                 return;
             }
-            let reply = match c.pending.waiting_tag_mut(seq) {
-                Some(tag) if c.resp3 && !native => {
-                    crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &reply)
+            let replies = match c.pending.waiting_tag_mut(seq) {
+                // RESP3 clients are never sent runs: one reply, converted to their protocol.
+                Some((tag, _)) if c.resp3 && !native && k == 1 => {
+                    crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &replies)
                 }
-                _ => reply,
+                _ => replies,
             };
-            if let Some(tag) = c.pending.complete(seq, reply) {
+            if let Some((tag, first)) = c.pending.complete_part(seq, replies, k) {
                 let name = c.name.as_deref();
+                let answered = Answered {
+                    tag,
+                    first,
+                    calls: k,
+                    failed,
+                };
                 self.stats
-                    .record(tag, self.clock_us, failed, slow_us, slow_max, &c.peer, name);
+                    .record(answered, self.clock_us, slow_us, slow_max, &c.peer, name);
                 if c.barrier && c.pending.waiting() == 0 {
                     self.resume.push(ConnRef { token, gen });
                 }
-                self.mark_client_dirty(token);
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty_clients.push(token);
+                }
             }
         }
     }
@@ -1207,11 +1337,14 @@ impl Proxy {
                 return;
             }
         };
+        // The replies of a run arrive back to back: they are framed one by one but leave the
+        // buffer together, `k` replies (`failed` of them errors) in its first `off` bytes.
+        let (mut off, mut k, mut failed) = (0, 0, 0);
         loop {
             let Some(bc) = self.backend_conn_mut(token) else {
                 return;
             };
-            let len = match bc.scanner.scan(&bc.rbuf) {
+            let len = match bc.scanner.scan(&bc.rbuf[off..]) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
@@ -1220,24 +1353,40 @@ impl Proxy {
                     return;
                 }
             };
-            let frame = bc.rbuf.split_to(len).freeze();
-            if bc.subscribed {
-                if self.on_push_frame(token, frame) {
-                    return;
+            let first = bc.rbuf[off];
+            if k == 0 {
+                if bc.subscribed {
+                    let frame = bc.rbuf.split_to(len).freeze();
+                    if self.on_push_frame(token, frame) {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
+                if bc.resp3 && first == b'>' {
+                    // An out-of-band push on a shared RESP3 connection is nobody's reply.
+                    let _ = bc.rbuf.split_to(len);
+                    trace!("dropped a push frame on conn={token}");
+                    continue;
+                }
             }
-            if bc.resp3 && frame.first() == Some(&b'>') {
-                // An out-of-band push on a shared RESP3 connection is nobody's reply.
-                trace!("dropped a push frame on conn={token}");
-                continue;
-            }
-            let Some((origin, sent)) = bc.inflight.pop_front() else {
+            let Some(&(origin, sent)) = bc.inflight.front() else {
                 self.fail_backend_conn(token, "reply with nothing in flight (out of sync)", false);
                 return;
             };
+            off += len;
+            k += 1;
+            failed += u32::from(first == b'-');
+            if bc.front_done + k < origin.replies() {
+                continue;
+            }
+            bc.inflight.pop_front();
+            bc.front_done = 0;
+            let frame = bc.rbuf.split_to(off).freeze();
+            let replies = std::mem::take(&mut k);
+            let errors = std::mem::take(&mut failed);
+            off = 0;
             if origin == Origin::Auth {
-                if frame.first() == Some(&b'-') {
+                if errors > 0 {
                     let msg = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
                     self.fail_backend_conn(token, &format!("AUTH refused: {msg}"), true);
                     return;
@@ -1247,9 +1396,22 @@ impl Proxy {
             let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
             if !session {
                 let us = self.clock_us.saturating_sub(sent);
-                self.up_mut(u).latency.record(us);
+                self.up_mut(u).latency.record_n(us, replies);
             }
-            self.complete_with(origin, frame, native);
+            self.complete_with(origin, frame, replies, errors, native);
+        }
+        if k > 0 {
+            // The read ended inside a run: hand over the replies so far.
+            if let Some(bc) = self.backend_conn_mut(token) {
+                if let Some(&(origin, sent)) = bc.inflight.front() {
+                    bc.front_done += k;
+                    let frame = bc.rbuf.split_to(off).freeze();
+                    let (u, native) = (bc.upstream, bc.resp3);
+                    let us = self.clock_us.saturating_sub(sent);
+                    self.up_mut(u).latency.record_n(us, k);
+                    self.complete_with(origin, frame, k, failed, native);
+                }
+            }
         }
         if eof {
             let idle = self.backend_conn_mut(token).is_some_and(|bc| {
@@ -1323,7 +1485,12 @@ impl Proxy {
             be.next_probe = be.next_probe.min(now);
         }
         let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
-        let failed = bc.inflight.len() as u64;
+        let failed = bc
+            .inflight
+            .iter()
+            .map(|(o, _)| u64::from(o.replies()))
+            .sum::<u64>()
+            - u64::from(bc.front_done);
         self.up_mut(u).errors += failed;
         self.stats.backend_errors += failed;
         let unsent = bc.take_unsent();
@@ -1344,34 +1511,37 @@ impl Proxy {
         }
         let retry_reads = self.config.retry_reads;
         let mut retries = Vec::new();
+        let mut done = bc.front_done;
         for (origin, _) in bc.inflight.drain(..) {
-            if retry_reads {
+            // The front may be a run whose first replies were delivered already.
+            let owed = origin.replies() - std::mem::take(&mut done);
+            if retry_reads && owed == origin.replies() {
                 if let Some(req) = self.take_retry(origin) {
                     retries.push((origin, req));
                     continue;
                 }
             }
-            self.complete(origin, lost.clone());
+            self.fail_slot(origin, owed, &lost);
         }
         for (origin, req) in retries {
-            if let Origin::Client { token, gen, seq } = origin {
+            if let Origin::Client { token, seq, .. } = origin {
                 debug!(
                     "client={token} seq={seq} read retried after {}={} failed",
                     u.kind(),
                     u.index
                 );
-                self.send(token, gen, seq, req);
+                self.send(origin, req);
             }
         }
         for (origin, req) in unsent {
             match origin {
-                Origin::Client { token, gen, seq } => {
+                Origin::Client { token, seq, .. } => {
                     trace!(
                         "client={token} seq={seq} re-routed from {}={}",
                         u.kind(),
                         u.index
                     );
-                    self.send(token, gen, seq, req);
+                    self.send(origin, req);
                 }
                 // A fan-out part belongs to this shard and no other: it fails.
                 Origin::Fanout { .. } => self.complete(origin, lost.clone()),
@@ -1383,7 +1553,10 @@ impl Proxy {
     /// With `--retry-reads`: the request of `origin` if it is a read-only command not retried
     /// yet (it is then marked retried). Writes are never retried: they may have run.
     fn take_retry(&mut self, origin: Origin) -> Option<Bytes> {
-        let Origin::Client { token, gen, seq } = origin else {
+        let Origin::Client {
+            token, gen, seq, ..
+        } = origin
+        else {
             return None;
         };
         let Some(Entry {
@@ -1396,9 +1569,9 @@ impl Proxy {
         if *g != gen {
             return None;
         }
-        let tag = c.pending.waiting_tag_mut(seq)?;
+        let (tag, untouched) = c.pending.waiting_tag_mut(seq)?;
         let spec = crate::command_table::COMMANDS.get(tag.cmd as usize)?;
-        if tag.retried || spec.flags & crate::command::flag::READONLY == 0 {
+        if !untouched || tag.retried || spec.flags & crate::command::flag::READONLY == 0 {
             return None;
         }
         tag.retried = true;

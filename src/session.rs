@@ -233,7 +233,13 @@ impl Proxy {
         let Some((gen, seq)) = self.push_slot(token) else {
             return false;
         };
-        self.enqueue(conn, Origin::Client { token, gen, seq }, req);
+        let origin = Origin::Client {
+            token,
+            gen,
+            seq,
+            n: 1,
+        };
+        self.enqueue(conn, origin, req);
         true
     }
 

@@ -47,9 +47,14 @@ impl Histogram {
 
     /// Records one duration.
     pub fn record(&mut self, us: u64) {
+        self.record_n(us, 1);
+    }
+
+    /// Records `n` requests of the same duration.
+    pub fn record_n(&mut self, us: u64, n: u32) {
         let b = &mut self.buckets[Self::bucket(us)];
-        *b = b.saturating_add(1);
-        self.count += 1;
+        *b = b.saturating_add(n);
+        self.count += u64::from(n);
     }
 
     /// The upper bound of the bucket holding quantile `q` (0 when empty).
@@ -77,6 +82,16 @@ pub struct CommandStats {
     pub failed: u64,
     /// Latency distribution.
     pub hist: Histogram,
+}
+
+/// Requests answered by one reply buffer: `calls` of the slot tagged `tag`, from its request
+/// number `first` on (a slot of one request: 0 and 1), `failed` of them with an error.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered<'a> {
+    pub tag: &'a crate::pending::Tag,
+    pub first: u32,
+    pub calls: u32,
+    pub failed: u32,
 }
 
 /// One slow log entry, as Redis keeps it.
@@ -145,52 +160,71 @@ const SECTIONS: [&str; 8] = [
 ];
 
 impl Stats {
-    /// Records a reply: its command's counters and histogram, and the slow log.
-    #[allow(clippy::too_many_arguments)]
+    /// Records requests answered by one reply buffer: their calls, latency (from their arrival
+    /// to now) and failures, and slow log entries.
     pub fn record(
         &mut self,
-        tag: &crate::pending::Tag,
+        a: Answered,
         now_us: u64,
-        failed: bool,
         slow_us: u64,
         slowlog_max: usize,
         peer: &std::net::SocketAddr,
         name: Option<&[u8]>,
     ) {
-        let us = now_us.saturating_sub(tag.start);
+        let us = now_us.saturating_sub(a.tag.start);
         if self.commands.is_empty() {
             self.commands = vec![CommandStats::default(); crate::command_table::COMMANDS.len() + 1];
         }
-        let i = (tag.cmd as usize).min(self.commands.len() - 1);
+        let i = (a.tag.cmd as usize).min(self.commands.len() - 1);
+        let calls = u64::from(a.calls);
         let c = &mut self.commands[i];
-        c.calls += 1;
-        c.usec += us;
-        c.failed += u64::from(failed);
-        c.hist.record(us);
+        c.calls += calls;
+        c.usec += us * calls;
+        c.failed += u64::from(a.failed);
+        c.hist.record_n(us, a.calls);
         // One counter per bucket (cumulated when rendered); most requests stop at the first.
         let i = PROM_BUCKETS_US
             .iter()
             .position(|&b| us <= b)
             .unwrap_or(PROM_BUCKETS_US.len());
         if let Some(b) = self.prom_buckets.get_mut(i) {
-            *b += 1;
+            *b += calls;
         }
-        self.prom_sum_us += us;
+        self.prom_sum_us += us * calls;
         if us >= slow_us && slowlog_max > 0 {
-            self.log_slow(tag, us, peer, name, slowlog_max);
+            let mut rest = &a.tag.req[..];
+            let mut skip = a.first;
+            let mut scanner = crate::resp::RequestScanner::new();
+            let limits = crate::resp::Limits::default();
+            for _ in 0..a.calls.min(slowlog_max as u32) {
+                // A run's requests are consecutive frames of its buffer: find each one's own.
+                let req = loop {
+                    let len = match scanner.scan(rest, &limits) {
+                        Ok(Some(crate::resp::Frame::Multibulk { len, .. })) => len,
+                        _ => break rest,
+                    };
+                    let (req, after) = rest.split_at(len);
+                    rest = after;
+                    if skip == 0 {
+                        break req;
+                    }
+                    skip -= 1;
+                };
+                self.log_slow(req, us, peer, name, slowlog_max);
+            }
         }
     }
 
     fn log_slow(
         &mut self,
-        tag: &crate::pending::Tag,
+        req: &[u8],
         us: u64,
         peer: &std::net::SocketAddr,
         name: Option<&[u8]>,
         max: usize,
     ) {
         // Like Redis: at most 32 arguments, each cut at 128 bytes.
-        let all = crate::resp::frame_args(&tag.req);
+        let all = crate::resp::frame_args(req);
         let mut args: Vec<Vec<u8>> = all
             .iter()
             .take(if all.len() > 32 { 31 } else { 32 })
