@@ -179,6 +179,11 @@ impl PendingQueue {
         moved
     }
 
+    /// True when the front slot has replies to hand over.
+    pub fn front_ready(&self) -> bool {
+        self.slots.front().is_some_and(|s| s.reply.is_some())
+    }
+
     /// Releases the memory of an empty queue.
     pub fn shrink(&mut self) {
         self.slots.shrink_to_fit();

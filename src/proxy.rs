@@ -52,6 +52,21 @@ const BARRIER_READ_LIMIT: usize = 1 << 20;
 /// Most requests in one run (`process_input`).
 const MAX_RUN: u32 = 256;
 
+/// What gathering a run stopped at (`process_input`).
+enum Step {
+    /// The buffer holds no more complete request.
+    Stop,
+    /// The pending limit: check again (and pause).
+    Recheck,
+    /// A request of another command: send the run, then gather the next.
+    SendRun,
+    /// A request that is not plain: it goes its own way.
+    Frame(
+        Result<Option<Frame>, resp::FrameError>,
+        Option<crate::command::CommandId>,
+    ),
+}
+
 /// A run being gathered: `n` requests of command `cmd`, the first `len` bytes of the read buffer.
 #[derive(Debug, Default)]
 struct Run {
@@ -563,9 +578,12 @@ impl Proxy {
                 return;
             }
         }
+        let read_closed = c.read_closed;
         self.process_input(token);
-        // A client that half-closed with nothing pending is done now.
-        self.mark_client_dirty(token);
+        if read_closed {
+            // A client that half-closed with nothing pending is done now.
+            self.mark_client_dirty(token);
+        }
     }
 
     /// Frames and routes every complete request in the client's read buffer, until backpressure
@@ -576,10 +594,10 @@ impl Proxy {
     /// slot, so a pipeline costs one split, one slot and one queue entry per run, not per request.
     fn process_input(&mut self, token: usize) {
         let max_pending = self.config.client_max_pending;
+        let limits = self.config.limits;
+        let have_shards = !self.shards.is_empty();
         let mut run = Run::default();
         loop {
-            let limits = self.config.limits;
-            let have_shards = !self.shards.is_empty();
             let Some(Entry {
                 conn: Conn::Client(c),
                 ..
@@ -608,33 +626,50 @@ impl Proxy {
                 }
                 c.barrier = false;
             }
-            let frame = c.scanner.scan(&c.rbuf[run.len..], &limits);
-            let id = match &frame {
-                Ok(Some(Frame::Multibulk { name, .. })) => {
-                    let at = run.len + name.0;
-                    self.commands.lookup(&c.rbuf[at..at + name.1])
+            // Gather plain requests into the run while they come, without leaving this loop.
+            let plain = c.plain();
+            let room = max_pending.saturating_sub(c.pending.len());
+            let step = loop {
+                if c.rbuf.len() == run.len {
+                    break Step::Stop;
                 }
-                Ok(Some(Frame::Inline { args, .. })) => self
-                    .commands
-                    .lookup(args.first().map_or(&[][..], |a| &a[..])),
-                _ => None,
-            };
-            if let (Ok(Some(Frame::Multibulk { len, .. })), Some(id)) = (&frame, id) {
-                if c.plain() && self.commands.route(id) == Route::Forward {
-                    if run.takes(id) {
+                if run.n as usize >= room {
+                    break Step::Recheck;
+                }
+                let frame = c.scanner.scan(&c.rbuf[run.len..], &limits);
+                let id = match &frame {
+                    Ok(Some(Frame::Multibulk { name, .. })) => {
+                        let at = run.len + name.0;
+                        self.commands.lookup(&c.rbuf[at..at + name.1])
+                    }
+                    Ok(Some(Frame::Inline { args, .. })) => self
+                        .commands
+                        .lookup(args.first().map_or(&[][..], |a| &a[..])),
+                    _ => None,
+                };
+                if let (Ok(Some(Frame::Multibulk { len, .. })), Some(id)) = (&frame, id) {
+                    if plain && self.commands.route(id) == Route::Forward {
+                        if !run.takes(id) {
+                            // Another command: it starts the next run (scanned again then).
+                            break Step::SendRun;
+                        }
                         run.len += len;
                         run.n += 1;
                         run.cmd = id;
-                    } else {
-                        // Another command: it starts the next run (scanned again at the front).
-                        self.send_run(token, &mut run);
+                        continue;
                     }
+                }
+                break Step::Frame(frame, id);
+            };
+            let (frame, id) = match step {
+                Step::Stop => break,
+                Step::Recheck => continue,
+                Step::SendRun => {
+                    self.send_run(token, &mut run);
                     continue;
                 }
-            }
-            if matches!(frame, Ok(None)) {
-                break;
-            }
+                Step::Frame(frame, id) => (frame, id),
+            };
             if run.n > 0 {
                 // This frame ends the run: send the run first, which leaves the frame at the
                 // front of the buffer, where the code below expects it.
@@ -1100,8 +1135,8 @@ impl Proxy {
             return;
         };
         c.dirty = false;
-        let n = c.pending.drain_ready_front(c.out.deque());
-        if n > 0 {
+        if c.pending.front_ready() {
+            let n = c.pending.drain_ready_front(c.out.deque());
             c.out.added(n);
         }
         let limit = if c.subscribed {
@@ -1376,8 +1411,29 @@ impl Proxy {
             off += len;
             k += 1;
             failed += u32::from(first == b'-');
-            if bc.front_done + k < origin.replies() {
-                continue;
+            // The rest of a run: frame its replies here, without the checks above.
+            let want = origin.replies() - bc.front_done;
+            let mut bad = None;
+            while k < want {
+                match bc.scanner.scan(&bc.rbuf[off..]) {
+                    Ok(Some(len)) => {
+                        failed += u32::from(bc.rbuf[off] == b'-');
+                        off += len;
+                        k += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = bad {
+                self.fail_backend_conn(token, &format!("bad reply: {e}"), false);
+                return;
+            }
+            if k < want {
+                break;
             }
             bc.inflight.pop_front();
             bc.front_done = 0;
