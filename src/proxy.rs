@@ -1069,12 +1069,16 @@ impl Proxy {
             if *g != gen {
                 return;
             }
-            let replies = match c.pending.waiting_tag_mut(seq) {
-                // RESP3 clients are never sent runs: one reply, converted to their protocol.
-                Some((tag, _)) if c.resp3 && !native && k == 1 => {
-                    crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &replies)
+            // RESP3 clients are never sent runs: one reply, converted to their protocol.
+            let replies = if c.resp3 && !native && k == 1 {
+                match c.pending.waiting_tag_mut(seq) {
+                    Some((tag, _)) => {
+                        crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &replies)
+                    }
+                    None => replies,
                 }
-                _ => replies,
+            } else {
+                replies
             };
             if let Some((tag, first)) = c.pending.complete_part(seq, replies, k) {
                 let name = c.name.as_deref();
