@@ -90,6 +90,13 @@ fn request_scanner(c: &mut Criterion) {
         });
     }
 
+    // Once per read, after the last complete frame: the scanner is handed an empty buffer.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("empty_buffer", |b| {
+        let mut sc = RequestScanner::new();
+        b.iter(|| assert!(matches!(sc.scan(black_box(&[]), &limits), Ok(None))))
+    });
+
     let value = vec![b'v'; 1 << 20];
     let set_1mb = encode_request(&[b"SET".as_slice(), b"big", &value]);
     g.throughput(Throughput::Bytes(set_1mb.len() as u64));
@@ -140,6 +147,12 @@ fn reply_scanner(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(pipelined.len() as u64));
     g.bench_function("ok_and_bulk_1000", |b| {
         b.iter(|| assert_eq!(scan_replies(black_box(&pipelined)), 1000))
+    });
+
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("empty_buffer", |b| {
+        let mut sc = ReplyScanner::new();
+        b.iter(|| assert_eq!(sc.scan(black_box(&[])), Ok(None)))
     });
 
     let mut array = b"*1000000\r\n".to_vec();

@@ -3,7 +3,8 @@
 //! The facts about each command (arity, flags, key positions) are generated from the Redis command
 //! specifications into `command_table.rs`; this file holds respite's policy on top of them. The
 //! route of every command is computed once, when the table is built, so routing a request costs
-//! one case-folded binary search over static names.
+//! one probe of an open-addressing hash: the name is packed into two words and compared with the
+//! upper-case entry under a mask that ignores the case bit of its letters, so it is never folded.
 
 use crate::command_table::{COMMANDS, SUBCOMMANDS};
 use crate::fanout::FanoutCmd;
@@ -127,27 +128,83 @@ pub type CommandId = u16;
 #[derive(Debug)]
 pub struct CommandTable {
     routes: Vec<Route>,
-    /// Open-addressing hash of names of at most 15 bytes (all but a few long ones): (key, id),
-    /// key 0 marks an empty slot.
-    slots: Vec<(u128, CommandId)>,
+    /// Open-addressing hash of the names of at most 15 bytes (all but a few long ones).
+    slots: Box<[Slot; SLOTS]>,
 }
+
+/// One entry of the name hash.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// The packed upper-case name (`pack`); zero in an empty slot.
+    key: [u64; 2],
+    /// The bits a packed name must share with `key`: all but the case bit (0x20) of its letters.
+    /// All ones in an empty slot, which no name then matches.
+    care: [u64; 2],
+    id: CommandId,
+}
+
+const EMPTY: Slot = Slot {
+    key: [0; 2],
+    care: [u64::MAX; 2],
+    id: 0,
+};
 
 const SLOT_BITS: u32 = 10;
+const SLOTS: usize = 1 << SLOT_BITS;
 
-/// The case-folded name and its length packed into one integer (names of 1..=15 bytes).
-fn pack(name: &[u8]) -> Option<u128> {
-    if name.is_empty() || name.len() > 15 {
-        return None;
-    }
-    let mut k = (name.len() as u128) << 120;
-    for (i, &b) in name.iter().enumerate() {
-        k |= u128::from(b.to_ascii_uppercase()) << (8 * i);
-    }
-    Some(k)
+/// Commands given their home slot in the table: the bulk of a typical workload.
+const HOT_COMMANDS: &[&str] = &[
+    "GET", "SET", "DEL", "EXISTS", "EXPIRE", "TTL", "INCR", "MGET", "MSET", "HGET", "HSET",
+    "LPUSH", "RPUSH", "LPOP", "RPOP", "SADD", "ZADD", "PING",
+];
+
+/// A name of 1..=15 bytes and its length packed into two words, case kept: the bytes
+/// little-endian in bytes 0..15, the length in byte 15.
+#[inline(always)]
+fn pack(name: &[u8]) -> Option<[u64; 2]> {
+    let n = name.len();
+    let (lo, hi) = match *name {
+        [a] => (u64::from(a), 0),
+        [a, b] => (u64::from(u16::from_le_bytes([a, b])), 0),
+        [a, b, c] => (
+            u64::from(u16::from_le_bytes([a, b])) | u64::from(c) << 16,
+            0,
+        ),
+        // Two overlapping loads cover the name; where they overlap they hold the same bytes,
+        // so OR-ing them (or shifting the second past the overlap) is exact.
+        _ => {
+            if let (Some(a), Some(b)) = (name.first_chunk::<8>(), name.last_chunk::<8>()) {
+                if n > 15 {
+                    return None;
+                }
+                // `b` is bytes n-8..n; bytes 8..n are its top n-8 bytes (none when n is 8).
+                let hi = (u64::from_le_bytes(*b) >> 8) >> (8 * (15 - n));
+                (u64::from_le_bytes(*a), hi)
+            } else if let (Some(a), Some(b)) = (name.first_chunk::<4>(), name.last_chunk::<4>()) {
+                let b = u64::from(u32::from_le_bytes(*b)) << (8 * (n - 4));
+                (u64::from(u32::from_le_bytes(*a)) | b, 0)
+            } else {
+                return None;
+            }
+        }
+    };
+    Some([lo, hi | (n as u64) << 56])
 }
 
-fn slot_of(k: u128) -> usize {
-    let h = (k as u64) ^ ((k >> 64) as u64).rotate_left(29);
+/// Case bits (0x20) of the letters of a packed upper-case name.
+fn letter_case_bits(key: [u64; 2]) -> [u64; 2] {
+    key.map(|w| {
+        let bytes = w
+            .to_le_bytes()
+            .map(|b| if b.is_ascii_uppercase() { 0x20 } else { 0 });
+        u64::from_le_bytes(bytes)
+    })
+}
+
+/// The home slot of a packed name, the same in any case: the case bit of every byte is left out.
+fn slot_of(k: [u64; 2]) -> usize {
+    const CASELESS: u64 = !0x2020_2020_2020_2020;
+    let h = (k[0] & CASELESS) ^ (k[1] & CASELESS).rotate_left(29);
     (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOT_BITS)) as usize
 }
 
@@ -160,16 +217,29 @@ impl Default for CommandTable {
 impl CommandTable {
     /// Builds the routes of every command in the generated table.
     pub fn new() -> Self {
-        let mut slots = vec![(0u128, 0 as CommandId); 1 << SLOT_BITS];
-        for (id, spec) in COMMANDS.iter().enumerate() {
-            if let Some(k) = pack(spec.name.as_bytes()) {
-                let mut i = slot_of(k);
-                while slots[i].0 != 0 {
-                    i = (i + 1) & ((1 << SLOT_BITS) - 1);
+        let mut slots = Box::new([EMPTY; SLOTS]);
+        // The hot commands go in first, so that each sits in its home slot.
+        let hot = |spec: &Spec| HOT_COMMANDS.contains(&spec.name);
+        let (first, rest): (Vec<_>, Vec<_>) =
+            COMMANDS.iter().enumerate().partition(|(_, s)| hot(s));
+        for (id, spec) in first.into_iter().chain(rest) {
+            if let Some(key) = pack(spec.name.as_bytes()) {
+                let mut i = slot_of(key);
+                while slots[i].key != EMPTY.key {
+                    i = (i + 1) % SLOTS;
                 }
-                slots[i] = (k, id as CommandId);
+                let case = letter_case_bits(key);
+                slots[i] = Slot {
+                    key,
+                    care: [!case[0], !case[1]],
+                    id: id as CommandId,
+                };
             }
         }
+        debug_assert!(
+            slots.iter().any(|s| s.key == EMPTY.key),
+            "a probe must reach an empty slot"
+        );
         CommandTable {
             routes: COMMANDS.iter().map(route_of).collect(),
             slots,
@@ -178,28 +248,22 @@ impl CommandTable {
 
     /// The id of `name` (any case), or `None` for a command the specs do not know.
     pub fn lookup(&self, name: &[u8]) -> Option<CommandId> {
-        if let Some(k) = pack(name) {
-            let mut i = slot_of(k);
-            loop {
-                let (key, id) = self.slots[i];
-                if key == k {
-                    return Some(id);
-                }
-                if key == 0 {
-                    return None;
-                }
-                i = (i + 1) & ((1 << SLOT_BITS) - 1);
+        let Some(k) = pack(name) else {
+            return lookup_long(name);
+        };
+        let mut i = slot_of(k);
+        loop {
+            let slot = &self.slots[i % SLOTS];
+            // Equal but for the case of letters: what comparing upper-cased names would say.
+            if ((k[0] ^ slot.key[0]) & slot.care[0]) | ((k[1] ^ slot.key[1]) & slot.care[1]) == 0 {
+                return Some(slot.id);
             }
+            // Every name's length is in byte 15, so only an empty slot has a zero high word.
+            if slot.key[1] == 0 {
+                return None;
+            }
+            i += 1;
         }
-        let mut upper = [0u8; 32];
-        let upper = upper.get_mut(..name.len())?;
-        for (u, c) in upper.iter_mut().zip(name) {
-            *u = c.to_ascii_uppercase();
-        }
-        COMMANDS
-            .binary_search_by(|s| s.name.as_bytes().cmp(upper))
-            .ok()
-            .map(|i| i as CommandId)
     }
 
     /// The route of a known command.
@@ -220,6 +284,21 @@ impl CommandTable {
             .ok()
             .map(|i| &SUBCOMMANDS[i].1)
     }
+}
+
+/// `lookup` for names that do not fit a packed key (empty, or longer than 15 bytes).
+#[cold]
+#[inline(never)]
+fn lookup_long(name: &[u8]) -> Option<CommandId> {
+    let mut upper = [0u8; 32];
+    let upper = upper.get_mut(..name.len())?;
+    for (u, c) in upper.iter_mut().zip(name) {
+        *u = c.to_ascii_uppercase();
+    }
+    COMMANDS
+        .binary_search_by(|s| s.name.as_bytes().cmp(upper))
+        .ok()
+        .map(|i| i as CommandId)
 }
 
 fn route_of(spec: &Spec) -> Route {
@@ -264,6 +343,50 @@ fn route_of(spec: &Spec) -> Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_commands_sit_in_their_home_slot() {
+        let t = CommandTable::new();
+        for name in HOT_COMMANDS {
+            let k = pack(name.as_bytes()).unwrap();
+            let slot = &t.slots[slot_of(k)];
+            assert_eq!(COMMANDS[slot.id as usize].name, *name);
+            assert_eq!(
+                t.lookup(name.to_ascii_lowercase().as_bytes()),
+                Some(slot.id)
+            );
+        }
+    }
+
+    #[test]
+    fn folds_the_case_of_letters_only() {
+        let t = CommandTable::new();
+        let reference = |name: &[u8]| {
+            let upper = name.to_ascii_uppercase();
+            COMMANDS
+                .binary_search_by(|s| s.name.as_bytes().cmp(&upper[..]))
+                .ok()
+                .map(|i| i as CommandId)
+        };
+        // Every byte value at every position of every name, and one byte more or less.
+        for spec in COMMANDS.iter().filter(|s| s.name.len() <= 16) {
+            let mut name = spec.name.as_bytes().to_vec();
+            for i in 0..name.len() {
+                let keep = name[i];
+                for b in 0..=255 {
+                    name[i] = b;
+                    assert_eq!(t.lookup(&name), reference(&name), "{name:?}");
+                }
+                name[i] = keep;
+            }
+            name.push(0);
+            assert_eq!(t.lookup(&name), None);
+            name.truncate(name.len() - 2);
+            assert_eq!(t.lookup(&name), reference(&name), "{name:?}");
+        }
+        assert!(t.lookup(b"restore-asking").is_some());
+        assert_eq!(t.lookup(b"restore\rasking"), None);
+    }
 
     #[test]
     fn looks_up_any_case_without_allocating() {

@@ -12,6 +12,11 @@
 //! is searched only from where the previous call stopped. Neither recurses: the reply scanner
 //! tracks nesting as a single count of values still owed, so a 100,000-deep array costs nothing
 //! but its bytes. Limits are checked on the header, before any memory is reserved for a body.
+//!
+//! Each scanner first tries a fast path on a frame that is whole in the buffer and has the common
+//! short shape (`GET`/`SET` on short keys, `+OK`, `$N` with one or two digits): its headers are
+//! checked a word at a time, with no call. Whatever it declines takes the general path, which
+//! accepts the same frames, so the fast path changes no answer, only its cost.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
@@ -119,7 +124,31 @@ impl RequestScanner {
     /// Scans `buf`, whose first byte is the first byte of the current frame. Returns the frame
     /// once it is complete; the caller then drops `len` bytes from the front of `buf`.
     pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<Frame>, FrameError> {
-        if self.state == ReqState::Start {
+        if let ReqState::Start = self.state {
+            if buf.is_empty() {
+                // Once per read, after the last complete frame: a few instructions, no frame.
+                return Ok(None);
+            }
+            return self.scan_start(buf, limits);
+        }
+        self.scan_slow(buf, limits)
+    }
+
+    /// `scan` at the start of a frame. The fast path calls nothing, so that it needs few
+    /// registers; everything else is out of line.
+    #[inline(never)]
+    fn scan_start(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<Frame>, FrameError> {
+        if let Some(frame) = small_multibulk(buf, limits) {
+            return Ok(Some(frame));
+        }
+        self.scan_slow(buf, limits)
+    }
+
+    /// Everything but the fast path: a whole frame with longer headers, then the resumable
+    /// scan for any frame shape, any split, and errors.
+    #[inline(never)]
+    fn scan_slow(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<Frame>, FrameError> {
+        if self.state == ReqState::Start && buf.first() == Some(&b'*') {
             if let Some(frame) = whole_multibulk(buf, limits) {
                 return Ok(Some(frame));
             }
@@ -237,42 +266,125 @@ impl RequestScanner {
     }
 }
 
-/// The fast path: a multibulk request that is entirely in `buf` and well-formed, parsed in one
-/// pass with no state kept. Anything else (incomplete, malformed, unusual) returns `None` and
-/// takes the resumable path, which is taken only from a frame's start, so the whole-frame attempt
-/// costs at most one extra pass per frame.
-#[inline]
-fn whole_multibulk(buf: &[u8], limits: &Limits) -> Option<Frame> {
-    if buf.first() != Some(&b'*') {
+/// The fastest path: a whole multibulk request of at most 9 arguments, a command name of at
+/// most 9 bytes and other arguments of at most 99 bytes (`GET`, `SET`, `HGET`... on short keys
+/// and values), with no call and few registers. Each header is checked a word at a time together
+/// with the CRLF before it (see `digit_in`). Anything else returns `None` and takes
+/// `whole_multibulk`, which accepts the same frames and finds the same boundaries.
+#[inline(always)]
+fn small_multibulk(buf: &[u8], limits: &Limits) -> Option<Frame> {
+    // `*N\r\n$M\r\n`: the argument count and the length of the name, one digit each.
+    let t = u64::from_le_bytes(*buf.first_chunk::<8>()?) ^ u64::from_le_bytes(*b"*0\r\n$0\r\n");
+    let argc = digit_in(t as u32, 1)?;
+    let name_len = digit_in((t >> 32) as u32, 1)?;
+    if argc == 0 || argc as u64 > limits.max_args || limits.max_bulk_bytes < 99 {
         return None;
     }
-    let (argc, mut p) = short_number(buf, 1)?;
+    let mut at = 8 + name_len;
+    for _ in 1..argc {
+        // The CRLF that ends the previous argument, then `$N\r\n` or `$NN\r\n`: a complete
+        // frame has these 8 bytes, since the argument has at least its CRLF after them.
+        let c = buf.get(at..)?.first_chunk::<8>()?;
+        let head = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let d = digit_in(head ^ u32::from_le_bytes(*b"\r\n$0"), 3)?;
+        if c[4..6] == *b"\r\n" {
+            at += 6 + d;
+        } else {
+            let d0 = c[4].wrapping_sub(b'0');
+            if d0 >= 10 || c[5..7] != *b"\r\n" {
+                return None;
+            }
+            at += 7 + d * 10 + usize::from(d0);
+        }
+    }
+    if buf.get(at..at + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some(Frame::Multibulk {
+        len: at + 2,
+        argc,
+        name: (8, name_len),
+    })
+}
+
+/// `t` is 4 bytes XOR-ed with the text they should hold, with `0` in byte `at` where a digit
+/// goes: the digit, if every other byte matched (is zero). Rotating the digit's byte to the
+/// bottom leaves a number below 10 only then.
+#[inline(always)]
+const fn digit_in(t: u32, at: u32) -> Option<usize> {
+    let d = t.rotate_right(8 * at);
+    if d < 10 {
+        Some(d as usize)
+    } else {
+        None
+    }
+}
+
+/// The fast path once `small_multibulk` has declined: a multibulk request that is entirely in
+/// `buf` and well-formed, parsed in one pass with no state kept. Anything else (incomplete,
+/// malformed, unusual) returns `None` and takes the resumable path, which is taken only from a
+/// frame's start, so the whole-frame attempts cost at most two extra passes per frame.
+fn whole_multibulk(buf: &[u8], limits: &Limits) -> Option<Frame> {
+    let (argc, rest) = header(buf, b'*')?;
     if argc == 0 || argc > limits.max_args {
         return None;
     }
-    let mut name = (0, 0);
-    for i in 0..argc {
-        if buf.get(p) != Some(&b'$') {
+    let max_bulk = limits.max_bulk_bytes;
+    // One `$N\r\n<N bytes>\r\n` argument: its length, the bytes left at its body, the bytes
+    // left after it.
+    let bulk = |rest| {
+        let (len, rest) = header(rest, b'$')?;
+        if len > max_bulk {
             return None;
         }
-        let (len, start) = short_number(buf, p + 1)?;
-        if len > limits.max_bulk_bytes {
-            return None;
-        }
-        let end = start.checked_add(len as usize)?.checked_add(2)?;
-        if buf.get(end - 2..end)? != b"\r\n" {
-            return None;
-        }
-        if i == 0 {
-            name = (start, len as usize);
-        }
-        p = end;
+        let len = usize::try_from(len).ok()?;
+        let (_, after) = rest.split_at_checked(len)?;
+        Some((len, rest.len(), after.strip_prefix(b"\r\n")?))
+    };
+    // The first argument is the command name; the loop covers the others.
+    let (name_len, at_name, mut rest) = bulk(rest)?;
+    for _ in 1..argc {
+        rest = bulk(rest)?.2;
     }
     Some(Frame::Multibulk {
-        len: p,
-        argc: argc as usize,
-        name,
+        len: buf.len() - rest.len(),
+        argc: usize::try_from(argc).ok()?,
+        name: (buf.len() - at_name, name_len),
     })
+}
+
+/// A header line at the start of `buf`: `mark`, 1 to 18 digits and CRLF. Returns the number and
+/// the bytes after the CRLF.
+#[inline]
+fn header(buf: &[u8], mark: u8) -> Option<(u64, &[u8])> {
+    if let Some(found) = small_header(buf, mark) {
+        return Some(found);
+    }
+    if buf.first() != Some(&mark) {
+        return None;
+    }
+    let (n, next) = short_number(buf, 1)?;
+    Some((n, buf.get(next..)?))
+}
+
+/// `header` for one and two digits (`*2`, `$3`, `$16`), almost every header: checked a word at
+/// a time, with no call.
+#[inline(always)]
+fn small_header(buf: &[u8], mark: u8) -> Option<(u64, &[u8])> {
+    let (head, rest) = buf.split_first_chunk::<4>()?;
+    let w = u32::from_le_bytes(*head);
+    if let Some(d) = digit_in(w ^ u32::from_le_bytes([mark, b'0', b'\r', b'\n']), 1) {
+        return Some((d as u64, rest));
+    }
+    // `mark`, two digits and `\r`, then `\n`: the digits rotated to the bottom two bytes must
+    // both be below 10, and the other bytes zero.
+    let t = (w ^ u32::from_le_bytes([mark, b'0', b'0', b'\r'])).rotate_right(8);
+    match rest.split_first() {
+        Some((b'\n', rest)) if t < 0x0A00 && t & 0xFF < 10 => {
+            Some((u64::from(t & 0xFF) * 10 + u64::from(t >> 8), rest))
+        }
+        _ => None,
+    }
 }
 
 /// 1 to 18 digits and CRLF at `buf[at..]`: the value and the offset past the CRLF.
@@ -297,15 +409,8 @@ fn header_line(
 ) -> Result<Option<(i64, usize)>, FrameError> {
     // Fast path: up to 18 digits (no overflow possible) and CRLF, the shape of almost every
     // header. Anything else takes the strict path below.
-    let mut i = at + 1;
-    let mut n: i64 = 0;
-    let end = buf.len().min(at + 1 + 18);
-    while i < end && buf[i].is_ascii_digit() {
-        n = n * 10 + i64::from(buf[i] - b'0');
-        i += 1;
-    }
-    if i > at + 1 && buf.get(i) == Some(&b'\r') && buf.get(i + 1) == Some(&b'\n') {
-        return Ok(Some((n, i + 2)));
+    if let Some((n, next)) = short_number(buf, at + 1) {
+        return Ok(Some((n as i64, next)));
     }
     let window = &buf[at + 1..buf.len().min(at + 1 + MAX_HEADER_BYTES)];
     let Some(cr) = memchr(b'\r', window) else {
@@ -474,28 +579,32 @@ impl ReplyScanner {
     /// Scans `buf`, whose first byte is the first byte of the current reply; returns the reply's
     /// length once it is complete (the caller then splits those bytes off).
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
-        if self.pos == 0 && self.owed == 0 {
-            // Fast path for the common one-line and bulk replies that are already complete.
-            match buf.first() {
-                Some(b'+' | b':') => {
-                    if let Some(cr) = buf.iter().take(64).position(|&b| b == b'\r') {
-                        if buf.get(cr + 1) == Some(&b'\n') {
-                            return Ok(Some(cr + 2));
-                        }
-                    }
-                }
-                Some(b'$') => {
-                    if let Some((len, start)) = short_number(buf, 1) {
-                        let end = start + len as usize + 2;
-                        if buf.get(end - 2..end) == Some(b"\r\n") {
-                            return Ok(Some(end));
-                        }
-                    }
-                }
-                _ => {}
+        // `owed` is 0 only between replies. Then the common one-line and bulk replies that are
+        // already complete are measured here, and an empty buffer (once per read, after the last
+        // reply) costs a few instructions.
+        if self.owed == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            // No dispatch on the first byte: each check includes it.
+            if buf.first_chunk::<5>() == Some(b"+OK\r\n") {
+                return Ok(Some(5));
+            }
+            let found = match short_bulk(buf) {
+                None if matches!(buf.first(), Some(b'+' | b'-' | b':')) => short_line(buf),
+                found => found,
+            };
+            if let Some(len) = found {
+                return Ok(Some(len));
             }
             self.owed = 1;
         }
+        self.scan_resumable(buf)
+    }
+
+    /// The general path: any reply, any split, errors.
+    #[inline(never)]
+    fn scan_resumable(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         loop {
             if self.body > 0 {
                 let avail = (buf.len() - self.pos) as u64;
@@ -592,6 +701,41 @@ impl ReplyScanner {
             }
         }
     }
+}
+
+/// The length of the one-line reply at the start of `buf` if its first `\r` is among its first
+/// 64 bytes and is followed by `\n`; `None` sends the line to the general path, which gives the
+/// same answer or the error.
+#[inline(always)]
+fn short_line(buf: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let cr = match buf.first_chunk::<8>() {
+        Some(head) => {
+            // The lowest byte flagged by the zero-byte test is exact (a borrow only runs up).
+            let x = u64::from_le_bytes(*head) ^ (ONES * u64::from(b'\r'));
+            let found = x.wrapping_sub(ONES) & !x & (ONES << 7);
+            if found != 0 {
+                (found.trailing_zeros() / 8) as usize
+            } else {
+                let window = &buf[..buf.len().min(64)];
+                8 + window.get(8..)?.iter().position(|&b| b == b'\r')?
+            }
+        }
+        None => buf.iter().position(|&b| b == b'\r')?,
+    };
+    (buf.get(cr + 1) == Some(&b'\n')).then_some(cr + 2)
+}
+
+/// The length of the complete bulk reply at the start of `buf` if its length has one or two
+/// digits, or if it is the null bulk string; `None` sends it to the general path.
+#[inline(always)]
+fn short_bulk(buf: &[u8]) -> Option<usize> {
+    if buf.first_chunk::<5>() == Some(b"$-1\r\n") {
+        return Some(5);
+    }
+    let (len, rest) = small_header(buf, b'$')?;
+    let len = len as usize;
+    (rest.get(len..len + 2)? == b"\r\n").then(|| buf.len() - rest.len() + len + 2)
 }
 
 /// The arguments of a complete, already scanned multibulk frame (for commands respite handles
