@@ -203,6 +203,9 @@ pub struct BackendConn {
     pub inflight: VecDeque<(Origin, u64)>,
     /// Replies of the front of `inflight` (a run) already delivered.
     pub front_done: u32,
+    /// When the last of those arrived (loop clock, µs; 0: none yet): a run whose replies keep
+    /// coming is not late, however long it streams.
+    pub front_progress: u64,
     /// Replies read and not yet framed.
     pub rbuf: BytesMut,
     /// Framing state of `rbuf`.
@@ -238,6 +241,7 @@ impl BackendConn {
             waiters: Vec::new(),
             inflight: VecDeque::new(),
             front_done: 0,
+            front_progress: 0,
             rbuf: BytesMut::new(),
             scanner: ReplyScanner::new(),
             writable: false,

@@ -1441,6 +1441,7 @@ impl Proxy {
             }
             bc.inflight.pop_front();
             bc.front_done = 0;
+            bc.front_progress = 0;
             let frame = bc.rbuf.split_to(off).freeze();
             let replies = std::mem::take(&mut k);
             let errors = std::mem::take(&mut failed);
@@ -1462,12 +1463,14 @@ impl Proxy {
         }
         if k > 0 {
             // The read ended inside a run: hand over the replies so far.
+            let now = self.clock_us;
             if let Some(bc) = self.backend_conn_mut(token) {
                 if let Some(&(origin, sent)) = bc.inflight.front() {
                     bc.front_done += k;
+                    bc.front_progress = now;
                     let frame = bc.rbuf.split_to(off).freeze();
                     let (u, native) = (bc.upstream, bc.resp3);
-                    let us = self.clock_us.saturating_sub(sent);
+                    let us = now.saturating_sub(sent);
                     self.up_mut(u).latency.record_n(us, k);
                     self.complete_with(origin, frame, k, failed, native);
                 }
@@ -1692,7 +1695,7 @@ impl Proxy {
                 }
                 let late = |t: Instant| now.duration_since(t) >= timeout;
                 let front_late = bc.inflight.front().is_some_and(|&(_, t)| {
-                    clock_us.saturating_sub(t) >= timeout.as_micros() as u64
+                    clock_us.saturating_sub(t.max(bc.front_progress)) >= timeout.as_micros() as u64
                 });
                 let expired_now = if bc.connected {
                     front_late || bc.stalled_since.is_some_and(late)
