@@ -142,13 +142,13 @@ impl PendingQueue {
         Some((&slot.tag, done))
     }
 
-    /// The tag of slot `seq` while it is owed replies, and whether none has arrived yet.
-    pub fn waiting_tag_mut(&mut self, seq: u64) -> Option<(&mut Tag, bool)> {
+    /// The tag of slot `seq` while it is owed replies.
+    pub fn waiting_tag_mut(&mut self, seq: u64) -> Option<&mut Tag> {
         let i = seq.checked_sub(self.base)?;
         self.slots
             .get_mut(i as usize)
             .filter(|s| s.left > 0)
-            .map(|s| (&mut s.tag, s.left == s.n))
+            .map(|s| &mut s.tag)
     }
 
     /// Moves the replies at the front that may be written, in order, into `out` (a complete

@@ -1041,11 +1041,7 @@ impl Proxy {
         let replies = if k == 1 {
             error.clone()
         } else {
-            let mut b = BytesMut::with_capacity(error.len() * k as usize);
-            for _ in 0..k {
-                b.extend_from_slice(error);
-            }
-            b.freeze()
+            Bytes::from(error.repeat(k as usize))
         };
         self.complete_with(origin, replies, k, k, false)
     }
@@ -1072,7 +1068,7 @@ impl Proxy {
             // RESP3 clients are never sent runs: one reply, converted to their protocol.
             let replies = if c.resp3 && !native && k == 1 {
                 match c.pending.waiting_tag_mut(seq) {
-                    Some((tag, _)) => {
+                    Some(tag) => {
                         crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &replies)
                     }
                     None => replies,
@@ -1376,14 +1372,12 @@ impl Proxy {
                 return;
             }
         };
-        // The replies of a run arrive back to back: they are framed one by one but leave the
-        // buffer together, `k` replies (`failed` of them errors) in its first `off` bytes.
-        let (mut off, mut k, mut failed) = (0, 0, 0);
+        let clock_us = self.clock_us;
         loop {
             let Some(bc) = self.backend_conn_mut(token) else {
                 return;
             };
-            let len = match bc.scanner.scan(&bc.rbuf[off..]) {
+            let len = match bc.scanner.scan(&bc.rbuf) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
@@ -1392,31 +1386,28 @@ impl Proxy {
                     return;
                 }
             };
-            let first = bc.rbuf[off];
-            if k == 0 {
-                if bc.subscribed {
-                    let frame = bc.rbuf.split_to(len).freeze();
-                    if self.on_push_frame(token, frame) {
-                        return;
-                    }
-                    continue;
+            let first = bc.rbuf[0];
+            if bc.subscribed {
+                let frame = bc.rbuf.split_to(len).freeze();
+                if self.on_push_frame(token, frame) {
+                    return;
                 }
-                if bc.resp3 && first == b'>' {
-                    // An out-of-band push on a shared RESP3 connection is nobody's reply.
-                    let _ = bc.rbuf.split_to(len);
-                    trace!("dropped a push frame on conn={token}");
-                    continue;
-                }
+                continue;
+            }
+            if bc.resp3 && first == b'>' {
+                // An out-of-band push on a shared RESP3 connection is nobody's reply.
+                let _ = bc.rbuf.split_to(len);
+                trace!("dropped a push frame on conn={token}");
+                continue;
             }
             let Some(&(origin, sent)) = bc.inflight.front() else {
                 self.fail_backend_conn(token, "reply with nothing in flight (out of sync)", false);
                 return;
             };
-            off += len;
-            k += 1;
-            failed += u32::from(first == b'-');
-            // The rest of a run: frame its replies here, without the checks above.
+            // A run's replies arrive back to back: frame the rest of them here, and let them
+            // leave the buffer together, `k` replies (`failed` of them errors) in `off` bytes.
             let want = origin.replies() - bc.front_done;
+            let (mut off, mut k, mut failed) = (len, 1, u32::from(first == b'-'));
             let mut bad = None;
             while k < want {
                 match bc.scanner.scan(&bc.rbuf[off..]) {
@@ -1436,18 +1427,19 @@ impl Proxy {
                 self.fail_backend_conn(token, &format!("bad reply: {e}"), false);
                 return;
             }
-            if k < want {
-                break;
+            // When the read ends inside a run, the replies so far are handed over now.
+            let whole = k == want;
+            if whole {
+                bc.inflight.pop_front();
+                bc.front_done = 0;
+                bc.front_progress = 0;
+            } else {
+                bc.front_done += k;
+                bc.front_progress = clock_us;
             }
-            bc.inflight.pop_front();
-            bc.front_done = 0;
-            bc.front_progress = 0;
             let frame = bc.rbuf.split_to(off).freeze();
-            let replies = std::mem::take(&mut k);
-            let errors = std::mem::take(&mut failed);
-            off = 0;
             if origin == Origin::Auth {
-                if errors > 0 {
+                if failed > 0 {
                     let msg = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
                     self.fail_backend_conn(token, &format!("AUTH refused: {msg}"), true);
                     return;
@@ -1456,24 +1448,13 @@ impl Proxy {
             }
             let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
             if !session {
-                let us = self.clock_us.saturating_sub(sent);
-                self.up_mut(u).latency.record_n(us, replies);
+                self.up_mut(u)
+                    .latency
+                    .record_n(clock_us.saturating_sub(sent), k);
             }
-            self.complete_with(origin, frame, replies, errors, native);
-        }
-        if k > 0 {
-            // The read ended inside a run: hand over the replies so far.
-            let now = self.clock_us;
-            if let Some(bc) = self.backend_conn_mut(token) {
-                if let Some(&(origin, sent)) = bc.inflight.front() {
-                    bc.front_done += k;
-                    bc.front_progress = now;
-                    let frame = bc.rbuf.split_to(off).freeze();
-                    let (u, native) = (bc.upstream, bc.resp3);
-                    let us = now.saturating_sub(sent);
-                    self.up_mut(u).latency.record_n(us, k);
-                    self.complete_with(origin, frame, k, failed, native);
-                }
+            self.complete_with(origin, frame, k, failed, native);
+            if !whole {
+                break;
             }
         }
         if eof {
@@ -1576,7 +1557,8 @@ impl Proxy {
         let mut retries = Vec::new();
         let mut done = bc.front_done;
         for (origin, _) in bc.inflight.drain(..) {
-            // The front may be a run whose first replies were delivered already.
+            // The front may be a run whose first replies were delivered already; only a request
+            // (or run) none of whose replies arrived may be retried.
             let owed = origin.replies() - std::mem::take(&mut done);
             if retry_reads && owed == origin.replies() {
                 if let Some(req) = self.take_retry(origin) {
@@ -1632,9 +1614,9 @@ impl Proxy {
         if *g != gen {
             return None;
         }
-        let (tag, untouched) = c.pending.waiting_tag_mut(seq)?;
+        let tag = c.pending.waiting_tag_mut(seq)?;
         let spec = crate::command_table::COMMANDS.get(tag.cmd as usize)?;
-        if !untouched || tag.retried || spec.flags & crate::command::flag::READONLY == 0 {
+        if tag.retried || spec.flags & crate::command::flag::READONLY == 0 {
             return None;
         }
         tag.retried = true;

@@ -192,24 +192,24 @@ impl Stats {
         }
         self.prom_sum_us += us * calls;
         if us >= slow_us && slowlog_max > 0 {
+            // A run's requests are consecutive frames of its buffer: log each with its own.
             let mut rest = &a.tag.req[..];
-            let mut skip = a.first;
             let mut scanner = crate::resp::RequestScanner::new();
             let limits = crate::resp::Limits::default();
-            for _ in 0..a.calls.min(slowlog_max as u32) {
-                // A run's requests are consecutive frames of its buffer: find each one's own.
-                let req = loop {
-                    let len = match scanner.scan(rest, &limits) {
-                        Ok(Some(crate::resp::Frame::Multibulk { len, .. })) => len,
-                        _ => break rest,
-                    };
-                    let (req, after) = rest.split_at(len);
+            let frames = std::iter::from_fn(|| match scanner.scan(rest, &limits) {
+                Ok(Some(crate::resp::Frame::Multibulk { len, .. })) => {
+                    let (frame, after) = rest.split_at(len);
                     rest = after;
-                    if skip == 0 {
-                        break req;
-                    }
-                    skip -= 1;
-                };
+                    Some(frame)
+                }
+                _ => None,
+            });
+            let calls = a.calls.min(slowlog_max as u32) as usize;
+            let reqs: Vec<&[u8]> = frames.skip(a.first as usize).take(calls).collect();
+            if reqs.is_empty() {
+                self.log_slow(&a.tag.req, us, peer, name, slowlog_max);
+            }
+            for req in reqs {
                 self.log_slow(req, us, peer, name, slowlog_max);
             }
         }
