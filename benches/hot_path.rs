@@ -12,9 +12,9 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use respite::command::CommandTable;
+use respite::net::OutQueue;
 use respite::pending::{PendingQueue, Tag};
 use respite::resp::{encode_request, Frame, Limits, ReplyScanner, RequestScanner};
-use std::collections::VecDeque;
 
 /// Bytes handed to the scanner per read, as a connection reads them.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -202,7 +202,7 @@ fn pending_queue(c: &mut Criterion) {
     g.throughput(Throughput::Elements(DEPTH as u64));
     g.bench_function("push_complete_drain_16", |b| {
         let mut q = PendingQueue::new();
-        let mut out = VecDeque::with_capacity(DEPTH);
+        let mut out = OutQueue::default();
         let mut seqs = [0u64; DEPTH];
         let start = 0u64;
         b.iter(|| {
@@ -211,9 +211,9 @@ fn pending_queue(c: &mut Criterion) {
             }
             // Replies arrive out of order (two backends): odd slots first, then even ones.
             for s in seqs.iter().skip(1).step_by(2).chain(seqs.iter().step_by(2)) {
-                q.complete(*s, reply.clone());
+                q.complete(*s, reply.clone(), 1, &mut out, |_, _| {});
             }
-            assert_eq!(q.drain_ready_front(&mut out), DEPTH);
+            assert_eq!(out.bytes(), DEPTH * reply.len());
             out.clear();
         })
     });

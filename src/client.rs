@@ -2,8 +2,8 @@
 //! queue of reply slots, its output queue, and the flags that drive backpressure and closing.
 //!
 //! Invariants: `backend` is meaningful only while `pending.waiting() > 0` (a client with nothing
-//! in flight gets a fresh pick); replies leave only through `pending.drain_ready_front`, so they
-//! keep request order; `paused` is the only thing that stops reading (READABLE interest stays).
+//! in flight gets a fresh pick); replies reach `out` only through `pending`, so they keep
+//! request order; `paused` is the only thing that stops reading (READABLE interest stays).
 
 use crate::net::OutQueue;
 use crate::pending::PendingQueue;
@@ -131,7 +131,7 @@ impl ClientConn {
             self.pending.shrink();
         }
         if self.out.is_empty() {
-            self.out.deque().shrink_to_fit();
+            self.out.shrink();
         }
     }
 

@@ -142,15 +142,20 @@ impl OutQueue {
         self.bufs.is_empty()
     }
 
-    /// The underlying deque (to drain a pending queue into it).
-    pub fn deque(&mut self) -> &mut VecDeque<Bytes> {
-        &mut self.bufs
+    /// Releases the memory of an empty queue.
+    pub fn shrink(&mut self) {
+        self.bufs.shrink_to_fit();
     }
 
-    /// Recomputes the byte count after buffers were appended through `deque`.
-    pub fn added(&mut self, n: usize) {
-        let len = self.bufs.len();
-        self.bytes += self.bufs.range(len - n..).map(Bytes::len).sum::<usize>();
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        self.bufs.clear();
+        self.bytes = 0;
+    }
+
+    /// Everything queued, as one buffer (tests).
+    pub fn concat(&self) -> Vec<u8> {
+        self.bufs.iter().flat_map(|b| b.iter().copied()).collect()
     }
 
     /// Writes until empty or `WouldBlock`. Returns `Ok(true)` when everything was written.

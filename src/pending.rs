@@ -2,17 +2,20 @@
 //!
 //! ```text
 //!  seq:   base   base+1  base+2        base+3
-//!         [ready][wait ][run 16: 9 in][wait ]   ── drain_ready_front ──▶ base's reply only
+//!         [wait ][ready][run 16: 9 in][wait ]
+//!  base's reply ──▶ out, then base+1's ──▶ out; base+2's 9 replies wait until it is the front
 //! ```
 //!
 //! A slot holds one request, or a *run*: consecutive plain requests of the same command that
 //! were forwarded together as one buffer, whose replies come back as one buffer too (or in a few
 //! parts, when a read ends inside the run). Replies may complete out of order (different
 //! backends, fan-outs, local answers); a client only ever receives the longest ready prefix (and
-//! what a partly answered front run has so far), so its replies keep its request order.
+//! what a partly answered front run has so far), so its replies keep its request order. The
+//! front slot's replies skip the slot and go straight to the output queue.
 //! Invariant: a slot is owed exactly `n` replies, each delivered once, and slots leave only from
 //! the front.
 
+use crate::net::OutQueue;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -114,32 +117,50 @@ impl PendingQueue {
         self.base + self.slots.len() as u64 - 1
     }
 
-    /// Fills slot `seq` with its reply and returns its tag. Returns `None` if there is no such
-    /// waiting slot (a stale or duplicate completion), which leaves the queue unchanged.
-    pub fn complete(&mut self, seq: u64, reply: Bytes) -> Option<&Tag> {
-        self.complete_part(seq, reply, 1).map(|(tag, _)| tag)
-    }
-
-    /// Adds `k` more replies (in `replies`, in order) to slot `seq`; returns its tag and how many
-    /// of its replies had arrived before these. `None` (and no change) if the slot does not owe
-    /// `k` replies.
-    pub fn complete_part(&mut self, seq: u64, replies: Bytes, k: u32) -> Option<(&Tag, u32)> {
-        let i = seq.checked_sub(self.base)?;
-        let slot = self.slots.get_mut(i as usize)?;
+    /// Adds `k` more replies (in `replies`, in order) to slot `seq`, calling `done` with its tag
+    /// and how many of its replies had arrived before these. Replies of the front slot go
+    /// straight to `out`, and a complete front slot leaves at once, with the ready ones behind
+    /// it; other slots keep theirs until they reach the front. Returns false (and changes
+    /// nothing) if the slot does not owe `k` replies: a stale or duplicate completion.
+    pub fn complete(
+        &mut self,
+        seq: u64,
+        replies: Bytes,
+        k: u32,
+        out: &mut OutQueue,
+        done: impl FnOnce(&Tag, u32),
+    ) -> bool {
+        let Some(i) = seq.checked_sub(self.base) else {
+            return false;
+        };
+        let Some(slot) = self.slots.get_mut(i as usize) else {
+            return false;
+        };
         if k == 0 || slot.left < k {
-            return None;
+            return false;
         }
-        let done = slot.n - slot.left;
+        done(&slot.tag, slot.n - slot.left);
         slot.left -= k;
         if slot.left == 0 {
             self.waiting -= 1;
         }
-        if slot.reply.is_none() {
+        if i == 0 {
+            // At the front, nothing is held back: earlier parts already went out.
+            out.push(replies);
+            if slot.left == 0 {
+                self.requests -= slot.n as usize;
+                self.slots.pop_front();
+                self.base += 1;
+                if self.front_ready() {
+                    self.drain_ready_front(out);
+                }
+            }
+        } else if slot.reply.is_none() {
             slot.reply = Some(replies);
         } else {
             self.parts.push_back((seq, replies));
         }
-        Some((&slot.tag, done))
+        true
     }
 
     /// The tag of slot `seq` while it is owed replies.
@@ -151,19 +172,19 @@ impl PendingQueue {
             .map(|s| &mut s.tag)
     }
 
-    /// Moves the replies at the front that may be written, in order, into `out` (a complete
-    /// slot, and what a partly answered front run has so far); returns how many buffers.
-    pub fn drain_ready_front(&mut self, out: &mut VecDeque<Bytes>) -> usize {
+    /// Moves the replies at the front that may be written, in order, into `out` (complete
+    /// slots, and what a partly answered front run has so far); returns how many buffers.
+    pub fn drain_ready_front(&mut self, out: &mut OutQueue) -> usize {
         let mut moved = 0;
         while let Some(front) = self.slots.front_mut() {
             if let Some(reply) = front.reply.take() {
-                out.push_back(reply);
+                out.push(reply);
                 moved += 1;
                 if !self.parts.is_empty() {
                     let base = self.base;
                     while let Some(i) = self.parts.iter().position(|(seq, _)| *seq == base) {
                         if let Some((_, part)) = self.parts.remove(i) {
-                            out.push_back(part);
+                            out.push(part);
                             moved += 1;
                         }
                     }
@@ -213,18 +234,27 @@ mod tests {
         Tag::unknown(0)
     }
 
+    fn complete(
+        q: &mut PendingQueue,
+        seq: u64,
+        reply: &'static [u8],
+        k: u32,
+        out: &mut OutQueue,
+    ) -> bool {
+        q.complete(seq, Bytes::from_static(reply), k, out, |_, _| {})
+    }
+
     #[test]
     fn replies_leave_in_request_order() {
         let mut q = PendingQueue::new();
+        let mut out = OutQueue::default();
         let a = q.push(tag());
         let b = q.push(tag());
         let c = q.push_ready(Bytes::from_static(b"c"), tag());
-        let mut out = VecDeque::new();
-        assert!(q.complete(b, Bytes::from_static(b"b")).is_some());
-        assert_eq!(q.drain_ready_front(&mut out), 0);
-        assert!(q.complete(a, Bytes::from_static(b"a")).is_some());
-        assert_eq!(q.drain_ready_front(&mut out), 3);
-        assert_eq!(out, vec![&b"a"[..], b"b", b"c"]);
+        assert!(complete(&mut q, b, b"b", 1, &mut out));
+        assert!(out.is_empty());
+        assert!(complete(&mut q, a, b"a", 1, &mut out));
+        assert_eq!(out.concat(), b"abc");
         assert_eq!(c, 2);
         assert!(q.is_empty());
         assert_eq!(q.push(tag()), 3);
@@ -233,41 +263,43 @@ mod tests {
     #[test]
     fn stale_and_duplicate_completions_are_ignored() {
         let mut q = PendingQueue::new();
+        let mut out = OutQueue::default();
         let a = q.push(tag());
-        assert!(q.complete(a, Bytes::new()).is_some());
-        assert!(q.complete(a, Bytes::new()).is_none());
-        assert!(q.complete(7, Bytes::new()).is_none());
-        let mut out = VecDeque::new();
-        q.drain_ready_front(&mut out);
-        assert!(q.complete(a, Bytes::new()).is_none());
+        let b = q.push(tag());
+        assert!(complete(&mut q, b, b"b", 1, &mut out));
+        assert!(!complete(&mut q, b, b"b", 1, &mut out));
+        assert!(!complete(&mut q, 7, b"x", 1, &mut out));
+        assert!(complete(&mut q, a, b"a", 1, &mut out));
+        assert!(!complete(&mut q, a, b"a", 1, &mut out));
+        assert_eq!(out.concat(), b"ab");
         assert_eq!(q.waiting(), 0);
     }
 
     #[test]
     fn a_run_streams_its_replies_as_they_come() {
         let mut q = PendingQueue::new();
+        let mut out = OutQueue::default();
+        let first = q.push(tag());
         let run = q.push_run(tag(), 3);
         let after = q.push(tag());
-        assert_eq!(q.len(), 4);
-        let mut out = VecDeque::new();
-        assert!(q.complete(after, Bytes::from_static(b"d")).is_some());
-        assert_eq!(
-            q.complete_part(run, Bytes::from_static(b"a"), 1)
-                .map(|(_, d)| d),
-            Some(0)
-        );
-        assert_eq!(q.drain_ready_front(&mut out), 1);
-        assert!(q
-            .complete_part(run, Bytes::from_static(b"bcx"), 3)
-            .is_none());
-        assert_eq!(
-            q.complete_part(run, Bytes::from_static(b"bc"), 2)
-                .map(|(_, d)| d),
-            Some(1)
-        );
+        assert_eq!(q.len(), 5);
+        assert!(complete(&mut q, after, b"d", 1, &mut out));
+        let mut firsts = Vec::new();
+        let mut part = |q: &mut PendingQueue, r: &'static [u8], k, out: &mut OutQueue| {
+            q.complete(run, Bytes::from_static(r), k, out, |_, f| firsts.push(f))
+        };
+        // Behind the front, a run's parts wait in order...
+        assert!(part(&mut q, b"a", 1, &mut out));
+        assert!(part(&mut q, b"b", 1, &mut out));
+        assert!(out.is_empty());
+        // ...and leave once it is the front; later parts go straight out.
+        assert!(complete(&mut q, first, b"0", 1, &mut out));
+        assert_eq!(out.concat(), b"0ab");
+        assert!(!part(&mut q, b"cx", 2, &mut out));
+        assert!(part(&mut q, b"c", 1, &mut out));
+        assert_eq!(firsts, [0, 1, 2]);
         assert_eq!(q.waiting(), 0);
-        assert_eq!(q.drain_ready_front(&mut out), 2);
-        assert_eq!(out, vec![&b"a"[..], b"bc", b"d"]);
+        assert_eq!(out.concat(), b"0abcd");
         assert!(q.is_empty());
         assert_eq!(q.len(), 0);
     }

@@ -52,12 +52,15 @@ impl Picker {
     pub fn pick(&mut self, n: usize, healthy: impl Fn(usize) -> bool) -> Option<usize> {
         match self.kind {
             PickerKind::RoundRobin => {
-                for step in 0..n {
-                    let i = (self.next + step) % n;
+                // Wraps by comparison: a division per pick costs more than the rest of it.
+                let mut i = if self.next < n { self.next } else { 0 };
+                for _ in 0..n {
+                    let next = if i + 1 == n { 0 } else { i + 1 };
                     if healthy(i) {
-                        self.next = (i + 1) % n;
+                        self.next = next;
                         return Some(i);
                     }
+                    i = next;
                 }
                 None
             }

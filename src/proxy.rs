@@ -955,24 +955,11 @@ impl Proxy {
             return;
         };
         for _ in 0..=self.backends.len() {
-            let Some(c) = self.client_gen_mut(token, gen) else {
-                return;
-            };
-            let resp3 = c.resp3;
-            let sticky = if c.pending.waiting() > 1 {
-                c.backend.filter(|&b| !self.backends[b].retired)
-            } else {
-                None
-            };
-            let Some(b) = sticky.or_else(|| self.pick_backend()) else {
+            let Some((b, resp3)) = self.choose_backend(token, gen) else {
                 break;
             };
-            let Some(c) = self.client_gen_mut(token, gen) else {
-                return;
-            };
-            c.backend = Some(b);
-            let slot = self.slot_for(Upstream::backend(b), token, resp3);
-            match self.backend_conn(Upstream::backend(b), slot) {
+            let u = Upstream::backend(b);
+            match self.backend_conn(u, self.slot_for(u, token, resp3)) {
                 Some(conn_token) => {
                     self.enqueue(conn_token, origin, req);
                     self.backends[b].requests += u64::from(origin.replies());
@@ -986,6 +973,36 @@ impl Proxy {
             }
         }
         self.fail_slot(origin, origin.replies(), &reply::NO_BACKEND);
+    }
+
+    /// The backend for the request client `token` is sending, remembered as the client's: the
+    /// one its earlier requests went to while they are in flight (so that its writes and reads
+    /// keep their order), else the picker's. Also says whether the client speaks RESP3.
+    fn choose_backend(&mut self, token: usize, gen: u32) -> Option<(usize, bool)> {
+        let Proxy {
+            conns,
+            backends,
+            picker,
+            ..
+        } = self;
+        let Some(Entry {
+            gen: g,
+            conn: Conn::Client(c),
+        }) = conns.get_mut(token)
+        else {
+            return None;
+        };
+        if *g != gen {
+            return None;
+        }
+        let sticky = if c.pending.waiting() > 1 {
+            c.backend.filter(|&b| !backends[b].retired)
+        } else {
+            None
+        };
+        let b = sticky.or_else(|| picker.pick(backends.len(), |i| backends[i].health.up))?;
+        c.backend = Some(b);
+        Some((b, c.resp3))
     }
 
     pub(crate) fn enqueue(&mut self, conn_token: usize, origin: Origin, req: Bytes) {
@@ -1076,16 +1093,18 @@ impl Proxy {
             } else {
                 replies
             };
-            if let Some((tag, first)) = c.pending.complete_part(seq, replies, k) {
-                let name = c.name.as_deref();
+            let (stats, clock_us) = (&mut self.stats, self.clock_us);
+            let (peer, name) = (&c.peer, c.name.as_deref());
+            let done = |tag: &Tag, first| {
                 let answered = Answered {
                     tag,
                     first,
                     calls: k,
                     failed,
                 };
-                self.stats
-                    .record(answered, self.clock_us, slow_us, slow_max, &c.peer, name);
+                stats.record(answered, clock_us, slow_us, slow_max, peer, name);
+            };
+            if c.pending.complete(seq, replies, k, &mut c.out, done) {
                 if c.barrier && c.pending.waiting() == 0 {
                     self.resume.push(ConnRef { token, gen });
                 }
@@ -1136,8 +1155,7 @@ impl Proxy {
         };
         c.dirty = false;
         if c.pending.front_ready() {
-            let n = c.pending.drain_ready_front(c.out.deque());
-            c.out.added(n);
+            c.pending.drain_ready_front(&mut c.out);
         }
         let limit = if c.subscribed {
             pubsub_limit
@@ -1210,12 +1228,19 @@ impl Proxy {
     }
 
     /// The token of the data connection in `slot` of `u`, opening it if needed.
+    #[inline]
     pub(crate) fn backend_conn(&mut self, u: Upstream, slot: usize) -> Option<usize> {
         if let Some(r) = self.up(u).conns[slot] {
             if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
                 return Some(r.token);
             }
         }
+        self.open_backend_conn(u, slot)
+    }
+
+    /// Opens the data connection in `slot` of `u`.
+    #[inline(never)]
+    fn open_backend_conn(&mut self, u: Upstream, slot: usize) -> Option<usize> {
         let r = match self.open_data_conn(u, slot, None) {
             Ok(r) => r,
             Err(e) => {
