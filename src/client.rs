@@ -76,6 +76,10 @@ pub struct ClientConn {
     pub txn_broken: Option<String>,
     /// Subscribed: only the pub/sub commands, PING, QUIT and RESET are accepted.
     pub subscribed: bool,
+    /// A large request is streaming to `session` as it arrives: the origin of its reply slot.
+    pub streaming: Option<crate::backend::Origin>,
+    /// `session` was opened to stream a request: it closes once the request is answered.
+    pub stream_session: bool,
     /// The request being routed (its tag goes into the slot it takes).
     pub cur: crate::pending::Tag,
     /// Queued in the loop's dirty list.
@@ -117,6 +121,8 @@ impl ClientConn {
             in_multi: false,
             txn_broken: None,
             subscribed: false,
+            streaming: None,
+            stream_session: false,
             cur: crate::pending::Tag::unknown(0),
             dirty: false,
         }

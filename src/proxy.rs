@@ -49,6 +49,9 @@ const BACKEND_QUEUE_PAUSE_BYTES: usize = 8 << 20;
 const BACKEND_QUEUE_RESUME_BYTES: usize = 2 << 20;
 /// A client waiting at a fan-out barrier is not read past this much buffered input.
 const BARRIER_READ_LIMIT: usize = 1 << 20;
+/// A partial request this large streams to a connection of its own as it arrives, rather
+/// than waiting in the read buffer until it is whole (`start_stream`).
+const STREAM_MIN_BYTES: usize = 4 << 20;
 /// Most requests in one run (`process_input`).
 const MAX_RUN: u32 = 256;
 
@@ -597,6 +600,7 @@ impl Proxy {
         let limits = self.config.limits;
         let have_shards = !self.shards.is_empty();
         let mut run = Run::default();
+        let mut stream = false;
         loop {
             let Some(Entry {
                 conn: Conn::Client(c),
@@ -625,6 +629,17 @@ impl Proxy {
                     break;
                 }
                 c.barrier = false;
+                if std::mem::take(&mut c.stream_session) {
+                    // The streamed request is answered: its connection is done.
+                    self.close_session_of(token);
+                    continue;
+                }
+            }
+            if c.streaming.is_some() {
+                if self.stream_input(token) {
+                    continue;
+                }
+                break;
             }
             // Gather plain requests into the run while they come, without leaving this loop.
             let plain = c.plain();
@@ -685,7 +700,10 @@ impl Proxy {
                 return;
             };
             let req = match frame {
-                Ok(None) => break,
+                Ok(None) => {
+                    stream = c.scanner.partial_len() >= STREAM_MIN_BYTES;
+                    break;
+                }
                 Ok(Some(Frame::Empty { len })) => {
                     let _ = c.rbuf.split_to(len);
                     continue;
@@ -728,6 +746,146 @@ impl Proxy {
         if run.n > 0 {
             self.send_run(token, &mut run);
         }
+        if stream {
+            self.start_stream(token);
+        }
+    }
+
+    /// Starts streaming the large partial request at the front of the client's read buffer to
+    /// a connection of its own, if it may: a plain client with no earlier request in flight (so
+    /// that it runs after them), a forwarded command, a backend and a connection to be had.
+    /// Otherwise the request stays buffered until it is whole, as any other.
+    fn start_stream(&mut self, token: usize) {
+        let Proxy {
+            conns, commands, ..
+        } = self;
+        let Some(Entry {
+            gen,
+            conn: Conn::Client(c),
+        }) = conns.get_mut(token)
+        else {
+            return;
+        };
+        if !c.plain() || c.pending.waiting() > 0 {
+            return;
+        }
+        let gen = *gen;
+        let Some(id) = c
+            .scanner
+            .partial_name()
+            .and_then(|(at, n)| commands.lookup(&c.rbuf[at..at + n]))
+        else {
+            return;
+        };
+        if commands.route(id) != Route::Forward {
+            return;
+        }
+        let Some(b) = self.pick_backend() else {
+            return;
+        };
+        let u = Upstream::backend(b);
+        if self.backends[b].sessions >= self.config.max_session_connections {
+            return;
+        }
+        let r = match self.open_data_conn(u, 0, Some(ConnRef { token, gen })) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("client={token} cannot stream a request: {e}");
+                return;
+            }
+        };
+        self.backends[b].sessions += 1;
+        self.backends[b].requests += 1;
+        self.stats.total_commands_processed += 1;
+        let (now, instant) = (self.clock_us, self.now);
+        let Some(c) = self.client_mut(token) else {
+            return;
+        };
+        debug!(
+            "client={token} streams a request of {}+ bytes on conn={}",
+            c.scanner.partial_len(),
+            r.token
+        );
+        c.session = Some(r);
+        c.session_target = Some(u);
+        c.stream_session = true;
+        c.last_cmd = crate::command_table::COMMANDS[id as usize].name;
+        c.last_active = instant;
+        // The slot's tag keeps the request's first piece: enough for the slow log.
+        let n = c.scanner.partial_len();
+        c.cur = Tag {
+            cmd: id,
+            start: now,
+            req: Bytes::copy_from_slice(&c.rbuf[..n.min(4096)]),
+            retried: false,
+        };
+        let Some((gen, seq)) = self.push_slot(token) else {
+            return;
+        };
+        let origin = Origin::Client {
+            token,
+            gen,
+            seq,
+            n: 1,
+        };
+        if let Some(c) = self.client_mut(token) {
+            c.streaming = Some(origin);
+        }
+        self.stream_input(token);
+    }
+
+    /// Sends on what has arrived of the request streaming from client `token`. Returns true
+    /// once the request was whole (and sent with its reply slot); later requests then wait
+    /// for its reply, as they would behind a fan-out.
+    fn stream_input(&mut self, token: usize) -> bool {
+        let limits = self.config.limits;
+        let Some(c) = self.client_mut(token) else {
+            return false;
+        };
+        let (Some(origin), Some(conn)) = (c.streaming, c.session) else {
+            return false;
+        };
+        let (piece, last) = match c.scanner.scan(&c.rbuf, &limits) {
+            Ok(Some(Frame::Multibulk { len, .. })) => (c.rbuf.split_to(len).freeze(), true),
+            Ok(None) if c.read_closed => {
+                // The rest can never come.
+                self.close_client(token, "closed inside a streamed request");
+                return false;
+            }
+            Ok(None) => {
+                let n = c.scanner.partial_len();
+                if n == 0 {
+                    return false;
+                }
+                c.scanner.consume(n);
+                (c.rbuf.split_to(n).freeze(), false)
+            }
+            broken => {
+                // The backend has part of a request: the request fails, the client is closed
+                // once it has its answer, and the connection is dropped.
+                let why = match broken {
+                    Err(e) => e.to_string(),
+                    _ => "Protocol error: expected the rest of a multibulk".into(),
+                };
+                warn!(
+                    "client={token} peer={} {why} in a streamed request; closing",
+                    c.peer
+                );
+                c.streaming = None;
+                c.close_after_flush = true;
+                c.rbuf.clear();
+                self.stats.protocol_errors += 1;
+                self.complete(origin, resp::error(&format!("ERR {why}")));
+                self.close_session_of(token);
+                return false;
+            }
+        };
+        if last {
+            c.streaming = None;
+            c.barrier = true;
+        }
+        self.enqueue(conn.token, if last { origin } else { Origin::Piece }, piece);
+        last
     }
 
     /// Takes a run's requests off the front of the client's read buffer and sends them, with one
@@ -1071,7 +1229,7 @@ impl Proxy {
                 token, gen, seq, ..
             } => (token, gen, seq),
             Origin::Fanout { id, part } => return self.fanout_part_done(id, part, replies),
-            Origin::Auth | Origin::Push => return,
+            Origin::Auth | Origin::Push | Origin::Piece => return,
         };
         let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
         if let Some(Entry {
@@ -1615,7 +1773,7 @@ impl Proxy {
                 }
                 // A fan-out part belongs to this shard and no other: it fails.
                 Origin::Fanout { .. } => self.complete(origin, lost.clone()),
-                Origin::Auth | Origin::Push => {}
+                Origin::Auth | Origin::Push | Origin::Piece => {}
             }
         }
     }

@@ -121,6 +121,25 @@ impl RequestScanner {
         self.pos
     }
 
+    /// Where the command name lies in the partial multibulk frame being scanned, once the scan
+    /// is past it (`None` between frames, inside an inline line, or before the name's end).
+    pub fn partial_name(&self) -> Option<(usize, usize)> {
+        match self.state {
+            ReqState::ArgHeader { left } | ReqState::ArgBody { left, .. } if left < self.argc => {
+                Some(self.name).filter(|&(at, _)| at > 0)
+            }
+            _ => None,
+        }
+    }
+
+    /// Tells the scanner that the caller took the first `n ≤ partial_len()` bytes of the partial
+    /// frame off the buffer (to stream them on): the scan goes on from the same place in the
+    /// frame. The name of the frame is forgotten (its `Frame::Multibulk` will say `(0, 0)`).
+    pub fn consume(&mut self, n: usize) {
+        self.pos -= n.min(self.pos);
+        self.name = (0, 0);
+    }
+
     /// Scans `buf`, whose first byte is the first byte of the current frame. Returns the frame
     /// once it is complete; the caller then drops `len` bytes from the front of `buf`.
     pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<Frame>, FrameError> {
@@ -968,6 +987,44 @@ mod tests {
             }
         }
         assert!(matches!(got, Some(Frame::Multibulk { len, argc: 3, .. }) if len == input.len()));
+    }
+
+    #[test]
+    fn a_frame_streamed_at_every_split_point_keeps_its_boundaries() {
+        // Once the name is known, the caller takes what was scanned off the buffer after each
+        // piece (`consume`): the pieces put back together are the frame, and the frame after it
+        // is found intact.
+        let input = b"*3\r\n$4\r\nMSET\r\n$1\r\nk\r\n$10\r\n0123456789\r\n*1\r\n$4\r\nPING\r\n";
+        let first = input.len() - 14;
+        for chunk in 1..=input.len() {
+            let mut sc = RequestScanner::new();
+            let (mut buf, mut sent, mut name) = (Vec::new(), Vec::new(), None);
+            let mut frames = Vec::new();
+            for piece in input.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Some(f) = sc.scan(&buf, &Limits::default()).unwrap() {
+                    let Frame::Multibulk { len, .. } = f else {
+                        panic!("{f:?}");
+                    };
+                    sent.extend(buf.drain(..len));
+                    frames.push(std::mem::take(&mut sent));
+                }
+                if let Some((at, n)) = sc.partial_name() {
+                    name.get_or_insert_with(|| buf[at..at + n].to_vec());
+                }
+                let n = sc.partial_len();
+                if frames.is_empty() && name.is_some() {
+                    sc.consume(n);
+                    sent.extend(buf.drain(..n));
+                }
+            }
+            assert_eq!(frames.len(), 2, "chunk {chunk}");
+            assert_eq!(frames[0], &input[..first], "chunk {chunk}");
+            assert_eq!(frames[1], &input[first..], "chunk {chunk}");
+            if chunk < first {
+                assert_eq!(name.as_deref(), Some(&b"MSET"[..]), "chunk {chunk}");
+            }
+        }
     }
 
     fn replies(input: &[u8], chunk: usize) -> Result<Vec<usize>, FrameError> {

@@ -376,6 +376,18 @@ impl Proxy {
             c.session = None;
             c.session_target = None;
         }
+        c.stream_session = false;
+        if let Some(origin) = c.streaming.take() {
+            // Part of a request went out and the rest cannot follow it: the request fails, and
+            // the client, whose stream now has a hole, is closed once it has its answer.
+            c.close_after_flush = true;
+            c.rbuf.clear();
+            self.complete(origin, lost);
+            return;
+        }
+        let Some(c) = self.client_gen_mut(owner.token, owner.gen) else {
+            return;
+        };
         if c.in_multi {
             let text = String::from_utf8_lossy(&lost[1..lost.len() - 2]).into_owned();
             c.txn_broken = Some(format!("{text}; the transaction was aborted"));
