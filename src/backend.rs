@@ -34,9 +34,9 @@ pub enum Origin {
     Fanout { id: usize, part: usize },
     /// respite's own `AUTH` on a new connection: its reply is checked and dropped.
     Auth,
-    /// A leading piece of a request streamed as it arrives: no reply of its own (the request's
-    /// last piece carries the origin that owns the reply).
-    Piece,
+    /// A leading piece of a request client `token` streams as it arrives: no reply of its own
+    /// (the request's last piece carries the origin that owns the reply).
+    Piece { token: usize, gen: u32 },
 }
 
 impl Origin {
@@ -44,7 +44,7 @@ impl Origin {
     pub fn replies(&self) -> u32 {
         match *self {
             Origin::Client { n, .. } => n,
-            Origin::Piece => 0,
+            Origin::Piece { .. } => 0,
             _ => 1,
         }
     }
@@ -296,7 +296,7 @@ impl BackendConn {
                     let origin = *origin;
                     self.unsent.pop_front();
                     self.write_off = 0;
-                    if origin != Origin::Piece {
+                    if !matches!(origin, Origin::Piece { .. }) {
                         self.inflight.push_back((origin, now_us));
                     }
                 } else {

@@ -838,18 +838,20 @@ impl Proxy {
     /// once the request was whole (and sent with its reply slot); later requests then wait
     /// for its reply, as they would behind a fan-out.
     fn stream_input(&mut self, token: usize) -> bool {
-        let limits = self.config.limits;
+        let (limits, now) = (self.config.limits, self.now);
         let Some(c) = self.client_mut(token) else {
             return false;
         };
         let (Some(origin), Some(conn)) = (c.streaming, c.session) else {
             return false;
         };
+        c.last_active = now;
         let (piece, last) = match c.scanner.scan(&c.rbuf, &limits) {
             Ok(Some(Frame::Multibulk { len, .. })) => (c.rbuf.split_to(len).freeze(), true),
             Ok(None) if c.read_closed => {
                 // The rest can never come.
-                self.close_client(token, "closed inside a streamed request");
+                let lost = resp::error("ERR connection closed inside the request");
+                self.abort_stream(token, lost);
                 return false;
             }
             Ok(None) => {
@@ -871,21 +873,39 @@ impl Proxy {
                     "client={token} peer={} {why} in a streamed request; closing",
                     c.peer
                 );
-                c.streaming = None;
-                c.close_after_flush = true;
-                c.rbuf.clear();
                 self.stats.protocol_errors += 1;
-                self.complete(origin, resp::error(&format!("ERR {why}")));
-                self.close_session_of(token);
+                self.abort_stream(token, resp::error(&format!("ERR {why}")));
                 return false;
             }
         };
-        if last {
+        let origin = if last {
             c.streaming = None;
             c.barrier = true;
-        }
-        self.enqueue(conn.token, if last { origin } else { Origin::Piece }, piece);
+            origin
+        } else {
+            let Origin::Client { token, gen, .. } = origin else {
+                return false;
+            };
+            Origin::Piece { token, gen }
+        };
+        self.enqueue(conn.token, origin, piece);
         last
+    }
+
+    /// Ends client `token`'s streaming request unfinished: it is answered with `reply`, its
+    /// connection is closed (the backend drops the part it has), and so is the client once its
+    /// replies are written, since its request stream now has a hole.
+    fn abort_stream(&mut self, token: usize, reply: Bytes) {
+        let Some(c) = self.client_mut(token) else {
+            return;
+        };
+        let Some(origin) = c.streaming.take() else {
+            return;
+        };
+        c.close_after_flush = true;
+        c.rbuf.clear();
+        self.complete(origin, reply);
+        self.close_session_of(token);
     }
 
     /// Takes a run's requests off the front of the client's read buffer and sends them, with one
@@ -1177,7 +1197,7 @@ impl Proxy {
             if bc.unsent_bytes > BACKEND_QUEUE_PAUSE_BYTES {
                 // The backend is not taking requests as fast as this client sends them: stop
                 // reading the client until the queue drains (or the connection fails).
-                if let Origin::Client { token, gen, .. } = origin {
+                if let Origin::Client { token, gen, .. } | Origin::Piece { token, gen } = origin {
                     if !bc.waiters.iter().any(|w| w.token == token && w.gen == gen) {
                         bc.waiters.push(ConnRef { token, gen });
                     }
@@ -1229,7 +1249,7 @@ impl Proxy {
                 token, gen, seq, ..
             } => (token, gen, seq),
             Origin::Fanout { id, part } => return self.fanout_part_done(id, part, replies),
-            Origin::Auth | Origin::Push | Origin::Piece => return,
+            Origin::Auth | Origin::Push | Origin::Piece { .. } => return,
         };
         let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
         if let Some(Entry {
@@ -1773,7 +1793,7 @@ impl Proxy {
                 }
                 // A fan-out part belongs to this shard and no other: it fails.
                 Origin::Fanout { .. } => self.complete(origin, lost.clone()),
-                Origin::Auth | Origin::Push | Origin::Piece => {}
+                Origin::Auth | Origin::Push | Origin::Piece { .. } => {}
             }
         }
     }
@@ -1853,15 +1873,14 @@ impl Proxy {
         let mut expired = Vec::new();
         for (token, entry) in self.conns.iter() {
             if let Conn::Backend(bc) = &entry.conn {
-                if bc.owner.is_some() && bc.connected {
-                    // Sessions may block as long as their command asks; a hung backend is
-                    // caught by its probe, which then fails its sessions.
-                    continue;
-                }
                 let late = |t: Instant| now.duration_since(t) >= timeout;
-                let front_late = bc.inflight.front().is_some_and(|&(_, t)| {
-                    clock_us.saturating_sub(t.max(bc.front_progress)) >= timeout.as_micros() as u64
-                });
+                // Sessions may block as long as their command asks (a hung backend is caught by
+                // its probe, which then fails its sessions), but not stop reading what they send.
+                let front_late = bc.owner.is_none()
+                    && bc.inflight.front().is_some_and(|&(_, t)| {
+                        clock_us.saturating_sub(t.max(bc.front_progress))
+                            >= timeout.as_micros() as u64
+                    });
                 let expired_now = if bc.connected {
                     front_late || bc.stalled_since.is_some_and(late)
                 } else {
@@ -1895,8 +1914,10 @@ impl Proxy {
             .conns
             .iter()
             .filter_map(|(t, e)| match &e.conn {
+                // A client stalled inside a streamed request is idle too (a slow loris).
                 Conn::Client(c)
-                    if c.pending.is_empty() && now.duration_since(c.last_active) >= timeout =>
+                    if (c.pending.is_empty() || (c.streaming.is_some() && !c.held))
+                        && now.duration_since(c.last_active) >= timeout =>
                 {
                     Some(t)
                 }
@@ -1926,6 +1947,8 @@ impl Proxy {
             .map(|(t, _)| t)
             .collect();
         for t in tokens {
+            // Clients are no longer read, so a request still streaming in cannot finish.
+            self.abort_stream(t, resp::error("ERR respite is shutting down"));
             self.mark_client_dirty(t);
         }
     }

@@ -438,7 +438,7 @@ impl Proxy {
             if let Conn::Client(c) = &e.conn {
                 if c.subscribed {
                     subscribed += 1;
-                } else if !c.pinned {
+                } else if !c.pinned && !c.stream_session {
                     let busy =
                         c.session
                             .and_then(|r| match self.conns.get(r.token).map(|e| &e.conn) {

@@ -178,3 +178,107 @@ fn a_protocol_error_mid_stream_answers_the_request_and_closes_the_client() {
     let mut other = proxy.raw();
     assert_eq!(other.cmd(&[b"EXISTS", b"big0"]), b":0\r\n");
 }
+
+/// The header of `SET big <value>` for a value of `len` bytes, and 1 MB of that value.
+fn big_set(len: usize) -> (Vec<u8>, Vec<u8>) {
+    let head = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${len}\r\n").into_bytes();
+    (head, vec![b'x'; 1 << 20])
+}
+
+#[test]
+fn a_backend_that_stops_reading_stops_a_streaming_client() {
+    let redis = RedisServer::start();
+    let mut config = config_for(&[&redis]);
+    config.backend_timeout = Duration::from_secs(30);
+    config.health_timeout = Duration::from_secs(10);
+    config.health_interval = Duration::from_secs(10);
+    let proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    let (head, mb) = big_set(300 << 20);
+    raw.send(&head);
+    for _ in 0..5 {
+        raw.send(&mb);
+    }
+    // The stream is under way; then the backend stops reading.
+    assert!(wait_for_big_client(&redis, 4 << 20).is_some());
+    let pid = redis.pid().expect("pid").to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(signal("-STOP"));
+    raw.stream
+        .set_write_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    let mut accepted = 0usize;
+    for _ in 0..295 {
+        match std::io::Write::write_all(&mut raw.stream, &mb) {
+            Ok(()) => accepted += mb.len(),
+            Err(_) => break,
+        }
+    }
+    assert!(signal("-CONT"));
+    eprintln!(
+        "a streaming client feeding a stopped backend got {} MB in",
+        accepted >> 20
+    );
+    assert!(
+        accepted < 80 << 20,
+        "respite kept reading: {} MB",
+        accepted >> 20
+    );
+}
+
+#[test]
+fn a_client_stalled_inside_a_streamed_request_is_closed_as_idle() {
+    let redis = RedisServer::start();
+    let mut config = config_for(&[&redis]);
+    config.timeout = Some(Duration::from_secs(1));
+    let proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    let (head, mb) = big_set(64 << 20);
+    raw.send(&head);
+    for _ in 0..5 {
+        raw.send(&mb);
+    }
+    assert!(wait_for_big_client(&redis, 4 << 20).is_some());
+    // Nothing more comes: within a few ticks past --timeout the client is gone, and so is the
+    // connection holding its half request.
+    assert!(raw.is_closed(), "the stalled client was not closed");
+    assert!(
+        wait_until(Duration::from_secs(5), || biggest_client(&redis).0
+            < 1 << 20),
+        "the half request's connection stayed open"
+    );
+}
+
+#[test]
+fn shutdown_answers_a_request_still_streaming_in_at_once() {
+    let redis = RedisServer::start();
+    let mut config = config_for(&[&redis]);
+    config.shutdown_timeout = Duration::from_secs(20);
+    let mut proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    let (head, mb) = big_set(64 << 20);
+    raw.send(&head);
+    for _ in 0..5 {
+        raw.send(&mb);
+    }
+    assert!(wait_for_big_client(&redis, 4 << 20).is_some());
+    let started = std::time::Instant::now();
+    proxy.stop().expect("clean stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} for a request that could not finish",
+        started.elapsed()
+    );
+    assert_eq!(raw.reply(), b"-ERR respite is shutting down\r\n");
+    let mut direct = redis.client();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("big")
+        .query(&mut direct)
+        .expect("exists");
+    assert_eq!(exists, 0);
+}
