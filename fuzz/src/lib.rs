@@ -5,14 +5,16 @@
 //!  input = [control byte(s)] [payload]
 //!           │                  │
 //!           │                  ├─▶ scanned whole ───────────┐
-//!           └─ chunking ──────▶├─▶ scanned in chunks ───────┴─▶ same frames, same error
+//!           └─ chunking ──────▶├─▶ scanned in chunks ───────┤
+//!                              ├─▶ streamed in chunks ──────┴─▶ same frames, same error
 //!                              └─▶ redis-protocol decode_range ─▶ same boundaries (differential)
 //! ```
 //!
 //! Invariants checked on every input: no panic; every frame is non-empty and lies inside the
 //! buffer; frames join back to exactly the consumed prefix of the payload; a chunked scan gives
-//! the same frames and the same error as a whole scan. Only `respite` and `redis_protocol` may be
-//! used here: the main crate's integration tests compile this file too.
+//! the same frames and the same error as a whole scan, and so does a chunked scan that streams
+//! each multibulk frame on (`consume`) once its `partial_name()` is known. Only `respite` and
+//! `redis_protocol` may be used here: the main crate's integration tests compile this file too.
 //!
 //! The SCAN cursor codec (`check_cursor_codec`) is checked apart: a packed cursor round-trips
 //! through its decimal text, and any bytes decode to `None` or to a triple that packs back into
@@ -66,7 +68,7 @@ fn frame_len(f: &Frame) -> usize {
 
 /// What scanning a payload produced: the frames in order, the bytes they consumed, and the error
 /// that stopped the scan, if any.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct RequestRun {
     pub frames: Vec<Frame>,
     pub consumed: usize,
@@ -79,11 +81,7 @@ pub struct RequestRun {
 pub fn run_requests(input: &[u8], chunks: &[usize], limits: &Limits, rescan: bool) -> RequestRun {
     let mut sc = RequestScanner::new();
     let mut buf: Vec<u8> = Vec::new();
-    let mut run = RequestRun {
-        frames: Vec::new(),
-        consumed: 0,
-        error: None,
-    };
+    let mut run = RequestRun::default();
     let mut fed = 0;
     for &n in chunks {
         buf.extend_from_slice(&input[fed..fed + n]);
@@ -180,8 +178,106 @@ pub fn check_request_scanner(data: &[u8]) {
         Limits::default()
     };
     let whole = run_requests(input, &[input.len()], &limits, false);
-    let chunked = run_requests(input, &chunk_sizes(sel & 0x7f, input.len()), &limits, true);
+    let chunks = chunk_sizes(sel & 0x7f, input.len());
+    let chunked = run_requests(input, &chunks, &limits, true);
     assert_eq!(whole, chunked, "chunking {} of {input:?}", sel & 0x7f);
+    // Keeping 0 bytes is how the proxy streams; keeping one tests `consume` below `partial_len`.
+    for keep in [0, 1] {
+        let streamed = stream_requests(input, &chunks, &limits, keep);
+        assert_eq!(
+            whole,
+            streamed,
+            "streamed, keeping {keep}, chunking {} of {input:?}",
+            sel & 0x7f
+        );
+    }
+}
+
+/// `run_requests` in the proxy's streaming mode: once a partial multibulk frame's
+/// `partial_name()` is known, every scan that stops inside the frame is followed by taking the
+/// scanned bytes but the last `keep` off the buffer (`consume`) into the frame's sent pieces.
+/// Each frame is reported with its whole length, and a streamed one with the name that
+/// `partial_name()` gave (its `Frame::Multibulk` itself must say `(0, 0)`), so the result
+/// compares equal to an unstreamed scan's.
+pub fn stream_requests(input: &[u8], chunks: &[usize], limits: &Limits, keep: usize) -> RequestRun {
+    let mut sc = RequestScanner::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut run = RequestRun::default();
+    // Bytes of the current frame taken off the buffer, and the name seen before the first take.
+    let mut sent: Vec<u8> = Vec::new();
+    let mut name: Option<(usize, usize)> = None;
+    let mut fed = 0;
+    for &n in chunks {
+        buf.extend_from_slice(&input[fed..fed + n]);
+        fed += n;
+        loop {
+            match sc.scan(&buf, limits) {
+                Ok(Some(mut frame)) => {
+                    let len = frame_len(&frame);
+                    assert!(len <= buf.len(), "frame of {len} bytes in {buf:?}");
+                    sent.extend(buf.drain(..len));
+                    let start = run.consumed;
+                    assert_eq!(sent, &input[start..start + sent.len()], "frame at {start}");
+                    assert_eq!((sc.partial_len(), sc.partial_name()), (0, None));
+                    if let Some(seen) = name.take() {
+                        let Frame::Multibulk { len, argc, name } = frame else {
+                            panic!("streamed frame at {start} ends as {frame:?}");
+                        };
+                        assert_eq!(name, (0, 0), "streamed frame at {start} keeps its name");
+                        frame = Frame::Multibulk {
+                            len,
+                            argc,
+                            name: seen,
+                        };
+                    }
+                    match &mut frame {
+                        Frame::Multibulk { len, .. }
+                        | Frame::Inline { len, .. }
+                        | Frame::Empty { len } => *len = sent.len(),
+                    }
+                    run.consumed += sent.len();
+                    run.frames.push(frame);
+                    sent.clear();
+                }
+                Ok(None) => {
+                    let scanned = sc.partial_len();
+                    assert!(scanned <= buf.len());
+                    if let Some(found @ (at, len)) = sc.partial_name() {
+                        // Only reported before the first take: `consume` forgets the name.
+                        assert!(sent.is_empty(), "name {found:?} after a take");
+                        assert!(
+                            name.is_none() || name == Some(found),
+                            "name moved to {found:?}"
+                        );
+                        assert!(at >= 4 && at + len + 2 <= scanned, "name {found:?}");
+                        assert_eq!(&buf[at - 2..at], b"\r\n");
+                        name = Some(found);
+                    }
+                    if name.is_some() && scanned > keep {
+                        let take = scanned - keep;
+                        sc.consume(take);
+                        sent.extend(buf.drain(..take));
+                        assert_eq!(sc.partial_len(), keep);
+                        assert_eq!(sc.partial_name(), None);
+                        assert_eq!(sc.scan(&buf, limits), Ok(None), "rescan after a take");
+                        assert_eq!(sc.partial_len(), keep);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    run.error = Some(e);
+                    return run;
+                }
+            }
+        }
+    }
+    let start = run.consumed;
+    assert_eq!(
+        sent,
+        &input[start..start + sent.len()],
+        "partial frame at {start}"
+    );
+    run
 }
 
 /// Reply lengths found in order, the bytes they consumed, and the error that stopped the scan.
