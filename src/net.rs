@@ -160,6 +160,16 @@ impl OutQueue {
 
     /// Writes until empty or `WouldBlock`. Returns `Ok(true)` when everything was written.
     pub fn flush(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        if self.bufs.len() == 1 {
+            // The common case (one reply, or one run's replies): a plain write.
+            let n = match retry(|| stream.write(&self.bufs[0])) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            self.consume(n);
+        }
         while !self.bufs.is_empty() {
             let n = match write_queue(stream, || self.bufs.iter().map(|b| &b[..])) {
                 Ok(n) => n,
