@@ -173,19 +173,16 @@ impl PendingQueue {
     }
 
     /// Moves the replies at the front that may be written, in order, into `out` (complete
-    /// slots, and what a partly answered front run has so far); returns how many buffers.
-    pub fn drain_ready_front(&mut self, out: &mut OutQueue) -> usize {
-        let mut moved = 0;
+    /// slots, and what a partly answered front run has so far).
+    pub fn drain_ready_front(&mut self, out: &mut OutQueue) {
         while let Some(front) = self.slots.front_mut() {
             if let Some(reply) = front.reply.take() {
                 out.push(reply);
-                moved += 1;
                 if !self.parts.is_empty() {
                     let base = self.base;
                     while let Some(i) = self.parts.iter().position(|(seq, _)| *seq == base) {
                         if let Some((_, part)) = self.parts.remove(i) {
                             out.push(part);
-                            moved += 1;
                         }
                     }
                 }
@@ -197,7 +194,6 @@ impl PendingQueue {
             self.slots.pop_front();
             self.base += 1;
         }
-        moved
     }
 
     /// True when the front slot has replies to hand over.

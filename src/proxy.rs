@@ -760,8 +760,8 @@ impl Proxy {
             conns, commands, ..
         } = self;
         let Some(Entry {
-            gen,
             conn: Conn::Client(c),
+            ..
         }) = conns.get_mut(token)
         else {
             return;
@@ -769,7 +769,6 @@ impl Proxy {
         if !c.plain() || c.pending.waiting() > 0 {
             return;
         }
-        let gen = *gen;
         let Some(id) = c
             .scanner
             .partial_name()
@@ -783,18 +782,13 @@ impl Proxy {
         let Some(b) = self.pick_backend() else {
             return;
         };
-        let u = Upstream::backend(b);
-        if self.backends[b].sessions >= self.config.max_session_connections {
-            return;
-        }
-        let r = match self.open_data_conn(u, 0, Some(ConnRef { token, gen })) {
-            Ok(r) => r,
-            Err(e) => {
-                debug!("client={token} cannot stream a request: {e}");
+        let conn = match self.connect_session(token, Upstream::backend(b)) {
+            Ok(conn) => conn,
+            Err(why) => {
+                debug!("client={token} buffers a large request: {why:?}");
                 return;
             }
         };
-        self.backends[b].sessions += 1;
         self.backends[b].requests += 1;
         self.stats.total_commands_processed += 1;
         let (now, instant) = (self.clock_us, self.now);
@@ -802,12 +796,9 @@ impl Proxy {
             return;
         };
         debug!(
-            "client={token} streams a request of {}+ bytes on conn={}",
-            c.scanner.partial_len(),
-            r.token
+            "client={token} streams a request of {}+ bytes on conn={conn}",
+            c.scanner.partial_len()
         );
-        c.session = Some(r);
-        c.session_target = Some(u);
         c.stream_session = true;
         c.last_cmd = crate::command_table::COMMANDS[id as usize].name;
         c.last_active = instant;
@@ -819,14 +810,8 @@ impl Proxy {
             req: Bytes::copy_from_slice(&c.rbuf[..n.min(4096)]),
             retried: false,
         };
-        let Some((gen, seq)) = self.push_slot(token) else {
+        let Some(origin) = self.slot_origin(token) else {
             return;
-        };
-        let origin = Origin::Client {
-            token,
-            gen,
-            seq,
-            n: 1,
         };
         if let Some(c) = self.client_mut(token) {
             c.streaming = Some(origin);
@@ -1070,14 +1055,8 @@ impl Proxy {
 
     /// Sends a request with a reply slot to connection `slot` of `u` (the pub/sub target).
     pub(crate) fn forward_to(&mut self, token: usize, req: Bytes, u: Upstream, slot: usize) {
-        let Some((gen, seq)) = self.push_slot(token) else {
+        let Some(origin) = self.slot_origin(token) else {
             return;
-        };
-        let origin = Origin::Client {
-            token,
-            gen,
-            seq,
-            n: 1,
         };
         match self.backend_conn(u, slot) {
             Some(conn) => {
@@ -1105,15 +1084,20 @@ impl Proxy {
                 return;
             }
         }
-        if let Some((gen, seq)) = self.push_slot(token) {
-            let origin = Origin::Client {
-                token,
-                gen,
-                seq,
-                n: 1,
-            };
+        if let Some(origin) = self.slot_origin(token) {
             self.send(origin, req);
         }
+    }
+
+    /// Takes a waiting reply slot for the request being routed: the origin its reply will carry.
+    pub(crate) fn slot_origin(&mut self, token: usize) -> Option<Origin> {
+        let (gen, seq) = self.push_slot(token)?;
+        Some(Origin::Client {
+            token,
+            gen,
+            seq,
+            n: 1,
+        })
     }
 
     /// Takes a waiting reply slot for the request being routed: its generation and `seq`.

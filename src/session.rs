@@ -230,14 +230,8 @@ impl Proxy {
         let Some(conn) = self.open_session(token, pubsub) else {
             return false;
         };
-        let Some((gen, seq)) = self.push_slot(token) else {
+        let Some(origin) = self.slot_origin(token) else {
             return false;
-        };
-        let origin = Origin::Client {
-            token,
-            gen,
-            seq,
-            n: 1,
         };
         self.enqueue(conn, origin, req);
         true
@@ -290,33 +284,41 @@ impl Proxy {
             }
             self.close_session_of(token);
         }
-        let limit = self.config.max_session_connections;
-        if self.up(target).sessions >= limit {
-            let label = self.up(target).label.clone();
-            self.reply_now(
-                token,
-                resp::error(&format!(
-                    "ERR max session connections ({limit}) reached for {} {label}",
-                    target.kind()
-                )),
-            );
-            return None;
-        }
-        let gen = self.conns.get(token)?.gen;
-        let r = match self.open_data_conn(target, 0, Some(ConnRef { token, gen })) {
-            Ok(r) => r,
-            Err(e) => {
-                let label = self.up(target).label.clone();
-                self.reply_now(
-                    token,
-                    resp::error(&format!(
-                        "ERR {} {label} connection failed: {e}",
-                        target.kind()
-                    )),
-                );
-                return None;
+        match self.connect_session(token, target) {
+            Ok(conn) => Some(conn),
+            Err(answer) => {
+                self.reply_now(token, answer);
+                None
             }
-        };
+        }
+    }
+
+    /// Opens a session connection for client `token` to `target` and makes it the client's;
+    /// returns its token, or the error reply if the target's session limit is reached or the
+    /// connection cannot be started.
+    pub(crate) fn connect_session(
+        &mut self,
+        token: usize,
+        target: Upstream,
+    ) -> Result<usize, Bytes> {
+        let limit = self.config.max_session_connections;
+        let label = &self.up(target).label;
+        if self.up(target).sessions >= limit {
+            return Err(resp::error(&format!(
+                "ERR max session connections ({limit}) reached for {} {label}",
+                target.kind()
+            )));
+        }
+        let gen = self.conns.get(token).map_or(0, |e| e.gen);
+        let r = self
+            .open_data_conn(target, 0, Some(ConnRef { token, gen }))
+            .map_err(|e| {
+                let label = &self.up(target).label;
+                resp::error(&format!(
+                    "ERR {} {label} connection failed: {e}",
+                    target.kind()
+                ))
+            })?;
         self.up_mut(target).sessions += 1;
         debug!(
             "client={token} session conn={} to {}={}",
@@ -324,10 +326,11 @@ impl Proxy {
             target.kind(),
             target.index
         );
-        let c = self.client_mut(token)?;
-        c.session = Some(r);
-        c.session_target = Some(target);
-        Some(r.token)
+        if let Some(c) = self.client_mut(token) {
+            c.session = Some(r);
+            c.session_target = Some(target);
+        }
+        Ok(r.token)
     }
 
     /// Closes the client's session connection quietly (RESET, leaving subscribed mode, client

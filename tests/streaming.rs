@@ -61,6 +61,12 @@ fn wait_for_big_client(redis: &RedisServer, bytes: u64) -> Option<String> {
     id.filter(|_| biggest_client(redis).0 > bytes)
 }
 
+/// Waits up to 5 s until no client of `redis` holds a megabyte: the streamed request's
+/// connection is gone.
+fn half_request_gone(redis: &RedisServer) -> bool {
+    wait_until(Duration::from_secs(5), || biggest_client(redis).0 < 1 << 20)
+}
+
 #[test]
 fn a_large_request_reaches_the_backend_before_it_is_whole_and_keeps_its_order() {
     let redis = RedisServer::start();
@@ -92,8 +98,7 @@ fn a_large_request_reaches_the_backend_before_it_is_whole_and_keeps_its_order() 
     }
     // The streamed request's own connection closes once it is answered.
     assert!(
-        wait_until(Duration::from_secs(5), || biggest_client(&redis).0
-            < 1 << 20),
+        half_request_gone(&redis),
         "the stream's connection stayed open"
     );
     // And the client goes on as usual.
@@ -139,8 +144,7 @@ fn a_client_gone_mid_stream_takes_its_backend_connection_with_it() {
     assert!(wait_for_big_client(&redis, 6 << 20).is_some());
     drop(raw);
     assert!(
-        wait_until(Duration::from_secs(5), || biggest_client(&redis).0
-            < 1 << 20),
+        half_request_gone(&redis),
         "the half request's connection stayed open"
     );
     let mut other = proxy.raw();
@@ -171,18 +175,26 @@ fn a_protocol_error_mid_stream_answers_the_request_and_closes_the_client() {
     );
     assert!(raw.is_closed(), "the client was not closed");
     assert!(
-        wait_until(Duration::from_secs(5), || biggest_client(&redis).0
-            < 1 << 20),
+        half_request_gone(&redis),
         "the half request's connection stayed open"
     );
     let mut other = proxy.raw();
     assert_eq!(other.cmd(&[b"EXISTS", b"big0"]), b":0\r\n");
 }
 
-/// The header of `SET big <value>` for a value of `len` bytes, and 1 MB of that value.
-fn big_set(len: usize) -> (Vec<u8>, Vec<u8>) {
-    let head = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${len}\r\n").into_bytes();
-    (head, vec![b'x'; 1 << 20])
+/// Sends `SET big <value>` for a value of `len` bytes, but only its first 5 MB, and waits until
+/// the backend holds them (the request is streaming). Returns 1 MB of the value, to send more.
+fn start_big_set(raw: &mut RawClient, redis: &RedisServer, len: usize) -> Vec<u8> {
+    raw.send(format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${len}\r\n").as_bytes());
+    let mb = vec![b'x'; 1 << 20];
+    for _ in 0..5 {
+        raw.send(&mb);
+    }
+    assert!(
+        wait_for_big_client(redis, 4 << 20).is_some(),
+        "the backend never saw the request"
+    );
+    mb
 }
 
 #[test]
@@ -194,13 +206,8 @@ fn a_backend_that_stops_reading_stops_a_streaming_client() {
     config.health_interval = Duration::from_secs(10);
     let proxy = TestProxy::start(config);
     let mut raw = proxy.raw();
-    let (head, mb) = big_set(300 << 20);
-    raw.send(&head);
-    for _ in 0..5 {
-        raw.send(&mb);
-    }
+    let mb = start_big_set(&mut raw, &redis, 300 << 20);
     // The stream is under way; then the backend stops reading.
-    assert!(wait_for_big_client(&redis, 4 << 20).is_some());
     let pid = redis.pid().expect("pid").to_string();
     let signal = |sig: &str| {
         std::process::Command::new("kill")
@@ -238,18 +245,12 @@ fn a_client_stalled_inside_a_streamed_request_is_closed_as_idle() {
     config.timeout = Some(Duration::from_secs(1));
     let proxy = TestProxy::start(config);
     let mut raw = proxy.raw();
-    let (head, mb) = big_set(64 << 20);
-    raw.send(&head);
-    for _ in 0..5 {
-        raw.send(&mb);
-    }
-    assert!(wait_for_big_client(&redis, 4 << 20).is_some());
+    start_big_set(&mut raw, &redis, 64 << 20);
     // Nothing more comes: within a few ticks past --timeout the client is gone, and so is the
     // connection holding its half request.
     assert!(raw.is_closed(), "the stalled client was not closed");
     assert!(
-        wait_until(Duration::from_secs(5), || biggest_client(&redis).0
-            < 1 << 20),
+        half_request_gone(&redis),
         "the half request's connection stayed open"
     );
 }
@@ -261,12 +262,7 @@ fn shutdown_answers_a_request_still_streaming_in_at_once() {
     config.shutdown_timeout = Duration::from_secs(20);
     let mut proxy = TestProxy::start(config);
     let mut raw = proxy.raw();
-    let (head, mb) = big_set(64 << 20);
-    raw.send(&head);
-    for _ in 0..5 {
-        raw.send(&mb);
-    }
-    assert!(wait_for_big_client(&redis, 4 << 20).is_some());
+    start_big_set(&mut raw, &redis, 64 << 20);
     let started = std::time::Instant::now();
     proxy.stop().expect("clean stop");
     assert!(
