@@ -19,16 +19,13 @@ pub mod command_table;
 pub mod config;
 pub mod fanout;
 pub mod health;
-pub mod local;
 pub mod metrics;
 pub mod net;
 pub mod pending;
 pub mod picker;
 pub mod proxy;
-pub mod reload;
 pub mod resp;
 pub mod resp3;
-pub mod session;
 pub mod stats;
 
 pub use config::{Cli, Config, ConfigError};

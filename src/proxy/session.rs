@@ -17,9 +17,9 @@
 //! are barriers in the client's stream (see `fanout.rs`), so a connection of its own never
 //! overtakes the client's earlier requests on a shared one.
 
+use super::{Conn, Proxy};
 use crate::backend::{ConnRef, Origin, Role, Upstream};
 use crate::command::{Local, Route, Session};
-use crate::proxy::{Conn, Proxy};
 use crate::resp;
 use bytes::{Bytes, BytesMut};
 use log::debug;

@@ -2,8 +2,8 @@
 //! `SELECT 0`), `PING`, `ECHO`, `QUIT`, `RESET` and `INFO`. Replies follow Redis's text so that
 //! client libraries behave as they do against Redis.
 
+use super::Proxy;
 use crate::command::Local;
-use crate::proxy::Proxy;
 use crate::resp::{self, reply};
 use crate::stats::REDIS_VERSION;
 use bytes::{Bytes, BytesMut};

@@ -13,6 +13,14 @@
 //! origin, so a reply for a departed client is read and dropped, never delivered to a newcomer
 //! that reused the slab key.
 
+mod fanout;
+mod info;
+mod local;
+mod metrics_http;
+mod probe;
+mod reload;
+mod session;
+
 use crate::backend::{Backend, BackendConn, ConnRef, Group, Origin, Upstream};
 use crate::client::ClientConn;
 use crate::command::{CommandTable, Route};

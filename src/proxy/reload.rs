@@ -13,10 +13,10 @@
 //! and the old configuration stays. A changed `listen` (or `workers`, `metrics_listen`) needs a
 //! restart and is logged as such.
 
+use super::{Conn, Proxy};
 use crate::backend::Backend;
 use crate::config::{Cli, Config};
 use crate::picker::Picker;
-use crate::proxy::{Conn, Proxy};
 use log::{error, info, warn};
 use std::net::SocketAddr;
 

@@ -1,0 +1,199 @@
+//! `INFO`: respite's own sections in Redis's format, built from the counters and the live state
+//! of the loop, and one `CLIENT LIST` line per client.
+
+use super::{Conn, Proxy};
+use crate::stats::{command_name, REDIS_VERSION};
+use std::fmt::Write;
+
+const SECTIONS: [&str; 8] = [
+    "server",
+    "clients",
+    "stats",
+    "backends",
+    "shards",
+    "commandstats",
+    "latencystats",
+    "keyspace",
+];
+
+impl Proxy {
+    /// The `INFO` text for the requested sections (none, `all`, `everything` or `default`: all).
+    pub(crate) fn info(&self, sections: &[&[u8]]) -> String {
+        let all = sections.is_empty()
+            || sections.iter().any(|s| {
+                [&b"all"[..], b"everything", b"default"]
+                    .iter()
+                    .any(|a| s.eq_ignore_ascii_case(a))
+            });
+        let mut out = String::new();
+        for name in SECTIONS {
+            if name == "keyspace" && !self.shards.is_empty() {
+                continue; // merged from the shards by the INFO fan-out
+            }
+            if all
+                || sections
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(name.as_bytes()))
+            {
+                if !out.is_empty() {
+                    out.push_str("\r\n");
+                }
+                self.info_section(name, &mut out);
+            }
+        }
+        out
+    }
+
+    fn info_section(&self, name: &str, out: &mut String) {
+        let s = &self.stats;
+        // Writing to a String cannot fail.
+        let _ = match name {
+            "server" => write!(
+                out,
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nrespite_version:{}\r\nredis_mode:standalone\r\n\
+                 worker_id:{}\r\nworkers:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nconfig_file:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                self.worker_id,
+                self.config.workers,
+                std::process::id(),
+                self.port,
+                self.now.duration_since(self.started).as_secs(),
+                self.config
+                    .config_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            "clients" => {
+                let (blocked, subscribed) = self.session_counts();
+                write!(
+                    out,
+                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{blocked}\r\npubsub_clients:{subscribed}\r\n",
+                    self.clients, self.config.maxclients
+                )
+            }
+            "stats" => write!(
+                out,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                 instantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nprotocol_errors:{}\r\n\
+                 backend_errors:{}\r\nclient_output_limit_disconnections:{}\r\n",
+                s.total_connections_received,
+                s.total_commands_processed,
+                s.ops_per_sec(),
+                s.rejected_connections,
+                s.protocol_errors,
+                s.backend_errors,
+                s.output_limit_disconnects,
+            ),
+            "backends" => {
+                out.push_str("# Backends\r\n");
+                for (i, b) in self.backends.iter().enumerate().filter(|(_, b)| !b.retired) {
+                    let conns = b
+                        .conns
+                        .iter()
+                        .flatten()
+                        .filter(|r| self.conns.get(r.token).is_some_and(|e| e.gen == r.gen))
+                        .count();
+                    let _ = write!(
+                        out,
+                        "backend{i}:addr={},state={},fails={},connections={conns},requests={},errors={},transitions={},p50_usec={},p99_usec={}\r\n",
+                        b.label,
+                        if b.health.up { "up" } else { "down" },
+                        b.health.fails,
+                        b.requests,
+                        b.errors,
+                        b.health.transitions,
+                        b.latency.quantile(0.5),
+                        b.latency.quantile(0.99),
+                    );
+                }
+                Ok(())
+            }
+            "shards" => {
+                out.push_str("# Shards\r\n");
+                for (i, sh) in self.shards.iter().enumerate().filter(|(_, s)| !s.retired) {
+                    let role = match &sh.role {
+                        crate::backend::Role::Unknown => "unknown".to_string(),
+                        crate::backend::Role::Master => "master".to_string(),
+                        crate::backend::Role::Replica(m) => format!("replica,master={m}"),
+                    };
+                    let _ = write!(
+                        out,
+                        "shard{i}:addr={},role={role},state={},fails={},requests={},errors={}\r\n",
+                        sh.label,
+                        if sh.health.up { "up" } else { "down" },
+                        sh.health.fails,
+                        sh.requests,
+                        sh.errors,
+                    );
+                }
+                Ok(())
+            }
+            "commandstats" => {
+                out.push_str("# Commandstats\r\n");
+                for (i, c) in s.commands.iter().enumerate().filter(|(_, c)| c.calls > 0) {
+                    let _ = write!(
+                        out,
+                        "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
+                        command_name(i),
+                        c.calls,
+                        c.usec,
+                        c.usec as f64 / c.calls as f64,
+                        c.failed
+                    );
+                }
+                Ok(())
+            }
+            "latencystats" => {
+                out.push_str("# Latencystats\r\n");
+                for (i, c) in s.commands.iter().enumerate().filter(|(_, c)| c.calls > 0) {
+                    let _ = write!(
+                        out,
+                        "latency_percentiles_usec_{}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                        command_name(i),
+                        c.hist.quantile(0.5) as f64,
+                        c.hist.quantile(0.99) as f64,
+                        c.hist.quantile(0.999) as f64
+                    );
+                }
+                Ok(())
+            }
+            // Without shards respite has no keyspace of its own to report; with shards the
+            // section is merged from them by a fan-out (`fanout.rs`).
+            "keyspace" => {
+                out.push_str("# Keyspace\r\n");
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+    }
+
+    /// One `CLIENT LIST` line for the client at `token`.
+    pub(crate) fn client_line(&self, token: usize) -> Option<String> {
+        let Conn::Client(c) = &self.conns.get(token)?.conn else {
+            return None;
+        };
+        let text = |v: &Option<Vec<u8>>| {
+            v.as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned()
+        };
+        Some(format!(
+            "id={} addr={} laddr={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+             qbuf={} obl=0 oll={} omem={} cmd={} user=default resp=2 lib-name={} lib-ver={}\n",
+            c.id,
+            c.peer,
+            c.local.map(|a| a.to_string()).unwrap_or_default(),
+            text(&c.name),
+            self.now.duration_since(c.created).as_secs(),
+            self.now.duration_since(c.last_active).as_secs(),
+            c.rbuf.len(),
+            c.pending.len(),
+            c.out.bytes(),
+            c.last_cmd.to_ascii_lowercase(),
+            text(&c.lib_name),
+            text(&c.lib_ver),
+        ))
+    }
+}
