@@ -29,4 +29,4 @@ pub mod resp3;
 pub mod stats;
 
 pub use config::{Cli, Config, ConfigError};
-pub use proxy::{Proxy, ShutdownHandle};
+pub use proxy::{Listeners, Proxy, ShutdownHandle};

@@ -173,10 +173,10 @@ fn metrics_endpoint_serves_prometheus_text_and_tracks_backend_health() {
     let a = RedisServer::start();
     let mut b = RedisServer::start();
     let mut config = config_for(&[&a, &b]);
-    let metrics_port = free_port();
-    config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port)));
-    let proxy = TestProxy::start(config);
-    let maddr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let maddr = metrics.local_addr().expect("addr");
+    config.metrics_listen = Some(maddr);
+    let proxy = TestProxy::start_with_metrics(config, metrics);
     let mut c = proxy.client();
     for i in 0..10 {
         let () = redis::cmd("SET")

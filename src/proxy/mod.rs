@@ -93,6 +93,47 @@ impl Run {
     }
 }
 
+/// The sockets a proxy serves, bound before it starts.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Where clients connect.
+    pub clients: std::net::TcpListener,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `config.listen` (one of several sockets sharing the port with `reuse_port`:
+    /// SO_REUSEPORT, the kernel spreads connections over them) and `config.metrics_listen`.
+    pub fn bind(config: &Config, reuse_port: bool) -> io::Result<Listeners> {
+        let clients = if reuse_port {
+            use socket2::{Domain, Socket, Type};
+            let socket = Socket::new(Domain::for_address(config.listen), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&config.listen.into())?;
+            socket.listen(1024)?;
+            socket.into()
+        } else {
+            std::net::TcpListener::bind(config.listen)?
+        };
+        let metrics = config
+            .metrics_listen
+            .map(std::net::TcpListener::bind)
+            .transpose()?;
+        Ok(Listeners { clients, metrics })
+    }
+}
+
+impl From<std::net::TcpListener> for Listeners {
+    fn from(clients: std::net::TcpListener) -> Self {
+        Listeners {
+            clients,
+            metrics: None,
+        }
+    }
+}
+
 /// Stops a running proxy from another thread.
 #[derive(Clone, Debug)]
 pub struct ShutdownHandle {
@@ -163,24 +204,23 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy serving `listener` (already bound, so tests can use port 0).
-    pub fn new(config: Config, listener: std::net::TcpListener) -> io::Result<Proxy> {
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let mut listener = TcpListener::from_std(listener);
+    /// A proxy serving `listeners`, already bound (so that tests can bind port 0 and hand them
+    /// in): a client listener alone, or with the metrics listener (`Listeners::bind` binds both
+    /// from the configuration).
+    pub fn new(config: Config, listeners: impl Into<Listeners>) -> io::Result<Proxy> {
+        let Listeners { clients, metrics } = listeners.into();
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => {
-                let mut l = TcpListener::bind(addr)?;
-                poll.registry()
-                    .register(&mut l, METRICS, Interest::READABLE)?;
-                Some(l)
-            }
-            None => None,
+        let adopt = |l: std::net::TcpListener, token| -> io::Result<TcpListener> {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, token, Interest::READABLE)?;
+            Ok(l)
         };
+        let port = clients.local_addr()?.port();
+        let listener = adopt(clients, LISTENER)?;
+        let metrics_listener = metrics.map(|l| adopt(l, METRICS)).transpose()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let now = Instant::now();
         let backends = config
             .backends
@@ -237,18 +277,8 @@ impl Proxy {
     /// Binds `config.listen` and builds the proxy. With `reuse_port`, the listener is one of
     /// several sharing the port (SO_REUSEPORT): the kernel spreads connections over them.
     pub fn bind(config: Config, reuse_port: bool) -> io::Result<Proxy> {
-        let listener = if reuse_port {
-            use socket2::{Domain, Socket, Type};
-            let socket = Socket::new(Domain::for_address(config.listen), Type::STREAM, None)?;
-            socket.set_reuse_address(true)?;
-            socket.set_reuse_port(true)?;
-            socket.bind(&config.listen.into())?;
-            socket.listen(1024)?;
-            socket.into()
-        } else {
-            std::net::TcpListener::bind(config.listen)?
-        };
-        Proxy::new(config, listener)
+        let listeners = Listeners::bind(&config, reuse_port)?;
+        Proxy::new(config, listeners)
     }
 
     /// Sets this loop's number among `--workers` (shown in INFO).

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use respite::resp::ReplyScanner;
-use respite::{Config, Proxy, ShutdownHandle};
+use respite::{Config, Listeners, Proxy, ShutdownHandle};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -177,10 +177,21 @@ pub struct TestProxy {
 impl TestProxy {
     /// Starts respite with `config` (its `listen` is ignored).
     pub fn start(config: Config) -> TestProxy {
-        let _ = env_logger::builder().is_test(true).try_init();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut proxy = Proxy::new(config, listener).expect("proxy");
+        Self::start_on(config, listener.into())
+    }
+
+    /// Starts respite with `config`, serving `/metrics` on `metrics` (already bound).
+    pub fn start_with_metrics(config: Config, metrics: TcpListener) -> TestProxy {
+        let clients = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let metrics = Some(metrics);
+        Self::start_on(config, Listeners { clients, metrics })
+    }
+
+    fn start_on(config: Config, listeners: Listeners) -> TestProxy {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let addr = listeners.clients.local_addr().expect("addr");
+        let mut proxy = Proxy::new(config, listeners).expect("proxy");
         let handle = proxy.shutdown_handle();
         let thread = std::thread::spawn(move || proxy.run());
         TestProxy {
