@@ -76,6 +76,15 @@ pub enum Frame {
     Empty { len: usize },
 }
 
+impl Frame {
+    /// The bytes it takes at the front of the scanned buffer.
+    pub fn consumed(&self) -> usize {
+        match *self {
+            Frame::Multibulk { len, .. } | Frame::Inline { len, .. } | Frame::Empty { len } => len,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ReqState {
     /// At the first byte of a frame.
@@ -894,12 +903,7 @@ mod tests {
         for piece in input.chunks(chunk.max(1)) {
             buf.extend_from_slice(piece);
             while let Some(f) = sc.scan(&buf, &Limits::default())? {
-                let len = match f {
-                    Frame::Multibulk { len, .. }
-                    | Frame::Inline { len, .. }
-                    | Frame::Empty { len } => len,
-                };
-                frames.push(buf.drain(..len).collect());
+                frames.push(buf.drain(..f.consumed()).collect());
             }
         }
         Ok(frames)

@@ -60,12 +60,6 @@ pub fn chunk_sizes(sel: u8, total: usize) -> Vec<usize> {
     sizes
 }
 
-fn frame_len(f: &Frame) -> usize {
-    match f {
-        Frame::Multibulk { len, .. } | Frame::Inline { len, .. } | Frame::Empty { len } => *len,
-    }
-}
-
 /// What scanning a payload produced: the frames in order, the bytes they consumed, and the error
 /// that stopped the scan, if any.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -89,7 +83,7 @@ pub fn run_requests(input: &[u8], chunks: &[usize], limits: &Limits, rescan: boo
         loop {
             match sc.scan(&buf, limits) {
                 Ok(Some(frame)) => {
-                    let len = frame_len(&frame);
+                    let len = frame.consumed();
                     assert!(
                         len > 0 && len <= buf.len(),
                         "frame of {len} bytes in {buf:?}"
@@ -213,7 +207,7 @@ pub fn stream_requests(input: &[u8], chunks: &[usize], limits: &Limits, keep: us
         loop {
             match sc.scan(&buf, limits) {
                 Ok(Some(mut frame)) => {
-                    let len = frame_len(&frame);
+                    let len = frame.consumed();
                     assert!(len <= buf.len(), "frame of {len} bytes in {buf:?}");
                     sent.extend(buf.drain(..len));
                     let start = run.consumed;
