@@ -4,7 +4,10 @@
 use super::{Conn, Proxy};
 use crate::metrics::{escape_label, parse_request, response, HttpAsk};
 use crate::stats::{command_name, PROM_BUCKETS};
+use bytes::BytesMut;
+use log::warn;
 use std::fmt::Write;
+use std::io;
 
 impl Proxy {
     /// The metrics text in the Prometheus exposition format (version 0.0.4).
@@ -198,6 +201,35 @@ impl Proxy {
         if let Some(Conn::Http(h)) = self.conns.get_mut(token).map(|e| &mut e.conn) {
             h.out = bytes;
             h.responded = true;
+        }
+    }
+}
+
+impl Proxy {
+    pub(super) fn accept_http(&mut self) {
+        loop {
+            let Some(l) = &self.metrics_listener else {
+                return;
+            };
+            let stream = match l.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("metrics accept failed: {e}");
+                    return;
+                }
+            };
+            let conn = crate::metrics::HttpConn {
+                stream,
+                rbuf: BytesMut::new(),
+                out: Vec::new(),
+                responded: false,
+            };
+            let r = self.insert(Conn::Http(conn));
+            if self.register(r.token).is_err() {
+                self.remove(r.token);
+            }
         }
     }
 }

@@ -1,0 +1,263 @@
+//! Forwarding: choosing a backend and a pooled connection for a request (or run), taking its
+//! reply slot, and queueing its bytes on the connection.
+
+use super::{Conn, Entry, Proxy, BACKEND_QUEUE_PAUSE_BYTES};
+use crate::backend::{BackendConn, ConnRef, Group, Origin, Upstream};
+use crate::resp;
+use crate::resp::reply;
+use bytes::Bytes;
+use log::debug;
+use mio::net::TcpStream;
+use std::io;
+
+impl Proxy {
+    /// A healthy backend from the picker.
+    pub(crate) fn pick_backend(&mut self) -> Option<usize> {
+        let backends = &self.backends;
+        self.picker.pick(backends.len(), |i| backends[i].health.up)
+    }
+
+    /// Sends a request with a reply slot to connection `slot` of `u` (the pub/sub target).
+    pub(crate) fn forward_to(&mut self, token: usize, req: Bytes, u: Upstream, slot: usize) {
+        let Some(origin) = self.slot_origin(token) else {
+            return;
+        };
+        match self.backend_conn(u, slot) {
+            Some(conn) => {
+                self.up_mut(u).requests += 1;
+                self.enqueue(conn, origin, req);
+            }
+            None => self.complete(origin, reply::NO_BACKEND),
+        }
+    }
+
+    pub(crate) fn forward(&mut self, token: usize, req: Bytes) {
+        // After a blocking command, the client's requests stay on its session connection until
+        // it is idle, so they keep their order.
+        let session = self.client_ref(token).and_then(|c| c.session);
+        if let Some(r) = session {
+            let busy = match self.conns.get(r.token) {
+                Some(Entry {
+                    gen,
+                    conn: Conn::Backend(bc),
+                }) if *gen == r.gen => !bc.inflight.is_empty() || !bc.unsent.is_empty(),
+                _ => false,
+            };
+            if busy {
+                self.send_session(token, req, false);
+                return;
+            }
+        }
+        if let Some(origin) = self.slot_origin(token) {
+            self.send(origin, req);
+        }
+    }
+
+    /// Takes a waiting reply slot for the request being routed: the origin its reply will carry.
+    pub(crate) fn slot_origin(&mut self, token: usize) -> Option<Origin> {
+        let (gen, seq) = self.push_slot(token)?;
+        Some(Origin::Client {
+            token,
+            gen,
+            seq,
+            n: 1,
+        })
+    }
+
+    /// Takes a waiting reply slot for the request being routed: its generation and `seq`.
+    pub(crate) fn push_slot(&mut self, token: usize) -> Option<(u32, u64)> {
+        let entry = self.conns.get_mut(token)?;
+        let Conn::Client(c) = &mut entry.conn else {
+            return None;
+        };
+        let tag = c.cur.take();
+        Some((entry.gen, c.pending.push(tag)))
+    }
+
+    /// Sends the request (or run) of a client's slot to its backend (or a fresh pick), trying
+    /// other healthy backends if a connection cannot even be started.
+    pub(super) fn send(&mut self, origin: Origin, req: Bytes) {
+        let Origin::Client { token, gen, .. } = origin else {
+            return;
+        };
+        for _ in 0..=self.backends.len() {
+            let Some((b, resp3)) = self.choose_backend(token, gen) else {
+                break;
+            };
+            let u = Upstream::backend(b);
+            match self.backend_conn(u, self.slot_for(u, token, resp3)) {
+                Some(conn_token) => {
+                    self.enqueue(conn_token, origin, req);
+                    self.backends[b].requests += u64::from(origin.replies());
+                    return;
+                }
+                None => {
+                    if let Some(c) = self.client_gen_mut(token, gen) {
+                        c.backend = None;
+                    }
+                }
+            }
+        }
+        self.fail_slot(origin, origin.replies(), &reply::NO_BACKEND);
+    }
+
+    /// The backend for the request client `token` is sending, remembered as the client's: the
+    /// one its earlier requests went to while they are in flight (so that its writes and reads
+    /// keep their order), else the picker's. Also says whether the client speaks RESP3.
+    fn choose_backend(&mut self, token: usize, gen: u32) -> Option<(usize, bool)> {
+        let Proxy {
+            conns,
+            backends,
+            picker,
+            ..
+        } = self;
+        let Some(Entry {
+            gen: g,
+            conn: Conn::Client(c),
+        }) = conns.get_mut(token)
+        else {
+            return None;
+        };
+        if *g != gen {
+            return None;
+        }
+        let sticky = if c.pending.waiting() > 1 {
+            c.backend.filter(|&b| !backends[b].retired)
+        } else {
+            None
+        };
+        let b = sticky.or_else(|| picker.pick(backends.len(), |i| backends[i].health.up))?;
+        c.backend = Some(b);
+        Some((b, c.resp3))
+    }
+
+    pub(crate) fn enqueue(&mut self, conn_token: usize, origin: Origin, req: Bytes) {
+        if let Some(Entry {
+            conn: Conn::Backend(bc),
+            ..
+        }) = self.conns.get_mut(conn_token)
+        {
+            bc.queue(origin, req);
+            if !bc.dirty {
+                bc.dirty = true;
+                self.dirty_backends.push(conn_token);
+            }
+            if bc.unsent_bytes > BACKEND_QUEUE_PAUSE_BYTES {
+                // The backend is not taking requests as fast as this client sends them: stop
+                // reading the client until the queue drains (or the connection fails).
+                if let Origin::Client { token, gen, .. } | Origin::Piece { token, gen } = origin {
+                    if !bc.waiters.iter().any(|w| w.token == token && w.gen == gen) {
+                        bc.waiters.push(ConnRef { token, gen });
+                    }
+                    if let Some(Entry {
+                        gen: g,
+                        conn: Conn::Client(c),
+                    }) = self.conns.get_mut(token)
+                    {
+                        if *g == gen {
+                            c.held = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Un-pauses clients that waited for a backend connection's queue to drain.
+    pub(crate) fn release_waiters(&mut self, waiters: Vec<ConnRef>) {
+        for w in waiters {
+            if let Some(c) = self.client_gen_mut(w.token, w.gen) {
+                c.held = false;
+                self.resume.push(w);
+            }
+        }
+    }
+
+    /// The token of the data connection in `slot` of `u`, opening it if needed.
+    #[inline]
+    pub(crate) fn backend_conn(&mut self, u: Upstream, slot: usize) -> Option<usize> {
+        if let Some(r) = self.up(u).conns[slot] {
+            if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
+                return Some(r.token);
+            }
+        }
+        self.open_backend_conn(u, slot)
+    }
+
+    /// Opens the data connection in `slot` of `u`.
+    #[inline(never)]
+    fn open_backend_conn(&mut self, u: Upstream, slot: usize) -> Option<usize> {
+        let r = match self.open_data_conn(u, slot, None) {
+            Ok(r) => r,
+            Err(e) => {
+                self.backend_failed(u, &format!("connect: {e}"));
+                return None;
+            }
+        };
+        self.up_mut(u).conns[slot] = Some(r);
+        debug!(
+            "{}={} addr={} conn={} connecting (slot {slot})",
+            u.kind(),
+            u.index,
+            self.up(u).label,
+            r.token
+        );
+        Some(r.token)
+    }
+
+    /// Starts a connection to `u` (pool `slot`, or a session of `owner`) with respite's own
+    /// AUTH, and `HELLO 3` for the RESP3 half of a backend's pool, queued first.
+    pub(crate) fn open_data_conn(
+        &mut self,
+        u: Upstream,
+        slot: usize,
+        owner: Option<ConnRef>,
+    ) -> io::Result<ConnRef> {
+        let stream = TcpStream::connect(self.up(u).addr)?;
+        let mut conn = BackendConn::new(stream, u, slot, self.now);
+        conn.owner = owner;
+        if let Some(auth) = self.backend_auth() {
+            conn.queue(Origin::Auth, auth);
+        }
+        if owner.is_none() && u.group == Group::Backend && slot >= self.up(u).conns.len() / 2 {
+            // The RESP3 half of the pool: replies to RESP3 clients pass through untouched.
+            conn.queue(
+                Origin::Auth,
+                Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+            );
+            conn.resp3 = true;
+        }
+        let r = self.insert(Conn::Backend(conn));
+        if let Err(e) = self.register(r.token) {
+            self.remove(r.token);
+            return Err(e);
+        }
+        Ok(r)
+    }
+
+    /// The pool slot of client `token` on `u`: backends keep a RESP2 half and a RESP3 half
+    /// (used for RESP3 clients once the probe has seen the backend accept `HELLO 3`).
+    pub(crate) fn slot_for(&self, u: Upstream, token: usize, resp3: bool) -> usize {
+        let be = self.up(u);
+        if u.group != Group::Backend {
+            return token % be.conns.len();
+        }
+        let half = be.conns.len() / 2;
+        token % half
+            + if resp3 && be.resp3 == Some(true) {
+                half
+            } else {
+                0
+            }
+    }
+
+    pub(crate) fn backend_auth(&self) -> Option<Bytes> {
+        let pass = self.config.backend_password.as_ref()?;
+        Some(match &self.config.backend_user {
+            Some(user) => {
+                resp::encode_request(&[b"AUTH".as_slice(), user.as_bytes(), pass.as_bytes()])
+            }
+            None => resp::encode_request(&[b"AUTH".as_slice(), pass.as_bytes()]),
+        })
+    }
+}

@@ -1,0 +1,380 @@
+//! Replies: reading backend connections, framing their replies, completing the client slots
+//! they belong to, and flushing clients and backends once per loop iteration.
+
+use super::{Conn, Entry, Proxy, BACKEND_QUEUE_RESUME_BYTES, OUTPUT_RESUME_BYTES};
+use crate::backend::{BackendConn, ConnRef, Origin};
+use crate::net;
+use crate::pending::Tag;
+use crate::stats::Answered;
+use bytes::Bytes;
+use log::{debug, trace, warn};
+
+impl Proxy {
+    pub(crate) fn reply_now(&mut self, token: usize, answer: Bytes) {
+        let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
+        if let Some(Entry {
+            conn: Conn::Client(c),
+            ..
+        }) = self.conns.get_mut(token)
+        {
+            let answer = if c.resp3 {
+                crate::resp3::convert(crate::resp3::shape_for(c.cur.cmd, &c.cur.req), &answer)
+            } else {
+                answer
+            };
+            let answered = Answered {
+                tag: &c.cur,
+                first: 0,
+                calls: 1,
+                failed: u32::from(answer.first() == Some(&b'-')),
+            };
+            let name = c.name.as_deref();
+            self.stats
+                .record(answered, self.clock_us, slow_us, slow_max, &c.peer, name);
+            c.pending.push_ready(answer, c.cur.clone());
+            self.mark_client_dirty(token);
+        }
+    }
+
+    /// Fills the slot of `origin` with `reply`.
+    pub(crate) fn complete(&mut self, origin: Origin, reply: Bytes) {
+        let failed = u32::from(reply.first() == Some(&b'-'));
+        self.complete_with(origin, reply, 1, failed, false)
+    }
+
+    /// Answers the last `k` requests of `origin`'s slot with `error` each.
+    pub(crate) fn fail_slot(&mut self, origin: Origin, k: u32, error: &Bytes) {
+        let replies = if k == 1 {
+            error.clone()
+        } else {
+            Bytes::from(error.repeat(k as usize))
+        };
+        self.complete_with(origin, replies, k, k, false)
+    }
+
+    /// Gives `origin`'s slot `k` more replies (in order in `replies`), `failed` of them errors;
+    /// `native` replies already speak the client's protocol.
+    fn complete_with(&mut self, origin: Origin, replies: Bytes, k: u32, failed: u32, native: bool) {
+        let (token, gen, seq) = match origin {
+            Origin::Client {
+                token, gen, seq, ..
+            } => (token, gen, seq),
+            Origin::Fanout { id, part } => return self.fanout_part_done(id, part, replies),
+            Origin::Auth | Origin::Push | Origin::Piece { .. } => return,
+        };
+        let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
+        if let Some(Entry {
+            gen: g,
+            conn: Conn::Client(c),
+        }) = self.conns.get_mut(token)
+        {
+            if *g != gen {
+                return;
+            }
+            // RESP3 clients are never sent runs: one reply, converted to their protocol.
+            let replies = if c.resp3 && !native && k == 1 {
+                match c.pending.waiting_tag_mut(seq) {
+                    Some(tag) => {
+                        crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &replies)
+                    }
+                    None => replies,
+                }
+            } else {
+                replies
+            };
+            let (stats, clock_us) = (&mut self.stats, self.clock_us);
+            let (peer, name) = (&c.peer, c.name.as_deref());
+            let done = |tag: &Tag, first| {
+                let answered = Answered {
+                    tag,
+                    first,
+                    calls: k,
+                    failed,
+                };
+                stats.record(answered, clock_us, slow_us, slow_max, peer, name);
+            };
+            if c.pending.complete(seq, replies, k, &mut c.out, done) {
+                if c.barrier && c.pending.waiting() == 0 {
+                    self.resume.push(ConnRef { token, gen });
+                }
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty_clients.push(token);
+                }
+            }
+        }
+    }
+
+    pub(super) fn flush_dirty(&mut self) {
+        // Flushing a client can resume a paused one, which can queue more requests: loop until
+        // both lists are empty, bounded so one iteration always ends.
+        for _ in 0..4 {
+            if self.dirty_backends.is_empty() && self.dirty_clients.is_empty() {
+                return;
+            }
+            // Take the lists and hand their capacity back afterwards: no allocation per loop.
+            let mut backends = std::mem::take(&mut self.dirty_backends);
+            for &token in &backends {
+                self.flush_backend(token);
+            }
+            backends.clear();
+            if self.dirty_backends.is_empty() {
+                self.dirty_backends = backends;
+            }
+            let mut clients = std::mem::take(&mut self.dirty_clients);
+            for &token in &clients {
+                self.flush_client(token);
+            }
+            clients.clear();
+            if self.dirty_clients.is_empty() {
+                self.dirty_clients = clients;
+            }
+        }
+    }
+
+    fn flush_client(&mut self, token: usize) {
+        let (client_limit, pubsub_limit) = (
+            self.config.client_output_limit,
+            self.config.pubsub_output_limit,
+        );
+        let max_pending = self.config.client_max_pending;
+        let draining = self.draining_until.is_some();
+        let Some(c) = self.client_mut(token) else {
+            return;
+        };
+        c.dirty = false;
+        if c.pending.front_ready() {
+            c.pending.drain_ready_front(&mut c.out);
+        }
+        let limit = if c.subscribed {
+            pubsub_limit
+        } else {
+            client_limit
+        };
+        if c.out.bytes() > limit {
+            warn!(
+                "client={token} peer={} closed: output {} bytes over client_output_limit {limit}",
+                c.peer,
+                c.out.bytes()
+            );
+            self.stats.output_limit_disconnects += 1;
+            self.close_client(token, "output limit");
+            return;
+        }
+        if c.writable && !c.out.is_empty() {
+            match c.out.flush(&mut c.stream) {
+                Ok(true) => {}
+                Ok(false) => c.writable = false,
+                Err(e) => {
+                    debug!("client={token} peer={} write error: {e}", c.peer);
+                    self.close_client(token, "write error");
+                    return;
+                }
+            }
+        }
+        let done = c.out.is_empty() && c.pending.is_empty();
+        if done && (c.close_after_flush || c.read_closed || draining) {
+            self.close_client(token, "done");
+            return;
+        }
+        if c.paused && c.pending.len() < max_pending / 2 && c.out.bytes() < OUTPUT_RESUME_BYTES {
+            c.paused = false;
+            debug!("client={token} resumed");
+            let readable = c.readable;
+            self.process_input(token);
+            if readable {
+                self.on_client_readable(token, false);
+            }
+        }
+    }
+
+    pub(crate) fn backend_conn_mut(&mut self, token: usize) -> Option<&mut BackendConn> {
+        match self.conns.get_mut(token) {
+            Some(Entry {
+                conn: Conn::Backend(b),
+                ..
+            }) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_backend_writable(&mut self, token: usize) {
+        let Some(bc) = self.backend_conn_mut(token) else {
+            return;
+        };
+        if !bc.connected {
+            match net::connect_finished(&bc.stream) {
+                Ok(true) => {
+                    bc.connected = true;
+                    trace!(
+                        "{}={} conn={token} connected",
+                        bc.upstream.kind(),
+                        bc.upstream.index
+                    );
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    self.fail_backend_conn(token, &format!("connect: {e}"), true);
+                    return;
+                }
+            }
+        }
+        bc.writable = true;
+        if !bc.unsent.is_empty() && !bc.dirty {
+            bc.dirty = true;
+            self.dirty_backends.push(token);
+        }
+    }
+
+    fn flush_backend(&mut self, token: usize) {
+        let (now, clock_us) = (self.now, self.clock_us);
+        let Some(bc) = self.backend_conn_mut(token) else {
+            return;
+        };
+        bc.dirty = false;
+        if !bc.connected || !bc.writable {
+            return;
+        }
+        if let Err(e) = bc.flush(now, clock_us) {
+            self.fail_backend_conn(token, &format!("write: {e}"), false);
+            return;
+        }
+        if !bc.waiters.is_empty() && bc.unsent_bytes < BACKEND_QUEUE_RESUME_BYTES {
+            let waiters = std::mem::take(&mut bc.waiters);
+            self.release_waiters(waiters);
+        }
+    }
+
+    pub(super) fn on_backend_readable(&mut self, token: usize, hup: bool) {
+        let gen = self.conns.get(token).map_or(0, |e| e.gen);
+        let Some(Entry {
+            conn: Conn::Backend(bc),
+            ..
+        }) = self.conns.get_mut(token)
+        else {
+            return;
+        };
+        if !bc.connected {
+            return;
+        }
+        let outcome = net::read_into(&mut bc.stream, &mut bc.rbuf, &mut self.scratch, hup);
+        let eof = match outcome {
+            Ok(r) => {
+                if r.more {
+                    self.revisit.push(ConnRef { token, gen });
+                }
+                r.eof
+            }
+            Err(e) => {
+                self.fail_backend_conn(token, &format!("read: {e}"), false);
+                return;
+            }
+        };
+        let clock_us = self.clock_us;
+        loop {
+            let Some(bc) = self.backend_conn_mut(token) else {
+                return;
+            };
+            let len = match bc.scanner.scan(&bc.rbuf) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    let why = format!("bad reply: {e}");
+                    self.fail_backend_conn(token, &why, false);
+                    return;
+                }
+            };
+            let first = bc.rbuf[0];
+            if bc.subscribed {
+                let frame = bc.rbuf.split_to(len).freeze();
+                if self.on_push_frame(token, frame) {
+                    return;
+                }
+                continue;
+            }
+            if bc.resp3 && first == b'>' {
+                // An out-of-band push on a shared RESP3 connection is nobody's reply.
+                let _ = bc.rbuf.split_to(len);
+                trace!("dropped a push frame on conn={token}");
+                continue;
+            }
+            let Some(&(origin, sent)) = bc.inflight.front() else {
+                self.fail_backend_conn(token, "reply with nothing in flight (out of sync)", false);
+                return;
+            };
+            // A run's replies arrive back to back: frame the rest of them here, and let them
+            // leave the buffer together, `k` replies (`failed` of them errors) in `off` bytes.
+            let want = origin.replies() - bc.front_done;
+            let (mut off, mut k, mut failed) = (len, 1, u32::from(first == b'-'));
+            let mut bad = None;
+            while k < want {
+                match bc.scanner.scan(&bc.rbuf[off..]) {
+                    Ok(Some(len)) => {
+                        failed += u32::from(bc.rbuf[off] == b'-');
+                        off += len;
+                        k += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = bad {
+                self.fail_backend_conn(token, &format!("bad reply: {e}"), false);
+                return;
+            }
+            // When the read ends inside a run, the replies so far are handed over now.
+            let whole = k == want;
+            if whole {
+                bc.inflight.pop_front();
+                bc.front_done = 0;
+                bc.front_progress = 0;
+            } else {
+                bc.front_done += k;
+                bc.front_progress = clock_us;
+            }
+            let frame = bc.rbuf.split_to(off).freeze();
+            if origin == Origin::Auth {
+                if failed > 0 {
+                    let msg = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
+                    self.fail_backend_conn(token, &format!("AUTH refused: {msg}"), true);
+                    return;
+                }
+                continue;
+            }
+            let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
+            if !session {
+                self.up_mut(u)
+                    .latency
+                    .record_n(clock_us.saturating_sub(sent), k);
+            }
+            self.complete_with(origin, frame, k, failed, native);
+            if !whole {
+                break;
+            }
+        }
+        if eof {
+            let idle = self.backend_conn_mut(token).is_some_and(|bc| {
+                bc.owner.is_none() && bc.inflight.is_empty() && bc.unsent.is_empty()
+            });
+            if idle {
+                // A backend may close idle connections (Redis `timeout`): not a failure.
+                if let Some(Conn::Backend(bc)) = self.remove(token) {
+                    debug!(
+                        "{}={} conn={token} closed while idle",
+                        bc.upstream.kind(),
+                        bc.upstream.index
+                    );
+                    let slot = &mut self.up_mut(bc.upstream).conns[bc.slot];
+                    if slot.is_some_and(|r| r.token == token) {
+                        *slot = None;
+                    }
+                }
+            } else {
+                self.fail_backend_conn(token, "closed by backend", false);
+            }
+        }
+    }
+}
