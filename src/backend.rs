@@ -1,4 +1,5 @@
-//! `Backend` (address, health, pool) and `BackendConn` (one multiplexed connection).
+//! `BackendConn`: one connection to a backend, shard or the pub/sub target, and `Origin`, who
+//! waits for each reply on it.
 //!
 //! ```text
 //!   client requests ──▶ unsent [(origin, bytes)] ──write──▶ inflight [(origin, sent_at)] ──reply──▶ origin
@@ -9,13 +10,13 @@
 //! connection fails, `unsent` requests were never seen by the backend and are re-routed, while
 //! `inflight` ones may have run and get an error, in order — never a silent retry.
 
-use crate::health::Health;
+use crate::conns::ConnRef;
 use crate::resp::ReplyScanner;
+use crate::upstream::Upstream;
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Who waits for a reply on a backend connection.
@@ -46,137 +47,6 @@ impl Origin {
             Origin::Client { n, .. } => n,
             Origin::Piece { .. } => 0,
             _ => 1,
-        }
-    }
-}
-
-/// Which list an upstream belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
-    /// Equivalent endpoints for ordinary commands.
-    Backend,
-    /// Redis instances for cluster-wide commands.
-    Shard,
-    /// The configured pub/sub target (`--pubsub`).
-    Pubsub,
-}
-
-/// Names one backend or shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Upstream {
-    /// Its list.
-    pub group: Group,
-    /// Its position in that list (configuration order).
-    pub index: usize,
-}
-
-impl Upstream {
-    /// Backend `index`.
-    pub fn backend(index: usize) -> Self {
-        Upstream {
-            group: Group::Backend,
-            index,
-        }
-    }
-
-    /// Shard `index`.
-    pub fn shard(index: usize) -> Self {
-        Upstream {
-            group: Group::Shard,
-            index,
-        }
-    }
-
-    /// The `--pubsub` target.
-    pub fn pubsub() -> Self {
-        Upstream {
-            group: Group::Pubsub,
-            index: 0,
-        }
-    }
-
-    /// `backend`, `shard` or `pubsub`, for logs and errors.
-    pub fn kind(&self) -> &'static str {
-        match self.group {
-            Group::Backend => "backend",
-            Group::Shard => "shard",
-            Group::Pubsub => "pubsub",
-        }
-    }
-}
-
-/// What a shard said it is in its last `ROLE` answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
-    /// Not asked yet (or not a shard).
-    Unknown,
-    /// A master: takes part in fan-outs.
-    Master,
-    /// A replica of the master at this address.
-    Replica(String),
-}
-
-/// A reference to a slab entry that may have been replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnRef {
-    /// Slab key.
-    pub token: usize,
-    /// Generation of the entry when the reference was taken.
-    pub gen: u32,
-}
-
-/// One upstream endpoint: a backend, or a shard.
-#[derive(Debug)]
-pub struct Backend {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// `addr` as text, for replies and logs.
-    pub label: String,
-    /// Rise/fall state.
-    pub health: Health,
-    /// The multiplexed data connections, by pool slot.
-    pub conns: Vec<Option<ConnRef>>,
-    /// The probe connection.
-    pub probe: Option<ConnRef>,
-    /// When the next probe starts.
-    pub next_probe: Instant,
-    /// Requests forwarded.
-    pub requests: u64,
-    /// Requests that failed because of this backend (connection lost, timeout).
-    pub errors: u64,
-    /// Removed by a reload: never picked, closed once drained.
-    pub retired: bool,
-    /// Connections of their own open to it.
-    pub sessions: usize,
-    /// Backends: speaks RESP3 (`HELLO 3` accepted), learned by the probe.
-    pub resp3: Option<bool>,
-    /// Time from writing a request to reading its reply.
-    pub latency: crate::stats::Histogram,
-    /// Shards only: the role from the last probe.
-    pub role: Role,
-    /// Shards only: the master this one replicated before it was promoted, so that a fan-out
-    /// knows the dead master's data is still served.
-    pub promoted_from: Option<String>,
-}
-
-impl Backend {
-    /// A backend with `pool` connection slots, probed first at `now`.
-    pub fn new(addr: SocketAddr, pool: usize, now: Instant) -> Self {
-        Backend {
-            addr,
-            label: addr.to_string(),
-            health: Health::new(),
-            conns: vec![None; pool],
-            probe: None,
-            next_probe: now,
-            requests: 0,
-            errors: 0,
-            retired: false,
-            sessions: 0,
-            resp3: None,
-            latency: Default::default(),
-            role: Role::Unknown,
-            promoted_from: None,
         }
     }
 }

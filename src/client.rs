@@ -65,9 +65,9 @@ pub struct ClientConn {
     /// A fan-out is in flight or waits for earlier requests: later requests wait for it.
     pub barrier: bool,
     /// Its connection of its own (transactions, blocking commands, pub/sub), if any.
-    pub session: Option<crate::backend::ConnRef>,
+    pub session: Option<crate::conns::ConnRef>,
     /// Where `session` goes.
-    pub session_target: Option<crate::backend::Upstream>,
+    pub session_target: Option<crate::upstream::Upstream>,
     /// Between WATCH/MULTI and EXEC/DISCARD/UNWATCH: every request goes to `session`.
     pub pinned: bool,
     /// Inside MULTI.

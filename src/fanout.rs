@@ -23,7 +23,7 @@
 //! shard's cursor returns to 0 the walk moves on to the next shard with cursor 0; 0 is returned
 //! only after the last shard. A cursor whose tag does not match the current shard set is refused.
 
-use crate::backend::ConnRef;
+use crate::conns::ConnRef;
 use crate::resp::{self, parse_i64};
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;

@@ -9,8 +9,8 @@
 //! success; an error reply (`-LOADING`, `-MASTERDOWN`, `-BUSY`, `-NOAUTH`...), a missed deadline,
 //! a refused connection or EOF is a failure. Only the probe re-admits a backend.
 
-use crate::backend::Role;
 use crate::resp::ReplyScanner;
+use crate::upstream::{Role, Upstream};
 use bytes::BytesMut;
 use mio::net::TcpStream;
 use std::time::Instant;
@@ -86,6 +86,16 @@ impl Health {
     }
 }
 
+impl Health {
+    /// A backend that must pass `rise` probes before it is picked (one added by a reload).
+    pub fn down() -> Self {
+        Health {
+            up: false,
+            ..Health::new()
+        }
+    }
+}
+
 impl Default for Health {
     fn default() -> Self {
         Self::new()
@@ -98,7 +108,7 @@ pub struct ProbeConn {
     /// The socket.
     pub stream: TcpStream,
     /// The backend or shard probed.
-    pub upstream: crate::backend::Upstream,
+    pub upstream: Upstream,
     /// The non-blocking connect has completed.
     pub connected: bool,
     /// Bytes of the current probe not yet written.

@@ -17,8 +17,10 @@ pub mod client;
 pub mod command;
 pub mod command_table;
 pub mod config;
+pub mod conns;
 pub mod fanout;
 pub mod health;
+pub mod histogram;
 pub mod metrics;
 pub mod net;
 pub mod pending;
@@ -27,6 +29,7 @@ pub mod proxy;
 pub mod resp;
 pub mod resp3;
 pub mod stats;
+pub mod upstream;
 
 pub use config::{Cli, Config, ConfigError};
 pub use proxy::{Listeners, Proxy, ShutdownHandle};

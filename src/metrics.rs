@@ -1,11 +1,15 @@
-//! `/metrics`: the Prometheus text format, served over HTTP from inside the event loop.
+//! The HTTP side of `/metrics`: one request per connection. `httparse` (a small,
+//! allocation-free parser used by hyper) reads the request head; anything but `GET /metrics`
+//! gets its error status; the response is written and the connection closed. The Prometheus
+//! text itself is rendered in the loop (`proxy/metrics_http.rs`) from the counters `INFO` uses.
 //!
-//! The HTTP side is one request per connection: `httparse` (a small, allocation-free parser used
-//! by hyper) reads the request line; anything but `GET /metrics` answers 404; the response is
-//! written and the connection closed. The text is rendered from the same counters as `INFO`.
+//! ```text
+//!  read ─▶ head complete? ─▶ GET /metrics: 200 + text │ else 404/405/400/431 ─▶ write ─▶ close
+//! ```
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
+use std::io::{self, Write};
 
 /// Largest request head accepted before answering 431.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -21,6 +25,53 @@ pub struct HttpConn {
     pub out: Vec<u8>,
     /// The response is queued: close once it is written.
     pub responded: bool,
+}
+
+impl HttpConn {
+    /// A connection just accepted.
+    pub fn new(stream: TcpStream) -> Self {
+        HttpConn {
+            stream,
+            rbuf: BytesMut::new(),
+            out: Vec::new(),
+            responded: false,
+        }
+    }
+
+    /// Reads what has arrived and says what the request asks for, once it is known (`None`
+    /// after the response is queued). An error or a peer gone before asking is `Err`.
+    pub fn read(&mut self, scratch: &mut [u8]) -> io::Result<Option<HttpAsk>> {
+        if self.responded {
+            return Ok(None);
+        }
+        let r = crate::net::read_into(&mut self.stream, &mut self.rbuf, scratch, true)?;
+        if r.eof && self.rbuf.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Some(parse_request(&self.rbuf)))
+    }
+
+    /// Queues the response; the connection closes once it is written.
+    pub fn respond(&mut self, bytes: Vec<u8>) {
+        self.out = bytes;
+        self.responded = true;
+    }
+
+    /// Writes the queued response. `Ok(true)` once the connection is done with: the response
+    /// is written (or the peer stopped taking it).
+    pub fn write(&mut self) -> io::Result<bool> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.responded)
+    }
 }
 
 /// What a request head asks for.

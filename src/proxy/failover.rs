@@ -2,10 +2,12 @@
 //! backend is ejected or probed, requests never written are re-routed, requests written get an
 //! error in order (or, with `--retry-reads`, a read-only one is re-sent once).
 
-use super::{Conn, Entry, Proxy};
-use crate::backend::{Group, Origin, Upstream};
+use super::Proxy;
+use crate::backend::Origin;
+use crate::conns::{Conn, ConnRef};
 use crate::health::Flip;
 use crate::resp;
+use crate::upstream::{Group, Upstream};
 use bytes::Bytes;
 use log::{debug, trace, warn};
 use std::time::Instant;
@@ -18,12 +20,12 @@ impl Proxy {
     /// does not support): it is reconnected on demand and probed at once, and a refused
     /// reconnect ejects it.
     pub(super) fn fail_backend_conn(&mut self, token: usize, why: &str, eject: bool) {
-        if let Some(bc) = self.backend_conn_mut(token) {
+        if let Some(bc) = self.conns.backend_mut(token) {
             if bc.owner.is_some() {
                 // A session connection: its failure may be the command's doing (twemproxy
                 // closes on MULTI), so it never ejects the backend.
                 let u = bc.upstream;
-                let label = self.up(u).label.clone();
+                let label = self.ups.get(u).label.clone();
                 debug!(
                     "{}={} addr={label} session conn={token} failed: {why}",
                     u.kind(),
@@ -40,11 +42,11 @@ impl Proxy {
         let waiters = std::mem::take(&mut bc.waiters);
         self.release_waiters(waiters);
         let u = bc.upstream;
-        let slot = &mut self.up_mut(u).conns[bc.slot];
+        let slot = &mut self.ups.get_mut(u).conns[bc.slot];
         if slot.is_some_and(|r| r.token == token) {
             *slot = None;
         }
-        let label = self.up(u).label.clone();
+        let label = self.ups.get(u).label.clone();
         warn!(
             "{}={} addr={label} conn={token} failed: {why} ({} in flight, {} unsent)",
             u.kind(),
@@ -56,7 +58,7 @@ impl Proxy {
             self.backend_failed(u, why);
         } else {
             let now = self.now;
-            let be = self.up_mut(u);
+            let be = self.ups.get_mut(u);
             be.next_probe = be.next_probe.min(now);
         }
         let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
@@ -66,7 +68,7 @@ impl Proxy {
             .map(|(o, _)| u64::from(o.replies()))
             .sum::<u64>()
             - u64::from(bc.front_done);
-        self.up_mut(u).errors += failed;
+        self.ups.get_mut(u).errors += failed;
         self.stats.backend_errors += failed;
         let unsent = bc.take_unsent();
         // Forget the sticky backend of affected clients first, so re-routing picks afresh.
@@ -77,7 +79,7 @@ impl Proxy {
             .chain(unsent.iter().map(|(o, _)| o))
         {
             if let Origin::Client { token, gen, .. } = *origin {
-                if let Some(c) = self.client_gen_mut(token, gen) {
+                if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {
                     if u.group == Group::Backend && c.backend == Some(u.index) {
                         c.backend = None;
                     }
@@ -135,16 +137,7 @@ impl Proxy {
         else {
             return None;
         };
-        let Some(Entry {
-            gen: g,
-            conn: Conn::Client(c),
-        }) = self.conns.get_mut(token)
-        else {
-            return None;
-        };
-        if *g != gen {
-            return None;
-        }
+        let c = self.conns.live_client_mut(ConnRef { token, gen })?;
         let tag = c.pending.waiting_tag_mut(seq)?;
         let spec = crate::command_table::COMMANDS.get(tag.cmd as usize)?;
         if tag.retried || spec.flags & crate::command::flag::READONLY == 0 {
@@ -156,7 +149,7 @@ impl Proxy {
 
     /// Passive detection: a data connection to `u` failed.
     pub(crate) fn backend_failed(&mut self, u: Upstream, why: &str) {
-        let be = self.up_mut(u);
+        let be = self.ups.get_mut(u);
         if be.health.eject() == Flip::Down {
             warn!("{}={} addr={} DOWN: {why}", u.kind(), u.index, be.label);
         }
@@ -166,24 +159,21 @@ impl Proxy {
         let timeout = self.config.backend_timeout;
         let (now, clock_us) = (self.now, self.clock_us);
         let mut expired = Vec::new();
-        for (token, entry) in self.conns.iter() {
-            if let Conn::Backend(bc) = &entry.conn {
-                let late = |t: Instant| now.duration_since(t) >= timeout;
-                // Sessions may block as long as their command asks (a hung backend is caught by
-                // its probe, which then fails its sessions), but not stop reading what they send.
-                let front_late = bc.owner.is_none()
-                    && bc.inflight.front().is_some_and(|&(_, t)| {
-                        clock_us.saturating_sub(t.max(bc.front_progress))
-                            >= timeout.as_micros() as u64
-                    });
-                let expired_now = if bc.connected {
-                    front_late || bc.stalled_since.is_some_and(late)
-                } else {
-                    late(bc.opened)
-                };
-                if expired_now {
-                    expired.push(token);
-                }
+        for (token, bc) in self.conns.backends() {
+            let late = |t: Instant| now.duration_since(t) >= timeout;
+            // Sessions may block as long as their command asks (a hung backend is caught by its
+            // probe, which then fails its sessions), but not stop reading what they send.
+            let front_late = bc.owner.is_none()
+                && bc.inflight.front().is_some_and(|&(_, t)| {
+                    clock_us.saturating_sub(t.max(bc.front_progress)) >= timeout.as_micros() as u64
+                });
+            let expired_now = if bc.connected {
+                front_late || bc.stalled_since.is_some_and(late)
+            } else {
+                late(bc.opened)
+            };
+            if expired_now {
+                expired.push(token);
             }
         }
         for token in expired {

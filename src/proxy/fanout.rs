@@ -2,42 +2,14 @@
 //! client's slot with the merge once every part is answered (the merges are in `fanout.rs`).
 
 use super::Proxy;
-use crate::backend::{ConnRef, Origin, Role, Upstream};
+use crate::backend::Origin;
+use crate::conns::ConnRef;
 use crate::fanout::{decode_cursor, merge, topology_tag, Fanout, FanoutCmd, Merge};
 use crate::resp;
+use crate::upstream::Upstream;
 use bytes::Bytes;
 
 impl Proxy {
-    /// The shards that take part in a fan-out right now, sorted by address, or the error that
-    /// makes a fan-out impossible (a master that is down, a shard not probed yet).
-    pub(crate) fn shard_set(&self) -> Result<Vec<usize>, String> {
-        let mut masters = Vec::new();
-        for (i, s) in self.shards.iter().enumerate().filter(|(_, s)| !s.retired) {
-            match (&s.role, s.health.up) {
-                (Role::Master, true) => masters.push(i),
-                (Role::Replica(_), _) => {}
-                (Role::Unknown, true) => {
-                    return Err(format!("shard {} has not reported its role yet", s.label))
-                }
-                (_, false) => {
-                    let covered = self.shards.iter().any(|t| {
-                        t.health.up
-                            && t.role == Role::Master
-                            && t.promoted_from.as_deref() == Some(&s.label)
-                    });
-                    if !covered {
-                        return Err(format!("shard {} is down", s.label));
-                    }
-                }
-            }
-        }
-        if masters.is_empty() {
-            return Err("no shard master available".into());
-        }
-        masters.sort_by(|&a, &b| self.shards[a].label.cmp(&self.shards[b].label));
-        Ok(masters)
-    }
-
     /// Starts a fan-out for request `seq` of client `client`; the merged reply fills its slot.
     pub(crate) fn start_fanout(
         &mut self,
@@ -54,14 +26,10 @@ impl Proxy {
             n: 1,
         };
         let args = resp::frame_args(req);
-        let to_backends = self.shards.is_empty();
-        let targets: Vec<Upstream> = if to_backends {
-            (0..self.backends.len())
-                .filter(|&i| self.backends[i].health.up)
-                .map(Upstream::backend)
-                .collect()
+        let targets: Vec<Upstream> = if !self.ups.have_shards() {
+            self.ups.healthy_backends()
         } else {
-            match self.shard_set() {
+            match self.ups.shard_set() {
                 Ok(set) => set.into_iter().map(Upstream::shard).collect(),
                 Err(e) => return self.complete(origin, resp::error(&format!("ERR {e}"))),
             }
@@ -69,7 +37,10 @@ impl Proxy {
         if targets.is_empty() {
             return self.complete(origin, resp::reply::NO_BACKEND);
         }
-        let labels: Vec<String> = targets.iter().map(|&u| self.up(u).label.clone()).collect();
+        let labels: Vec<String> = targets
+            .iter()
+            .map(|&u| self.ups.get(u).label.clone())
+            .collect();
         let (merge, sub, targets) = match (cmd, info) {
             (_, Some(text)) => (
                 Merge::InfoKeyspace(text),
@@ -142,11 +113,11 @@ impl Proxy {
         for (part, u) in targets.into_iter().enumerate() {
             match self.backend_conn(u, 0) {
                 Some(conn) => {
-                    self.up_mut(u).requests += 1;
+                    self.ups.get_mut(u).requests += 1;
                     self.enqueue(conn, Origin::Fanout { id, part }, sub.clone());
                 }
                 None => {
-                    let label = self.up(u).label.clone();
+                    let label = self.ups.get(u).label.clone();
                     let kind = u.kind();
                     self.fanout_part_done(
                         id,
@@ -188,6 +159,6 @@ impl Proxy {
 
     /// True if `group` has a fan-out target for `cmd` (else the command is forwarded).
     pub(crate) fn fans_out(&self, cmd: FanoutCmd) -> bool {
-        !self.shards.is_empty() || cmd == FanoutCmd::Script
+        self.ups.have_shards() || cmd == FanoutCmd::Script
     }
 }

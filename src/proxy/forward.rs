@@ -1,22 +1,19 @@
 //! Forwarding: choosing a backend and a pooled connection for a request (or run), taking its
 //! reply slot, and queueing its bytes on the connection.
 
-use super::{Conn, Entry, Proxy, BACKEND_QUEUE_PAUSE_BYTES};
-use crate::backend::{BackendConn, ConnRef, Group, Origin, Upstream};
+use super::{Proxy, BACKEND_QUEUE_PAUSE_BYTES};
+use crate::backend::{BackendConn, Origin};
+use crate::conns::Conn;
+use crate::conns::ConnRef;
 use crate::resp;
 use crate::resp::reply;
+use crate::upstream::Upstream;
 use bytes::Bytes;
 use log::debug;
 use mio::net::TcpStream;
 use std::io;
 
 impl Proxy {
-    /// A healthy backend from the picker.
-    pub(crate) fn pick_backend(&mut self) -> Option<usize> {
-        let backends = &self.backends;
-        self.picker.pick(backends.len(), |i| backends[i].health.up)
-    }
-
     /// Sends a request with a reply slot to connection `slot` of `u` (the pub/sub target).
     pub(crate) fn forward_to(&mut self, token: usize, req: Bytes, u: Upstream, slot: usize) {
         let Some(origin) = self.slot_origin(token) else {
@@ -24,7 +21,7 @@ impl Proxy {
         };
         match self.backend_conn(u, slot) {
             Some(conn) => {
-                self.up_mut(u).requests += 1;
+                self.ups.get_mut(u).requests += 1;
                 self.enqueue(conn, origin, req);
             }
             None => self.complete(origin, reply::NO_BACKEND),
@@ -34,15 +31,12 @@ impl Proxy {
     pub(crate) fn forward(&mut self, token: usize, req: Bytes) {
         // After a blocking command, the client's requests stay on its session connection until
         // it is idle, so they keep their order.
-        let session = self.client_ref(token).and_then(|c| c.session);
+        let session = self.conns.client(token).and_then(|c| c.session);
         if let Some(r) = session {
-            let busy = match self.conns.get(r.token) {
-                Some(Entry {
-                    gen,
-                    conn: Conn::Backend(bc),
-                }) if *gen == r.gen => !bc.inflight.is_empty() || !bc.unsent.is_empty(),
-                _ => false,
-            };
+            let busy = self
+                .conns
+                .live_backend(r)
+                .is_some_and(|bc| !bc.inflight.is_empty() || !bc.unsent.is_empty());
             if busy {
                 self.send_session(token, req, false);
                 return;
@@ -66,12 +60,10 @@ impl Proxy {
 
     /// Takes a waiting reply slot for the request being routed: its generation and `seq`.
     pub(crate) fn push_slot(&mut self, token: usize) -> Option<(u32, u64)> {
-        let entry = self.conns.get_mut(token)?;
-        let Conn::Client(c) = &mut entry.conn else {
-            return None;
-        };
+        let gen = self.conns.at(token)?.gen;
+        let c = self.conns.client_mut(token)?;
         let tag = c.cur.take();
-        Some((entry.gen, c.pending.push(tag)))
+        Some((gen, c.pending.push(tag)))
     }
 
     /// Sends the request (or run) of a client's slot to its backend (or a fresh pick), trying
@@ -80,19 +72,19 @@ impl Proxy {
         let Origin::Client { token, gen, .. } = origin else {
             return;
         };
-        for _ in 0..=self.backends.len() {
+        for _ in 0..=self.ups.backends.len() {
             let Some((b, resp3)) = self.choose_backend(token, gen) else {
                 break;
             };
             let u = Upstream::backend(b);
-            match self.backend_conn(u, self.slot_for(u, token, resp3)) {
+            match self.backend_conn(u, self.ups.get(u).slot_for(token, resp3)) {
                 Some(conn_token) => {
                     self.enqueue(conn_token, origin, req);
-                    self.backends[b].requests += u64::from(origin.replies());
+                    self.ups.backends[b].requests += u64::from(origin.replies());
                     return;
                 }
                 None => {
-                    if let Some(c) = self.client_gen_mut(token, gen) {
+                    if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {
                         c.backend = None;
                     }
                 }
@@ -106,67 +98,49 @@ impl Proxy {
     /// keep their order), else the picker's. Also says whether the client speaks RESP3.
     fn choose_backend(&mut self, token: usize, gen: u32) -> Option<(usize, bool)> {
         let Proxy {
-            conns,
-            backends,
-            picker,
-            ..
+            conns, ups, picker, ..
         } = self;
-        let Some(Entry {
-            gen: g,
-            conn: Conn::Client(c),
-        }) = conns.get_mut(token)
-        else {
-            return None;
-        };
-        if *g != gen {
-            return None;
-        }
+        let c = conns.live_client_mut(ConnRef { token, gen })?;
         let sticky = if c.pending.waiting() > 1 {
-            c.backend.filter(|&b| !backends[b].retired)
+            c.backend.filter(|&b| !ups.backends[b].retired)
         } else {
             None
         };
-        let b = sticky.or_else(|| picker.pick(backends.len(), |i| backends[i].health.up))?;
+        let b = sticky.or_else(|| ups.pick(picker))?;
         c.backend = Some(b);
         Some((b, c.resp3))
     }
 
     pub(crate) fn enqueue(&mut self, conn_token: usize, origin: Origin, req: Bytes) {
-        if let Some(Entry {
-            conn: Conn::Backend(bc),
-            ..
-        }) = self.conns.get_mut(conn_token)
-        {
-            bc.queue(origin, req);
-            if !bc.dirty {
-                bc.dirty = true;
-                self.dirty_backends.push(conn_token);
-            }
-            if bc.unsent_bytes > BACKEND_QUEUE_PAUSE_BYTES {
-                // The backend is not taking requests as fast as this client sends them: stop
-                // reading the client until the queue drains (or the connection fails).
-                if let Origin::Client { token, gen, .. } | Origin::Piece { token, gen } = origin {
-                    if !bc.waiters.iter().any(|w| w.token == token && w.gen == gen) {
-                        bc.waiters.push(ConnRef { token, gen });
-                    }
-                    if let Some(Entry {
-                        gen: g,
-                        conn: Conn::Client(c),
-                    }) = self.conns.get_mut(token)
-                    {
-                        if *g == gen {
-                            c.held = true;
-                        }
-                    }
-                }
-            }
+        let Some(bc) = self.conns.backend_mut(conn_token) else {
+            return;
+        };
+        bc.queue(origin, req);
+        if !bc.dirty {
+            bc.dirty = true;
+            self.dirty_backends.push(conn_token);
+        }
+        if bc.unsent_bytes <= BACKEND_QUEUE_PAUSE_BYTES {
+            return;
+        }
+        // The backend is not taking requests as fast as this client sends them: stop reading
+        // the client until the queue drains (or the connection fails).
+        let (Origin::Client { token, gen, .. } | Origin::Piece { token, gen }) = origin else {
+            return;
+        };
+        let client = ConnRef { token, gen };
+        if !bc.waiters.contains(&client) {
+            bc.waiters.push(client);
+        }
+        if let Some(c) = self.conns.live_client_mut(client) {
+            c.held = true;
         }
     }
 
     /// Un-pauses clients that waited for a backend connection's queue to drain.
     pub(crate) fn release_waiters(&mut self, waiters: Vec<ConnRef>) {
         for w in waiters {
-            if let Some(c) = self.client_gen_mut(w.token, w.gen) {
+            if let Some(c) = self.conns.live_client_mut(w) {
                 c.held = false;
                 self.resume.push(w);
             }
@@ -176,8 +150,8 @@ impl Proxy {
     /// The token of the data connection in `slot` of `u`, opening it if needed.
     #[inline]
     pub(crate) fn backend_conn(&mut self, u: Upstream, slot: usize) -> Option<usize> {
-        if let Some(r) = self.up(u).conns[slot] {
-            if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
+        if let Some(r) = self.ups.get(u).conns[slot] {
+            if self.conns.is_live(r) {
                 return Some(r.token);
             }
         }
@@ -194,12 +168,12 @@ impl Proxy {
                 return None;
             }
         };
-        self.up_mut(u).conns[slot] = Some(r);
+        self.ups.get_mut(u).conns[slot] = Some(r);
         debug!(
             "{}={} addr={} conn={} connecting (slot {slot})",
             u.kind(),
             u.index,
-            self.up(u).label,
+            self.ups.get(u).label,
             r.token
         );
         Some(r.token)
@@ -213,13 +187,13 @@ impl Proxy {
         slot: usize,
         owner: Option<ConnRef>,
     ) -> io::Result<ConnRef> {
-        let stream = TcpStream::connect(self.up(u).addr)?;
+        let stream = TcpStream::connect(self.ups.get(u).addr)?;
         let mut conn = BackendConn::new(stream, u, slot, self.now);
         conn.owner = owner;
         if let Some(auth) = self.backend_auth() {
             conn.queue(Origin::Auth, auth);
         }
-        if owner.is_none() && u.group == Group::Backend && slot >= self.up(u).conns.len() / 2 {
+        if owner.is_none() && self.ups.get(u).is_resp3_slot(slot) {
             // The RESP3 half of the pool: replies to RESP3 clients pass through untouched.
             conn.queue(
                 Origin::Auth,
@@ -227,28 +201,7 @@ impl Proxy {
             );
             conn.resp3 = true;
         }
-        let r = self.insert(Conn::Backend(conn));
-        if let Err(e) = self.register(r.token) {
-            self.remove(r.token);
-            return Err(e);
-        }
-        Ok(r)
-    }
-
-    /// The pool slot of client `token` on `u`: backends keep a RESP2 half and a RESP3 half
-    /// (used for RESP3 clients once the probe has seen the backend accept `HELLO 3`).
-    pub(crate) fn slot_for(&self, u: Upstream, token: usize, resp3: bool) -> usize {
-        let be = self.up(u);
-        if u.group != Group::Backend {
-            return token % be.conns.len();
-        }
-        let half = be.conns.len() / 2;
-        token % half
-            + if resp3 && be.resp3 == Some(true) {
-                half
-            } else {
-                0
-            }
+        self.add(Conn::Backend(conn))
     }
 
     pub(crate) fn backend_auth(&self) -> Option<Bytes> {

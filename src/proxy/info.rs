@@ -1,7 +1,7 @@
 //! `INFO`: respite's own sections in Redis's format, built from the counters and the live state
 //! of the loop, and one `CLIENT LIST` line per client.
 
-use super::{Conn, Proxy};
+use super::Proxy;
 use crate::stats::{command_name, REDIS_VERSION};
 use std::fmt::Write;
 
@@ -27,7 +27,7 @@ impl Proxy {
             });
         let mut out = String::new();
         for name in SECTIONS {
-            if name == "keyspace" && !self.shards.is_empty() {
+            if name == "keyspace" && self.ups.have_shards() {
                 continue; // merged from the shards by the INFO fan-out
             }
             if all
@@ -87,12 +87,12 @@ impl Proxy {
             ),
             "backends" => {
                 out.push_str("# Backends\r\n");
-                for (i, b) in self.backends.iter().enumerate().filter(|(_, b)| !b.retired) {
+                for (i, b) in self.ups.backends.iter().enumerate().filter(|(_, b)| !b.retired) {
                     let conns = b
                         .conns
                         .iter()
                         .flatten()
-                        .filter(|r| self.conns.get(r.token).is_some_and(|e| e.gen == r.gen))
+                        .filter(|&&r| self.conns.is_live(r))
                         .count();
                     let _ = write!(
                         out,
@@ -111,11 +111,11 @@ impl Proxy {
             }
             "shards" => {
                 out.push_str("# Shards\r\n");
-                for (i, sh) in self.shards.iter().enumerate().filter(|(_, s)| !s.retired) {
+                for (i, sh) in self.ups.shards.iter().enumerate().filter(|(_, s)| !s.retired) {
                     let role = match &sh.role {
-                        crate::backend::Role::Unknown => "unknown".to_string(),
-                        crate::backend::Role::Master => "master".to_string(),
-                        crate::backend::Role::Replica(m) => format!("replica,master={m}"),
+                        crate::upstream::Role::Unknown => "unknown".to_string(),
+                        crate::upstream::Role::Master => "master".to_string(),
+                        crate::upstream::Role::Replica(m) => format!("replica,master={m}"),
                     };
                     let _ = write!(
                         out,
@@ -170,9 +170,7 @@ impl Proxy {
 
     /// One `CLIENT LIST` line for the client at `token`.
     pub(crate) fn client_line(&self, token: usize) -> Option<String> {
-        let Conn::Client(c) = &self.conns.get(token)?.conn else {
-            return None;
-        };
+        let c = self.conns.client(token)?;
         let text = |v: &Option<Vec<u8>>| {
             v.as_deref()
                 .map(String::from_utf8_lossy)

@@ -1,12 +1,12 @@
 //! Ingress: accepting clients, reading them, framing their requests, gathering runs, and
 //! dispatching each request to its route.
 
-use super::{
-    Conn, Entry, Proxy, BARRIER_READ_LIMIT, MAX_RUN, OUTPUT_PAUSE_BYTES, STREAM_MIN_BYTES,
-};
-use crate::backend::{ConnRef, Origin};
+use super::{Proxy, BARRIER_READ_LIMIT, MAX_RUN, OUTPUT_PAUSE_BYTES, STREAM_MIN_BYTES};
+use crate::backend::Origin;
 use crate::client::ClientConn;
 use crate::command::{CommandTable, Route};
+use crate::conns::Conn;
+use crate::conns::ConnRef;
 use crate::pending::Tag;
 use crate::resp::{reply, Frame};
 use crate::{net, resp};
@@ -49,19 +49,20 @@ impl Proxy {
             self.next_client_id += 1;
             let authed = self.config.password.is_none();
             let client = ClientConn::new(stream, id, peer, authed, self.now);
-            let r = self.insert(Conn::Client(Box::new(client)));
-            if let Err(e) = self.register(r.token) {
-                warn!("client peer={peer} cannot be registered: {e}");
-                self.remove(r.token);
-                continue;
-            }
+            let r = match self.add(Conn::Client(Box::new(client))) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("client peer={peer} cannot be registered: {e}");
+                    continue;
+                }
+            };
             self.clients += 1;
             debug!("client={} id={id} peer={peer} connected", r.token);
         }
     }
 
     pub(crate) fn mark_client_dirty(&mut self, token: usize) {
-        if let Some(c) = self.client_mut(token) {
+        if let Some(c) = self.conns.client_mut(token) {
             if !c.dirty {
                 c.dirty = true;
                 self.dirty_clients.push(token);
@@ -70,7 +71,7 @@ impl Proxy {
     }
 
     pub(super) fn on_client_writable(&mut self, token: usize) {
-        if let Some(c) = self.client_mut(token) {
+        if let Some(c) = self.conns.client_mut(token) {
             c.writable = true;
             if !c.out.is_empty() {
                 self.mark_client_dirty(token);
@@ -79,12 +80,8 @@ impl Proxy {
     }
 
     pub(super) fn on_client_readable(&mut self, token: usize, hup: bool) {
-        let gen = self.conns.get(token).map_or(0, |e| e.gen);
-        let Some(Entry {
-            conn: Conn::Client(c),
-            ..
-        }) = self.conns.get_mut(token)
-        else {
+        let gen = self.conns.at(token).map_or(0, |r| r.gen);
+        let Some(c) = self.conns.client_mut(token) else {
             return;
         };
         c.readable = true;
@@ -125,15 +122,11 @@ impl Proxy {
     pub(super) fn process_input(&mut self, token: usize) {
         let max_pending = self.config.client_max_pending;
         let limits = self.config.limits;
-        let have_shards = !self.shards.is_empty();
+        let have_shards = self.ups.have_shards();
         let mut run = Run::default();
         let mut stream = false;
         loop {
-            let Some(Entry {
-                conn: Conn::Client(c),
-                ..
-            }) = self.conns.get_mut(token)
-            else {
+            let Some(c) = self.conns.client_mut(token) else {
                 return;
             };
             if c.close_after_flush {
@@ -219,11 +212,7 @@ impl Proxy {
             }
             let barrier = barrier_cmd(&self.commands, id, have_shards);
             let clock_us = self.clock_us;
-            let Some(Entry {
-                conn: Conn::Client(c),
-                ..
-            }) = self.conns.get_mut(token)
-            else {
+            let Some(c) = self.conns.client_mut(token) else {
                 return;
             };
             let req = match frame {
@@ -284,11 +273,10 @@ impl Proxy {
         let Run { len, n, cmd } = std::mem::take(run);
         let (now, instant) = (self.clock_us, self.now);
         self.stats.total_commands_processed += u64::from(n);
-        let Some(Entry {
-            gen,
-            conn: Conn::Client(c),
-        }) = self.conns.get_mut(token)
-        else {
+        let Some(gen) = self.conns.at(token).map(|r| r.gen) else {
+            return;
+        };
+        let Some(c) = self.conns.client_mut(token) else {
             return;
         };
         let req = c.rbuf.split_to(len).freeze();
@@ -301,12 +289,7 @@ impl Proxy {
             retried: false,
         };
         let seq = c.pending.push_run(tag, n);
-        let origin = Origin::Client {
-            token,
-            gen: *gen,
-            seq,
-            n,
-        };
+        let origin = Origin::Client { token, gen, seq, n };
         self.send(origin, req);
     }
 
@@ -316,7 +299,7 @@ impl Proxy {
         let route = id.map_or(Route::Forward, |id| self.commands.route(id));
         let password_set = self.config.password.is_some();
         let (now, instant) = (self.clock_us, self.now);
-        let Some(c) = self.client_mut(token) else {
+        let Some(c) = self.conns.client_mut(token) else {
             return;
         };
         c.last_cmd = id.map_or("unknown", |id| {
@@ -361,7 +344,7 @@ impl Proxy {
                 }
             }
             Route::Local(crate::command::Local::Info)
-                if !self.shards.is_empty() && wants_keyspace(&req) =>
+                if self.ups.have_shards() && wants_keyspace(&req) =>
             {
                 let text = self.info(&resp::frame_args(&req)[1..]);
                 self.fanout(token, crate::fanout::FanoutCmd::Dbsize, &req, Some(text));
@@ -389,7 +372,7 @@ impl Proxy {
         let Some((gen, seq)) = self.push_slot(token) else {
             return;
         };
-        if let Some(c) = self.client_mut(token) {
+        if let Some(c) = self.conns.client_mut(token) {
             c.barrier = true;
         }
         self.start_fanout(ConnRef { token, gen }, seq, cmd, req, info);
@@ -407,11 +390,9 @@ impl Proxy {
         let now = self.now;
         // Idle clients give their buffers back: 10,000 idle clients should cost little more
         // than their sockets.
-        for (_, e) in self.conns.iter_mut() {
-            if let Conn::Client(c) = &mut e.conn {
-                if now.duration_since(c.last_active) >= Duration::from_secs(1) {
-                    c.shrink_idle();
-                }
+        for c in self.conns.clients_mut() {
+            if now.duration_since(c.last_active) >= Duration::from_secs(1) {
+                c.shrink_idle();
             }
         }
         let Some(timeout) = self.config.timeout else {
@@ -419,17 +400,13 @@ impl Proxy {
         };
         let idle: Vec<usize> = self
             .conns
-            .iter()
-            .filter_map(|(t, e)| match &e.conn {
-                // A client stalled inside a streamed request is idle too (a slow loris).
-                Conn::Client(c)
-                    if (c.pending.is_empty() || (c.streaming.is_some() && !c.held))
-                        && now.duration_since(c.last_active) >= timeout =>
-                {
-                    Some(t)
-                }
-                _ => None,
+            .clients()
+            // A client stalled inside a streamed request is idle too (a slow loris).
+            .filter(|(_, c)| {
+                (c.pending.is_empty() || (c.streaming.is_some() && !c.held))
+                    && now.duration_since(c.last_active) >= timeout
             })
+            .map(|(t, _)| t)
             .collect();
         for token in idle {
             self.close_client(token, "idle timeout");

@@ -42,7 +42,7 @@ impl Proxy {
                 _ => wrong_args("echo"),
             },
             Local::Quit => {
-                if let Some(c) = self.client_mut(token) {
+                if let Some(c) = self.conns.client_mut(token) {
                     c.close_after_flush = true;
                 }
                 reply::OK
@@ -72,7 +72,7 @@ impl Proxy {
             Local::Reset => {
                 self.close_session_of(token);
                 let need_auth = self.config.password.is_some();
-                if let Some(c) = self.client_mut(token) {
+                if let Some(c) = self.conns.client_mut(token) {
                     if need_auth {
                         c.authed = false;
                     }
@@ -155,7 +155,7 @@ impl Proxy {
             );
         };
         let ok = user == b"default" && constant_time_eq(pass, expected.as_bytes());
-        if let Some(c) = self.client_mut(token) {
+        if let Some(c) = self.conns.client_mut(token) {
             c.authed = ok;
         }
         if ok {
@@ -200,7 +200,7 @@ impl Proxy {
                 return r;
             }
         }
-        let Some(c) = self.client_mut(token) else {
+        let Some(c) = self.conns.client_mut(token) else {
             return reply::OK;
         };
         if !c.authed {
@@ -256,22 +256,22 @@ impl Proxy {
                 if !valid_name(args[2]) {
                     return resp::error("ERR Client names cannot contain spaces, newlines or special characters.");
                 }
-                if let Some(c) = self.client_mut(token) {
+                if let Some(c) = self.conns.client_mut(token) {
                     c.name = (!args[2].is_empty()).then(|| args[2].to_vec());
                 }
                 reply::OK
             }
-            "GETNAME" => match self.client_mut(token).and_then(|c| c.name.clone()) {
+            "GETNAME" => match self.conns.client_mut(token).and_then(|c| c.name.clone()) {
                 Some(name) => resp::bulk(&name),
                 None => reply::NULL,
             },
-            "ID" => resp::integer(self.client_mut(token).map_or(0, |c| c.id as i64)),
+            "ID" => resp::integer(self.conns.client_mut(token).map_or(0, |c| c.id as i64)),
             "SETINFO" => {
                 let value = args[3];
                 if !valid_name(value) {
                     return resp::error("ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.");
                 }
-                let Some(c) = self.client_mut(token) else {
+                let Some(c) = self.conns.client_mut(token) else {
                     return reply::OK;
                 };
                 let v = (!value.is_empty()).then(|| value.to_vec());

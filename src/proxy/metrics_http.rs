@@ -1,10 +1,10 @@
 //! `/metrics` in the loop: accepting HTTP connections, answering them, and rendering the
 //! Prometheus text from the same counters as `INFO` (the HTTP parsing is in `metrics.rs`).
 
-use super::{Conn, Proxy};
-use crate::metrics::{escape_label, parse_request, response, HttpAsk};
+use super::Proxy;
+use crate::conns::Conn;
+use crate::metrics::{escape_label, response, HttpAsk, HttpConn};
 use crate::stats::{command_name, PROM_BUCKETS};
-use bytes::BytesMut;
 use log::warn;
 use std::fmt::Write;
 use std::io;
@@ -98,7 +98,7 @@ impl Proxy {
             s.prom_sum_us as f64 / 1e6
         );
         let _ = writeln!(o, "respite_command_duration_seconds_count {count}");
-        let groups = [("backend", &self.backends), ("shard", &self.shards)];
+        let groups = [("backend", &self.ups.backends), ("shard", &self.ups.shards)];
         for (metric, help, kind) in [
             ("up", "1 if healthy.", "gauge"),
             ("requests_total", "Requests sent.", "counter"),
@@ -141,71 +141,38 @@ impl Proxy {
     }
 
     /// Readiness on a metrics connection: read the request, queue the response, write it.
-    pub(crate) fn on_http_event(&mut self, token: usize) {
-        let body = {
-            let Some(Conn::Http(h)) = self.conns.get_mut(token).map(|e| &mut e.conn) else {
-                return;
-            };
-            if !h.responded {
-                match crate::net::read_into(&mut h.stream, &mut h.rbuf, &mut self.scratch, true) {
-                    Ok(r) if r.eof && h.rbuf.is_empty() => {
-                        self.remove(token);
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        self.remove(token);
-                        return;
-                    }
-                }
-            }
-            if h.responded {
-                None
-            } else {
-                Some(parse_request(&h.rbuf))
-            }
-        };
-        match body {
-            Some(HttpAsk::Partial) => return,
-            Some(HttpAsk::Metrics) => {
-                let text = self.render_metrics();
-                self.queue_http(
-                    token,
-                    response(200, "OK", "text/plain; version=0.0.4", &text),
-                );
-            }
-            Some(HttpAsk::Status(code, reason)) => {
-                self.queue_http(token, response(code, reason, "text/plain", reason));
-            }
-            None => {}
-        }
-        let Some(Conn::Http(h)) = self.conns.get_mut(token).map(|e| &mut e.conn) else {
+    pub(super) fn on_http_event(&mut self, token: usize) {
+        let Some(h) = self.conns.http_mut(token) else {
             return;
         };
-        while !h.out.is_empty() {
-            match std::io::Write::write(&mut h.stream, &h.out) {
-                Ok(0) => break,
-                Ok(n) => {
-                    h.out.drain(..n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(_) => break,
+        let answer = match h.read(&mut self.scratch) {
+            Ok(Some(HttpAsk::Partial)) | Ok(None) => None,
+            Ok(Some(HttpAsk::Metrics)) => Some(response(
+                200,
+                "OK",
+                "text/plain; version=0.0.4",
+                &self.render_metrics(),
+            )),
+            Ok(Some(HttpAsk::Status(code, reason))) => {
+                Some(response(code, reason, "text/plain", reason))
             }
+            Err(_) => {
+                self.remove(token);
+                return;
+            }
+        };
+        let Some(h) = self.conns.http_mut(token) else {
+            return;
+        };
+        if let Some(bytes) = answer {
+            h.respond(bytes);
         }
-        if h.responded {
+        if h.write().unwrap_or(true) {
             self.remove(token);
         }
     }
 
-    fn queue_http(&mut self, token: usize, bytes: Vec<u8>) {
-        if let Some(Conn::Http(h)) = self.conns.get_mut(token).map(|e| &mut e.conn) {
-            h.out = bytes;
-            h.responded = true;
-        }
-    }
-}
-
-impl Proxy {
+    /// Accepts connections to the metrics port.
     pub(super) fn accept_http(&mut self) {
         loop {
             let Some(l) = &self.metrics_listener else {
@@ -220,16 +187,7 @@ impl Proxy {
                     return;
                 }
             };
-            let conn = crate::metrics::HttpConn {
-                stream,
-                rbuf: BytesMut::new(),
-                out: Vec::new(),
-                responded: false,
-            };
-            let r = self.insert(Conn::Http(conn));
-            if self.register(r.token).is_err() {
-                self.remove(r.token);
-            }
+            let _ = self.add(Conn::Http(HttpConn::new(stream)));
         }
     }
 }

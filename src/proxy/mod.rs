@@ -46,14 +46,13 @@ mod streaming;
 
 pub use shutdown::ShutdownHandle;
 
-use crate::backend::{Backend, BackendConn, ConnRef, Group, Upstream};
-use crate::client::ClientConn;
 use crate::command::CommandTable;
 use crate::config::Config;
-use crate::health::ProbeConn;
+use crate::conns::{Conn, ConnRef, Conns};
 use crate::net::READ_CHUNK_BYTES;
 use crate::picker::Picker;
 use crate::stats::Stats;
+use crate::upstream::Upstreams;
 use log::info;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -126,29 +125,14 @@ impl From<std::net::TcpListener> for Listeners {
     }
 }
 
-pub(crate) enum Conn {
-    // Boxed: clients outnumber the rest, and this keeps slab entries small.
-    Client(Box<ClientConn>),
-    Backend(BackendConn),
-    Probe(ProbeConn),
-    Http(crate::metrics::HttpConn),
-}
-
-pub(crate) struct Entry {
-    pub(crate) gen: u32,
-    pub(crate) conn: Conn,
-}
-
 /// The proxy: one event loop on one thread.
 pub struct Proxy {
     poll: Poll,
     listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
-    pub(crate) conns: Slab<Entry>,
-    next_gen: u32,
-    pub(crate) backends: Vec<Backend>,
-    pub(crate) shards: Vec<Backend>,
-    pub(crate) pubsub: Vec<Backend>,
+    conns: Conns,
+    /// The backends, shards and pub/sub target.
+    ups: Upstreams,
     pub(crate) fanouts: Slab<crate::fanout::Fanout>,
     /// Clients waiting at a barrier (a fan-out) whose wait may be over.
     resume: Vec<ConnRef>,
@@ -197,30 +181,19 @@ impl Proxy {
         let metrics_listener = metrics.map(|l| adopt(l, METRICS)).transpose()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let now = Instant::now();
-        let backends = config
-            .backends
-            .iter()
-            .map(|&a| Backend::new(a, 2 * config.backend_connections, now))
-            .collect();
-        let pubsub = config
-            .pubsub
-            .iter()
-            .map(|&a| Backend::new(a, 1, now))
-            .collect();
-        let shards = config
-            .shards
-            .iter()
-            .map(|&a| Backend::new(a, 1, now))
-            .collect();
+        let ups = Upstreams::new(
+            &config.backends,
+            config.backend_connections,
+            &config.shards,
+            config.pubsub,
+            now,
+        );
         Ok(Proxy {
             poll,
             listener: Some(listener),
             metrics_listener,
-            conns: Slab::with_capacity(1024),
-            next_gen: 0,
-            backends,
-            shards,
-            pubsub,
+            conns: Conns::with_capacity(1024),
+            ups,
             fanouts: Slab::new(),
             resume: Vec::new(),
             picker: Picker::new(config.picker, config.seed),
@@ -286,7 +259,7 @@ impl Proxy {
         info!(
             "listening on {} with {} backend(s), picker {:?}",
             self.local_addr()?,
-            self.backends.len(),
+            self.ups.backends.len(),
             self.config.picker
         );
         loop {
@@ -346,7 +319,7 @@ impl Proxy {
                 let hup = event.is_read_closed() || event.is_error();
                 let readable = event.is_readable() || hup;
                 let writable = event.is_writable();
-                match self.conns.get(t).map(|e| &e.conn) {
+                match self.conns.get(t) {
                     Some(Conn::Client(_)) => {
                         if writable {
                             self.on_client_writable(t);
@@ -379,7 +352,7 @@ impl Proxy {
                 return;
             }
             for r in std::mem::take(&mut self.resume) {
-                let readable = match self.client_gen_mut(r.token, r.gen) {
+                let readable = match self.conns.live_client_mut(r) {
                     Some(c) => c.readable,
                     None => continue,
                 };
@@ -393,123 +366,46 @@ impl Proxy {
 
     fn revisit_pending(&mut self) {
         for r in std::mem::take(&mut self.revisit) {
+            if !self.conns.is_live(r) {
+                continue;
+            }
             match self.conns.get(r.token) {
-                Some(e) if e.gen == r.gen => match e.conn {
-                    Conn::Client(_) => self.on_client_readable(r.token, false),
-                    Conn::Backend(_) => self.on_backend_readable(r.token, false),
-                    Conn::Probe(_) | Conn::Http(_) => {}
-                },
+                Some(Conn::Client(_)) => self.on_client_readable(r.token, false),
+                Some(Conn::Backend(_)) => self.on_backend_readable(r.token, false),
                 _ => {}
             }
         }
     }
 
-    pub(crate) fn insert(&mut self, conn: Conn) -> ConnRef {
-        self.next_gen = self.next_gen.wrapping_add(1);
-        let gen = self.next_gen;
-        let token = self.conns.insert(Entry { gen, conn });
-        ConnRef { token, gen }
-    }
-
-    pub(crate) fn register(&mut self, token: usize) -> io::Result<()> {
+    /// Adds a connection to the slab and registers its socket once, for READABLE|WRITABLE.
+    pub(super) fn add(&mut self, conn: Conn) -> io::Result<ConnRef> {
+        let r = self.conns.insert(conn);
         let registry = self.poll.registry();
-        let Some(entry) = self.conns.get_mut(token) else {
-            return Ok(());
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = match self.conns.get_mut(r.token) {
+            Some(conn) => registry.register(conn.stream_mut(), Token(r.token), interest),
+            None => Ok(()),
         };
-        let stream = match &mut entry.conn {
-            Conn::Client(c) => &mut c.stream,
-            Conn::Backend(b) => &mut b.stream,
-            Conn::Probe(p) => &mut p.stream,
-            Conn::Http(h) => &mut h.stream,
-        };
-        registry.register(
-            stream,
-            Token(token),
-            Interest::READABLE | Interest::WRITABLE,
-        )
+        if let Err(e) = registered {
+            self.conns.remove(r.token);
+            return Err(e);
+        }
+        Ok(r)
     }
 
-    pub(crate) fn remove(&mut self, token: usize) -> Option<Conn> {
-        if !self.conns.contains(token) {
-            return None;
-        }
-        let mut entry = self.conns.remove(token);
-        let stream = match &mut entry.conn {
-            Conn::Client(c) => &mut c.stream,
-            Conn::Backend(b) => &mut b.stream,
-            Conn::Probe(p) => &mut p.stream,
-            Conn::Http(h) => &mut h.stream,
-        };
-        let _ = self.poll.registry().deregister(stream);
-        Some(entry.conn)
-    }
-
-    pub(crate) fn client_mut(&mut self, token: usize) -> Option<&mut ClientConn> {
-        match self.conns.get_mut(token) {
-            Some(Entry {
-                conn: Conn::Client(c),
-                ..
-            }) => Some(c),
-            _ => None,
-        }
-    }
-
-    /// The client at `token` if it is still the one with generation `gen`.
-    pub(crate) fn client_gen_mut(&mut self, token: usize, gen: u32) -> Option<&mut ClientConn> {
-        match self.conns.get_mut(token) {
-            Some(Entry {
-                gen: g,
-                conn: Conn::Client(c),
-            }) if *g == gen => Some(c),
-            _ => None,
-        }
-    }
-
-    /// The client at `token`.
-    pub(crate) fn client_ref(&self, token: usize) -> Option<&ClientConn> {
-        match self.conns.get(token) {
-            Some(Entry {
-                conn: Conn::Client(c),
-                ..
-            }) => Some(c),
-            _ => None,
-        }
-    }
-
-    /// A backend or shard.
-    pub(crate) fn up(&self, u: Upstream) -> &Backend {
-        match u.group {
-            Group::Backend => &self.backends[u.index],
-            Group::Shard => &self.shards[u.index],
-            Group::Pubsub => &self.pubsub[u.index],
-        }
-    }
-
-    /// A backend or shard, mutably.
-    pub(crate) fn up_mut(&mut self, u: Upstream) -> &mut Backend {
-        match u.group {
-            Group::Backend => &mut self.backends[u.index],
-            Group::Shard => &mut self.shards[u.index],
-            Group::Pubsub => &mut self.pubsub[u.index],
-        }
+    /// Takes a connection out of the slab and deregisters its socket.
+    pub(super) fn remove(&mut self, token: usize) -> Option<Conn> {
+        let mut conn = self.conns.remove(token)?;
+        let _ = self.poll.registry().deregister(conn.stream_mut());
+        Some(conn)
     }
 
     fn on_tick(&mut self) {
         self.next_tick = self.now + TICK;
-        for b in 0..self.backends.len() {
-            if !self.backends[b].retired {
-                self.check_probe(Upstream::backend(b));
-            }
-        }
-        for s in 0..self.shards.len() {
-            if !self.shards[s].retired {
-                self.check_probe(Upstream::shard(s));
-            }
+        for u in self.ups.probed() {
+            self.check_probe(u);
         }
         self.close_drained();
-        if !self.pubsub.is_empty() {
-            self.check_probe(Upstream::pubsub());
-        }
         self.check_backend_timeouts();
         if self.now >= self.next_ops_sample {
             self.next_ops_sample = self.now + Duration::from_millis(100);

@@ -2,11 +2,12 @@
 //! `HELLO 3` once per backend) every interval, and what their answers change: health flips,
 //! roles, whether a backend speaks RESP3.
 
-use super::{Conn, Entry, Proxy};
-use crate::backend::{Group, Role, Upstream};
+use super::Proxy;
+use crate::conns::Conn;
 use crate::health::{parse_role, Flip, ProbeConn};
 use crate::net;
 use crate::resp::ReplyScanner;
+use crate::upstream::{Group, Role, Upstream};
 use bytes::{BufMut, BytesMut};
 use log::{debug, info, warn};
 use mio::net::TcpStream;
@@ -17,24 +18,18 @@ impl Proxy {
     /// Starts a probe of `u` when one is due, and fails the one in progress past its deadline.
     pub(crate) fn check_probe(&mut self, u: Upstream) {
         let now = self.now;
-        if let Some(r) = self.up(u).probe {
-            if let Some(Entry {
-                gen,
-                conn: Conn::Probe(p),
-            }) = self.conns.get(r.token)
-            {
-                if *gen == r.gen {
-                    if let Some(deadline) = p.deadline {
-                        if now >= deadline {
-                            self.probe_done(u, false, "timeout");
-                            self.close_probe(r.token);
-                        }
-                        return;
+        if let Some(r) = self.ups.get(u).probe {
+            if let Some(p) = self.conns.live_probe(r) {
+                if let Some(deadline) = p.deadline {
+                    if now >= deadline {
+                        self.probe_done(u, false, "timeout");
+                        self.close_probe(r.token);
                     }
+                    return;
                 }
             }
         }
-        if now >= self.up(u).next_probe {
+        if now >= self.ups.get(u).next_probe {
             self.start_probe(u);
         }
     }
@@ -45,7 +40,7 @@ impl Proxy {
             .picker
             .random_below(interval.as_millis() as u64 / 10 + 1);
         let next = self.now + interval + Duration::from_millis(jitter);
-        self.up_mut(u).next_probe = next;
+        self.ups.get_mut(u).next_probe = next;
         let mut out = BytesMut::new();
         let mut expect = 1;
         if let Some(auth) = self.backend_auth() {
@@ -55,7 +50,7 @@ impl Proxy {
         // Once per backend (again after it comes back), a round asks only `HELLO 3`: can it
         // speak RESP3? Refused, or the connection closed (twemproxy does that), means RESP2
         // only. That round does not count for health; it follows a good PING.
-        let be = self.up(u);
+        let be = self.ups.get(u);
         let asks_hello = u.group == Group::Backend && be.resp3.is_none() && be.health.oks > 0;
         let asks_role = u.group == Group::Shard;
         if asks_hello {
@@ -68,14 +63,11 @@ impl Proxy {
             }
         }
         let deadline = Some(self.now + self.config.health_timeout);
-        let existing = self
-            .up(u)
-            .probe
-            .filter(|r| self.conns.get(r.token).is_some_and(|e| e.gen == r.gen));
+        let existing = self.ups.get(u).probe.filter(|&r| self.conns.is_live(r));
         let token = match existing {
             Some(r) => r.token,
             None => {
-                let stream = match TcpStream::connect(self.up(u).addr) {
+                let stream = match TcpStream::connect(self.ups.get(u).addr) {
                     Ok(s) => s,
                     Err(e) => {
                         self.probe_done(u, false, &format!("connect: {e}"));
@@ -95,17 +87,18 @@ impl Proxy {
                     error: None,
                     deadline: None,
                 };
-                let r = self.insert(Conn::Probe(probe));
-                if let Err(e) = self.register(r.token) {
-                    self.remove(r.token);
-                    self.probe_done(u, false, &format!("register: {e}"));
-                    return;
-                }
-                self.up_mut(u).probe = Some(r);
+                let r = match self.add(Conn::Probe(probe)) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.probe_done(u, false, &format!("register: {e}"));
+                        return;
+                    }
+                };
+                self.ups.get_mut(u).probe = Some(r);
                 r.token
             }
         };
-        if let Some(p) = self.probe_mut(token) {
+        if let Some(p) = self.conns.probe_mut(token) {
             p.out = out;
             p.expect = expect;
             p.asks_hello = asks_hello;
@@ -115,18 +108,8 @@ impl Proxy {
         self.probe_write(token);
     }
 
-    fn probe_mut(&mut self, token: usize) -> Option<&mut ProbeConn> {
-        match self.conns.get_mut(token) {
-            Some(Entry {
-                conn: Conn::Probe(p),
-                ..
-            }) => Some(p),
-            _ => None,
-        }
-    }
-
     fn probe_write(&mut self, token: usize) {
-        let Some(p) = self.probe_mut(token) else {
+        let Some(p) = self.conns.probe_mut(token) else {
             return;
         };
         if !p.connected || p.out.is_empty() {
@@ -153,7 +136,7 @@ impl Proxy {
         writable: bool,
         hup: bool,
     ) {
-        let Some(p) = self.probe_mut(token) else {
+        let Some(p) = self.conns.probe_mut(token) else {
             return;
         };
         let u = p.upstream;
@@ -174,11 +157,7 @@ impl Proxy {
         if !readable {
             return;
         }
-        let Some(Entry {
-            conn: Conn::Probe(p),
-            ..
-        }) = self.conns.get_mut(token)
-        else {
+        let Some(p) = self.conns.probe_mut(token) else {
             return;
         };
         if !p.connected {
@@ -250,7 +229,7 @@ impl Proxy {
             self.set_role(u, role);
         }
         if let Some(resp3) = hello {
-            let be = self.up_mut(u);
+            let be = self.ups.get_mut(u);
             if be.resp3 != Some(resp3) {
                 info!(
                     "{}={} addr={} speaks RESP3: {resp3}",
@@ -277,7 +256,7 @@ impl Proxy {
     }
 
     fn set_role(&mut self, u: Upstream, role: Role) {
-        let shard = self.up_mut(u);
+        let shard = self.ups.get_mut(u);
         if shard.role == role {
             return;
         }
@@ -297,7 +276,7 @@ impl Proxy {
 
     pub(crate) fn close_probe(&mut self, token: usize) {
         if let Some(Conn::Probe(p)) = self.remove(token) {
-            let be = self.up_mut(p.upstream);
+            let be = self.ups.get_mut(p.upstream);
             if be.probe.is_some_and(|r| r.token == token) {
                 be.probe = None;
             }
@@ -306,7 +285,7 @@ impl Proxy {
 
     fn probe_done(&mut self, u: Upstream, ok: bool, why: &str) {
         let (rise, fall) = (self.config.rise, self.config.fall);
-        let be = self.up_mut(u);
+        let be = self.ups.get_mut(u);
         if !ok {
             debug!(
                 "{}={} addr={} probe failed: {why}",
@@ -329,7 +308,7 @@ impl Proxy {
                     u.index,
                     be.label
                 );
-                self.up_mut(u).resp3 = None;
+                self.ups.get_mut(u).resp3 = None;
                 self.fail_sessions_of(u);
             }
             Flip::None => {}
@@ -340,11 +319,11 @@ impl Proxy {
 impl Proxy {
     /// Sessions to an ejected backend would otherwise wait forever on a hung one.
     fn fail_sessions_of(&mut self, u: Upstream) {
-        let label = self.up(u).label.clone();
+        let label = self.ups.get(u).label.clone();
         let sessions: Vec<usize> = self
             .conns
-            .iter()
-            .filter(|(_, e)| matches!(&e.conn, Conn::Backend(bc) if bc.owner.is_some() && bc.upstream == u))
+            .backends()
+            .filter(|(_, bc)| bc.owner.is_some() && bc.upstream == u)
             .map(|(t, _)| t)
             .collect();
         for t in sessions {

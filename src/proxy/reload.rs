@@ -13,12 +13,11 @@
 //! and the old configuration stays. A changed `listen` (or `workers`, `metrics_listen`) needs a
 //! restart and is logged as such.
 
-use super::{Conn, Proxy};
-use crate::backend::Backend;
+use super::Proxy;
 use crate::config::{Cli, Config};
+use crate::conns::Conn;
 use crate::picker::Picker;
 use log::{error, info, warn};
-use std::net::SocketAddr;
 
 impl Proxy {
     /// Re-reads the configuration the proxy was started with (flags over file) and applies it.
@@ -52,8 +51,8 @@ impl Proxy {
         }
         let now = self.now;
         let pool = new.backend_connections;
-        let (added, retired) = reconcile(&mut self.backends, &new.backends, 2 * pool, now);
-        let (sadded, sretired) = reconcile(&mut self.shards, &new.shards, 1, now);
+        let (added, retired, sadded, sretired) =
+            self.ups.reconcile(&new.backends, pool, &new.shards, now);
         if new.picker != self.config.picker || new.seed != self.config.seed {
             self.picker = Picker::new(new.picker, new.seed);
         }
@@ -69,17 +68,17 @@ impl Proxy {
     /// requests in flight are closed once drained (checked every tick).
     pub(crate) fn close_drained(&mut self) {
         let mut done = Vec::new();
-        for (t, e) in self.conns.iter() {
-            match &e.conn {
+        for (t, conn) in self.conns.iter() {
+            match conn {
                 Conn::Backend(bc)
                     if bc.owner.is_none()
-                        && self.up(bc.upstream).retired
+                        && self.ups.get(bc.upstream).retired
                         && bc.inflight.is_empty()
                         && bc.unsent.is_empty() =>
                 {
                     done.push(t)
                 }
-                Conn::Probe(p) if self.up(p.upstream).retired => done.push(t),
+                Conn::Probe(p) if self.ups.get(p.upstream).retired => done.push(t),
                 _ => {}
             }
         }
@@ -90,7 +89,7 @@ impl Proxy {
                 Some(Conn::Probe(p)) => (p.upstream, None),
                 _ => continue,
             };
-            let be = self.up_mut(u);
+            let be = self.ups.get_mut(u);
             match slot {
                 Some(s) => {
                     if be
@@ -111,67 +110,5 @@ impl Proxy {
     /// Keeps the flags and file to re-read on SIGHUP.
     pub fn enable_reload(&mut self, cli: Cli) {
         self.reload_cli = Some(cli);
-    }
-}
-
-/// Makes `list` serve `wanted`: keeps entries whose address stays, retires the others, revives
-/// or appends the new ones (down until probed). Returns (added, retired).
-fn reconcile(
-    list: &mut Vec<Backend>,
-    wanted: &[SocketAddr],
-    pool: usize,
-    now: std::time::Instant,
-) -> (usize, usize) {
-    let mut retired = 0;
-    for b in list.iter_mut() {
-        let keep = wanted.contains(&b.addr);
-        if !keep && !b.retired {
-            b.retired = true;
-            b.health.up = false;
-            retired += 1;
-        }
-    }
-    let mut added = 0;
-    for &addr in wanted {
-        match list.iter_mut().find(|b| b.addr == addr) {
-            Some(b) if b.retired => {
-                b.retired = false;
-                b.health = crate::health::Health::new();
-                b.health.up = false;
-                b.next_probe = now;
-                added += 1;
-            }
-            Some(_) => {}
-            None => {
-                let mut b = Backend::new(addr, pool, now);
-                b.health.up = false;
-                list.push(b);
-                added += 1;
-            }
-        }
-    }
-    (added, retired)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reconcile_keeps_retires_and_adds() {
-        let now = std::time::Instant::now();
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
-        let mut list = vec![Backend::new(a, 1, now), Backend::new(b, 1, now)];
-        assert_eq!(reconcile(&mut list, &[a, c], 1, now), (1, 1));
-        assert!(!list[0].retired && list[0].health.up);
-        assert!(list[1].retired && !list[1].health.up);
-        assert!(
-            !list[2].retired && !list[2].health.up,
-            "new backends join after probes"
-        );
-        assert_eq!(reconcile(&mut list, &[a, b, c], 1, now), (1, 0));
-        assert!(!list[1].retired);
     }
 }

@@ -1,8 +1,10 @@
 //! Replies: reading backend connections, framing their replies, completing the client slots
 //! they belong to, and flushing clients and backends once per loop iteration.
 
-use super::{Conn, Entry, Proxy, BACKEND_QUEUE_RESUME_BYTES, OUTPUT_RESUME_BYTES};
-use crate::backend::{BackendConn, ConnRef, Origin};
+use super::{Proxy, BACKEND_QUEUE_RESUME_BYTES, OUTPUT_RESUME_BYTES};
+use crate::backend::Origin;
+use crate::conns::Conn;
+use crate::conns::ConnRef;
 use crate::net;
 use crate::pending::Tag;
 use crate::stats::Answered;
@@ -12,11 +14,7 @@ use log::{debug, trace, warn};
 impl Proxy {
     pub(crate) fn reply_now(&mut self, token: usize, answer: Bytes) {
         let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
-        if let Some(Entry {
-            conn: Conn::Client(c),
-            ..
-        }) = self.conns.get_mut(token)
-        {
+        if let Some(c) = self.conns.client_mut(token) {
             let answer = if c.resp3 {
                 crate::resp3::convert(crate::resp3::shape_for(c.cur.cmd, &c.cur.req), &answer)
             } else {
@@ -63,14 +61,7 @@ impl Proxy {
             Origin::Auth | Origin::Push | Origin::Piece { .. } => return,
         };
         let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
-        if let Some(Entry {
-            gen: g,
-            conn: Conn::Client(c),
-        }) = self.conns.get_mut(token)
-        {
-            if *g != gen {
-                return;
-            }
+        if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {
             // RESP3 clients are never sent runs: one reply, converted to their protocol.
             let replies = if c.resp3 && !native && k == 1 {
                 match c.pending.waiting_tag_mut(seq) {
@@ -139,7 +130,7 @@ impl Proxy {
         );
         let max_pending = self.config.client_max_pending;
         let draining = self.draining_until.is_some();
-        let Some(c) = self.client_mut(token) else {
+        let Some(c) = self.conns.client_mut(token) else {
             return;
         };
         c.dirty = false;
@@ -188,18 +179,8 @@ impl Proxy {
         }
     }
 
-    pub(crate) fn backend_conn_mut(&mut self, token: usize) -> Option<&mut BackendConn> {
-        match self.conns.get_mut(token) {
-            Some(Entry {
-                conn: Conn::Backend(b),
-                ..
-            }) => Some(b),
-            _ => None,
-        }
-    }
-
     pub(super) fn on_backend_writable(&mut self, token: usize) {
-        let Some(bc) = self.backend_conn_mut(token) else {
+        let Some(bc) = self.conns.backend_mut(token) else {
             return;
         };
         if !bc.connected {
@@ -228,7 +209,7 @@ impl Proxy {
 
     fn flush_backend(&mut self, token: usize) {
         let (now, clock_us) = (self.now, self.clock_us);
-        let Some(bc) = self.backend_conn_mut(token) else {
+        let Some(bc) = self.conns.backend_mut(token) else {
             return;
         };
         bc.dirty = false;
@@ -246,12 +227,8 @@ impl Proxy {
     }
 
     pub(super) fn on_backend_readable(&mut self, token: usize, hup: bool) {
-        let gen = self.conns.get(token).map_or(0, |e| e.gen);
-        let Some(Entry {
-            conn: Conn::Backend(bc),
-            ..
-        }) = self.conns.get_mut(token)
-        else {
+        let gen = self.conns.at(token).map_or(0, |r| r.gen);
+        let Some(bc) = self.conns.backend_mut(token) else {
             return;
         };
         if !bc.connected {
@@ -272,7 +249,7 @@ impl Proxy {
         };
         let clock_us = self.clock_us;
         loop {
-            let Some(bc) = self.backend_conn_mut(token) else {
+            let Some(bc) = self.conns.backend_mut(token) else {
                 return;
             };
             let len = match bc.scanner.scan(&bc.rbuf) {
@@ -346,7 +323,8 @@ impl Proxy {
             }
             let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
             if !session {
-                self.up_mut(u)
+                self.ups
+                    .get_mut(u)
                     .latency
                     .record_n(clock_us.saturating_sub(sent), k);
             }
@@ -356,7 +334,7 @@ impl Proxy {
             }
         }
         if eof {
-            let idle = self.backend_conn_mut(token).is_some_and(|bc| {
+            let idle = self.conns.backend_mut(token).is_some_and(|bc| {
                 bc.owner.is_none() && bc.inflight.is_empty() && bc.unsent.is_empty()
             });
             if idle {
@@ -367,7 +345,7 @@ impl Proxy {
                         bc.upstream.kind(),
                         bc.upstream.index
                     );
-                    let slot = &mut self.up_mut(bc.upstream).conns[bc.slot];
+                    let slot = &mut self.ups.get_mut(bc.upstream).conns[bc.slot];
                     if slot.is_some_and(|r| r.token == token) {
                         *slot = None;
                     }

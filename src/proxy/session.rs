@@ -17,37 +17,17 @@
 //! are barriers in the client's stream (see `fanout.rs`), so a connection of its own never
 //! overtakes the client's earlier requests on a shared one.
 
-use super::{Conn, Proxy};
-use crate::backend::{ConnRef, Origin, Role, Upstream};
+use super::Proxy;
+use crate::backend::Origin;
 use crate::command::{Local, Route, Session};
+use crate::conns::Conn;
+use crate::conns::ConnRef;
 use crate::resp;
+use crate::upstream::Upstream;
 use bytes::{Bytes, BytesMut};
 use log::debug;
 
 impl Proxy {
-    /// Where pub/sub goes: `--pubsub` if given, else the first healthy shard master in
-    /// configuration order, else the first healthy backend.
-    pub(crate) fn pubsub_target(&self) -> Option<Upstream> {
-        if self.config.pubsub.is_some() {
-            return self
-                .pubsub
-                .first()
-                .filter(|p| p.health.up)
-                .map(|_| Upstream::pubsub());
-        }
-        if let Some(i) = self
-            .shards
-            .iter()
-            .position(|s| s.health.up && s.role == Role::Master)
-        {
-            return Some(Upstream::shard(i));
-        }
-        self.backends
-            .iter()
-            .position(|b| b.health.up)
-            .map(Upstream::backend)
-    }
-
     /// Handles a request while the client is subscribed, pinned in a transaction, or has a
     /// transaction broken by its session. Returns the request back if normal routing applies.
     pub(crate) fn dispatch_in_session(
@@ -57,7 +37,7 @@ impl Proxy {
         req: Bytes,
         cmd: &str,
     ) -> Option<Bytes> {
-        let c = self.client_ref(token)?;
+        let c = self.conns.client(token)?;
         if c.subscribed {
             // (In RESP3, PING is an ordinary command too: Redis answers it with +PONG.)
             let ordinary = !matches!(
@@ -122,18 +102,18 @@ impl Proxy {
                 | Local::Info,
             ) => return Some(req),
             Route::Session(Session::Exec | Session::Discard) => {
-                if let Some(c) = self.client_mut(token) {
+                if let Some(c) = self.conns.client_mut(token) {
                     c.pinned = false;
                     c.in_multi = false;
                 }
             }
             Route::Session(Session::Unwatch) if !in_multi => {
-                if let Some(c) = self.client_mut(token) {
+                if let Some(c) = self.conns.client_mut(token) {
                     c.pinned = false;
                 }
             }
             Route::Session(Session::Multi) => {
-                if let Some(c) = self.client_mut(token) {
+                if let Some(c) = self.conns.client_mut(token) {
                     c.in_multi = true;
                 }
             }
@@ -147,7 +127,7 @@ impl Proxy {
     }
 
     fn end_broken_txn(&mut self, token: usize) {
-        if let Some(c) = self.client_mut(token) {
+        if let Some(c) = self.conns.client_mut(token) {
             c.txn_broken = None;
         }
     }
@@ -156,12 +136,12 @@ impl Proxy {
     pub(crate) fn dispatch_session(&mut self, token: usize, which: Session, req: Bytes) {
         match which {
             Session::Multi | Session::Watch => {
-                if let Some(c) = self.client_mut(token) {
+                if let Some(c) = self.conns.client_mut(token) {
                     c.pinned = true;
                     c.in_multi = which == Session::Multi;
                 }
                 if !self.send_session(token, req, false) {
-                    if let Some(c) = self.client_mut(token) {
+                    if let Some(c) = self.conns.client_mut(token) {
                         c.pinned = false;
                         c.in_multi = false;
                     }
@@ -175,7 +155,7 @@ impl Proxy {
             }
             Session::Subscribe => {
                 if self.open_session(token, true).is_some() {
-                    if let Some(c) = self.client_mut(token) {
+                    if let Some(c) = self.conns.client_mut(token) {
                         c.subscribed = true;
                     }
                     self.send_push(token, req, false);
@@ -191,7 +171,7 @@ impl Proxy {
                 } else {
                     vec![None]
                 };
-                let push = self.client_ref(token).is_some_and(|c| c.resp3);
+                let push = self.conns.client(token).is_some_and(|c| c.resp3);
                 for ch in channels {
                     if push {
                         out.extend_from_slice(b">3\r\n");
@@ -207,10 +187,10 @@ impl Proxy {
                 }
                 self.reply_now(token, out.freeze());
             }
-            Session::Publish => match self.pubsub_target() {
+            Session::Publish => match self.ups.pubsub_target() {
                 Some(u) => {
-                    let resp3 = self.client_ref(token).is_some_and(|c| c.resp3);
-                    let slot = self.slot_for(u, token, resp3);
+                    let resp3 = self.conns.client(token).is_some_and(|c| c.resp3);
+                    let slot = self.ups.get(u).slot_for(token, resp3);
                     self.forward_to(token, req, u, slot);
                 }
                 None => self.reply_now(token, resp::error("ERR no pub/sub target available")),
@@ -242,7 +222,7 @@ impl Proxy {
         let Some(conn) = self.open_session(token, true) else {
             return;
         };
-        if let Some(bc) = self.backend_conn_mut(conn) {
+        if let Some(bc) = self.conns.backend_mut(conn) {
             bc.subscribed = true;
             bc.last_push_unsub = unsub;
         }
@@ -252,10 +232,10 @@ impl Proxy {
     /// The client's session connection, opened to a fresh pick (or the pub/sub target) if it has
     /// none or has one to another target. On failure the client gets an error reply and `None`.
     fn open_session(&mut self, token: usize, pubsub: bool) -> Option<usize> {
-        let c = self.client_ref(token)?;
+        let c = self.conns.client(token)?;
         let (existing, existing_target) = (c.session, c.session_target);
         let target = if pubsub {
-            match self.pubsub_target() {
+            match self.ups.pubsub_target() {
                 Some(u) => u,
                 None => {
                     self.reply_now(token, resp::error("ERR no pub/sub target available"));
@@ -263,12 +243,12 @@ impl Proxy {
                 }
             }
         } else if let (Some(r), Some(u)) = (existing, existing_target) {
-            if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
+            if self.conns.is_live(r) {
                 return Some(r.token);
             }
             u
         } else {
-            match self.pick_backend() {
+            match self.ups.pick(&mut self.picker) {
                 Some(b) => Upstream::backend(b),
                 None => {
                     self.reply_now(token, resp::reply::NO_BACKEND);
@@ -277,9 +257,7 @@ impl Proxy {
             }
         };
         if let Some(r) = existing {
-            if existing_target == Some(target)
-                && self.conns.get(r.token).is_some_and(|e| e.gen == r.gen)
-            {
+            if existing_target == Some(target) && self.conns.is_live(r) {
                 return Some(r.token);
             }
             self.close_session_of(token);
@@ -302,31 +280,31 @@ impl Proxy {
         target: Upstream,
     ) -> Result<usize, Bytes> {
         let limit = self.config.max_session_connections;
-        let label = &self.up(target).label;
-        if self.up(target).sessions >= limit {
+        let label = &self.ups.get(target).label;
+        if self.ups.get(target).sessions >= limit {
             return Err(resp::error(&format!(
                 "ERR max session connections ({limit}) reached for {} {label}",
                 target.kind()
             )));
         }
-        let gen = self.conns.get(token).map_or(0, |e| e.gen);
+        let gen = self.conns.at(token).map_or(0, |r| r.gen);
         let r = self
             .open_data_conn(target, 0, Some(ConnRef { token, gen }))
             .map_err(|e| {
-                let label = &self.up(target).label;
+                let label = &self.ups.get(target).label;
                 resp::error(&format!(
                     "ERR {} {label} connection failed: {e}",
                     target.kind()
                 ))
             })?;
-        self.up_mut(target).sessions += 1;
+        self.ups.get_mut(target).sessions += 1;
         debug!(
             "client={token} session conn={} to {}={}",
             r.token,
             target.kind(),
             target.index
         );
-        if let Some(c) = self.client_mut(token) {
+        if let Some(c) = self.conns.client_mut(token) {
             c.session = Some(r);
             c.session_target = Some(target);
         }
@@ -336,14 +314,14 @@ impl Proxy {
     /// Closes the client's session connection quietly (RESET, leaving subscribed mode, client
     /// gone). Its pending requests, if any, are answered with an error.
     pub(crate) fn close_session_of(&mut self, token: usize) {
-        let Some(c) = self.client_mut(token) else {
+        let Some(c) = self.conns.client_mut(token) else {
             return;
         };
         let Some(r) = c.session.take() else {
             return;
         };
         c.session_target = None;
-        if self.conns.get(r.token).is_some_and(|e| e.gen == r.gen) {
+        if self.conns.is_live(r) {
             self.drop_session_conn(r.token, None);
         }
     }
@@ -357,7 +335,7 @@ impl Proxy {
         let waiters = std::mem::take(&mut bc.waiters);
         self.release_waiters(waiters);
         let u = bc.upstream;
-        let be = self.up_mut(u);
+        let be = self.ups.get_mut(u);
         be.sessions = be.sessions.saturating_sub(1);
         let Some(owner) = bc.owner else {
             return;
@@ -372,7 +350,7 @@ impl Proxy {
         for o in origins {
             self.complete(o, lost.clone());
         }
-        let Some(c) = self.client_gen_mut(owner.token, owner.gen) else {
+        let Some(c) = self.conns.live_client_mut(owner) else {
             return;
         };
         if c.session.is_some_and(|r| r.token == conn) {
@@ -388,7 +366,7 @@ impl Proxy {
             self.complete(origin, lost);
             return;
         }
-        let Some(c) = self.client_gen_mut(owner.token, owner.gen) else {
+        let Some(c) = self.conns.live_client_mut(owner) else {
             return;
         };
         if c.in_multi {
@@ -406,7 +384,7 @@ impl Proxy {
     /// A frame from a subscribed session connection: straight to its owner. Returns true if the
     /// connection left subscribed mode and was closed.
     pub(crate) fn on_push_frame(&mut self, conn: usize, frame: Bytes) -> bool {
-        let Some(bc) = self.backend_conn_mut(conn) else {
+        let Some(bc) = self.conns.backend_mut(conn) else {
             return true;
         };
         bc.inflight.clear();
@@ -414,7 +392,7 @@ impl Proxy {
         let Some(owner) = bc.owner else {
             return false;
         };
-        let Some(c) = self.client_gen_mut(owner.token, owner.gen) else {
+        let Some(c) = self.conns.live_client_mut(owner) else {
             return false;
         };
         let frame = if c.resp3 && frame.first() == Some(&b'*') {
@@ -425,7 +403,7 @@ impl Proxy {
         c.out.push(frame);
         self.mark_client_dirty(owner.token);
         if leave {
-            if let Some(c) = self.client_gen_mut(owner.token, owner.gen) {
+            if let Some(c) = self.conns.live_client_mut(owner) {
                 c.subscribed = false;
             }
             self.close_session_of(owner.token);
@@ -437,20 +415,16 @@ impl Proxy {
     /// Counts for INFO: clients blocked on a session, and subscribed clients.
     pub(crate) fn session_counts(&self) -> (usize, usize) {
         let (mut blocked, mut subscribed) = (0, 0);
-        for (_, e) in self.conns.iter() {
-            if let Conn::Client(c) = &e.conn {
-                if c.subscribed {
-                    subscribed += 1;
-                } else if !c.pinned && !c.stream_session {
-                    let busy =
-                        c.session
-                            .and_then(|r| match self.conns.get(r.token).map(|e| &e.conn) {
-                                Some(Conn::Backend(bc)) => Some(!bc.inflight.is_empty()),
-                                _ => None,
-                            });
-                    if busy == Some(true) {
-                        blocked += 1;
-                    }
+        for (_, c) in self.conns.clients() {
+            if c.subscribed {
+                subscribed += 1;
+            } else if !c.pinned && !c.stream_session {
+                let busy = c
+                    .session
+                    .and_then(|r| self.conns.backend(r.token))
+                    .is_some_and(|bc| !bc.inflight.is_empty());
+                if busy {
+                    blocked += 1;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Shutdown: stop accepting, finish what is in flight within `--shutdown-timeout-ms`, close.
 
-use super::{Conn, Proxy};
+use super::Proxy;
+use crate::conns::Conn;
 use crate::resp;
 use log::{error, info, warn};
 use mio::Waker;
@@ -17,12 +18,7 @@ impl Proxy {
             let _ = self.poll.registry().deregister(&mut l);
         }
         self.draining_until = Some(self.now + self.config.shutdown_timeout);
-        let tokens: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, e)| matches!(e.conn, Conn::Client(_)))
-            .map(|(t, _)| t)
-            .collect();
+        let tokens = self.conns.tokens(|c| matches!(c, Conn::Client(_)));
         for t in tokens {
             // Clients are no longer read, so a request still streaming in cannot finish.
             self.abort_stream(t, resp::error("ERR respite is shutting down"));
@@ -32,17 +28,14 @@ impl Proxy {
 
     pub(super) fn drained(&mut self) -> bool {
         let deadline_passed = self.draining_until.is_some_and(|d| self.now >= d);
-        let busy = self
-            .conns
-            .iter()
-            .any(|(_, e)| matches!(&e.conn, Conn::Client(c) if !c.is_idle()));
+        let busy = self.conns.clients().any(|(_, c)| !c.is_idle());
         if busy && !deadline_passed {
             return false;
         }
         if busy {
             warn!("shutdown timeout: closing clients with requests in flight");
         }
-        let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
+        let tokens = self.conns.tokens(|_| true);
         for t in tokens {
             self.remove(t);
         }

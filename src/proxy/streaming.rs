@@ -1,12 +1,13 @@
 //! Streaming: a request still arriving at 4 MiB goes to a connection of its own piece by piece,
 //! so respite never holds a large request whole.
 
-use super::{Conn, Entry, Proxy};
-use crate::backend::{Origin, Upstream};
+use super::Proxy;
+use crate::backend::Origin;
 use crate::command::Route;
 use crate::pending::Tag;
 use crate::resp;
 use crate::resp::Frame;
+use crate::upstream::Upstream;
 use bytes::Bytes;
 use log::{debug, warn};
 
@@ -19,11 +20,7 @@ impl Proxy {
         let Proxy {
             conns, commands, ..
         } = self;
-        let Some(Entry {
-            conn: Conn::Client(c),
-            ..
-        }) = conns.get_mut(token)
-        else {
+        let Some(c) = conns.client_mut(token) else {
             return;
         };
         if !c.plain() || c.pending.waiting() > 0 {
@@ -39,7 +36,7 @@ impl Proxy {
         if commands.route(id) != Route::Forward {
             return;
         }
-        let Some(b) = self.pick_backend() else {
+        let Some(b) = self.ups.pick(&mut self.picker) else {
             return;
         };
         let conn = match self.connect_session(token, Upstream::backend(b)) {
@@ -49,10 +46,10 @@ impl Proxy {
                 return;
             }
         };
-        self.backends[b].requests += 1;
+        self.ups.backends[b].requests += 1;
         self.stats.total_commands_processed += 1;
         let (now, instant) = (self.clock_us, self.now);
-        let Some(c) = self.client_mut(token) else {
+        let Some(c) = self.conns.client_mut(token) else {
             return;
         };
         debug!(
@@ -73,7 +70,7 @@ impl Proxy {
         let Some(origin) = self.slot_origin(token) else {
             return;
         };
-        if let Some(c) = self.client_mut(token) {
+        if let Some(c) = self.conns.client_mut(token) {
             c.streaming = Some(origin);
         }
         self.stream_input(token);
@@ -84,7 +81,7 @@ impl Proxy {
     /// for its reply, as they would behind a fan-out.
     pub(super) fn stream_input(&mut self, token: usize) -> bool {
         let (limits, now) = (self.config.limits, self.now);
-        let Some(c) = self.client_mut(token) else {
+        let Some(c) = self.conns.client_mut(token) else {
             return false;
         };
         let (Some(origin), Some(conn)) = (c.streaming, c.session) else {
@@ -141,7 +138,7 @@ impl Proxy {
     /// connection is closed (the backend drops the part it has), and so is the client once its
     /// replies are written, since its request stream now has a hole.
     pub(super) fn abort_stream(&mut self, token: usize, reply: Bytes) {
-        let Some(c) = self.client_mut(token) else {
+        let Some(c) = self.conns.client_mut(token) else {
             return;
         };
         let Some(origin) = c.streaming.take() else {
