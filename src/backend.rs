@@ -1,5 +1,6 @@
-//! `BackendConn`: one connection to a backend, shard or the pub/sub target, and `Origin`, who
-//! waits for each reply on it.
+//! `BackendConn`: one connection to a backend, shard or the pub/sub target; its `Pipeline`
+//! (the two FIFOs and the reply framing, without the socket); and `Origin`, who waits for each
+//! reply.
 //!
 //! ```text
 //!   client requests ──▶ unsent [(origin, bytes)] ──write──▶ inflight [(origin, sent_at)] ──reply──▶ origin
@@ -51,7 +52,217 @@ impl Origin {
     }
 }
 
-/// One multiplexed connection to a backend.
+/// Replies cut off a connection's read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// A frame on a subscribed connection: it goes to the subscriber as it is.
+    Push(Bytes),
+    /// `k` replies for `origin` (`failed` of them errors) in one buffer; `whole` when they are
+    /// the last it was owed. `sent` is when its request was written (loop clock, µs).
+    Replies {
+        origin: Origin,
+        sent: u64,
+        frame: Bytes,
+        k: u32,
+        failed: u32,
+        whole: bool,
+    },
+}
+
+/// What a connection that is going away held.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// The requests written, in order, each with the replies it still owes (the front run may
+    /// have had some already).
+    pub written: Vec<(Origin, u32)>,
+    /// The requests never written, in order: no backend has seen them.
+    pub unsent: VecDeque<(Origin, Bytes)>,
+}
+
+/// The two FIFOs of one backend connection and the framing of its replies: everything about
+/// the request and reply streams but the socket.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    /// Requests not yet fully written, in order.
+    unsent: VecDeque<(Origin, Bytes)>,
+    /// Bytes of the front of `unsent` already written.
+    write_off: usize,
+    /// Bytes queued in `unsent` (whole requests; a partly written front still counts).
+    unsent_bytes: usize,
+    /// Requests written, awaiting replies, in order, with when they were written (µs).
+    inflight: VecDeque<(Origin, u64)>,
+    /// Replies of the front of `inflight` (a run) already delivered.
+    front_done: u32,
+    /// When the last of those arrived (µs; 0: none yet): a run whose replies keep coming is not
+    /// late, however long it streams.
+    front_progress: u64,
+    /// Replies read and not yet framed.
+    pub rbuf: BytesMut,
+    /// Framing state of `rbuf`.
+    scanner: ReplyScanner,
+}
+
+impl Pipeline {
+    /// Queues a request behind the others.
+    pub fn queue(&mut self, origin: Origin, req: Bytes) {
+        self.unsent_bytes += req.len();
+        self.unsent.push_back((origin, req));
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn unsent_bytes(&self) -> usize {
+        self.unsent_bytes
+    }
+
+    /// True when requests wait to be written.
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Requests written and not fully answered.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// True when nothing is queued or in flight.
+    pub fn is_idle(&self) -> bool {
+        self.unsent.is_empty() && self.inflight.is_empty()
+    }
+
+    /// The bytes still to write, in order.
+    pub fn unsent_slices(&self) -> impl Iterator<Item = &[u8]> {
+        let off = self.write_off;
+        self.unsent
+            .iter()
+            .enumerate()
+            .map(move |(i, (_, b))| if i == 0 { &b[off..] } else { &b[..] })
+    }
+
+    /// The socket took `n` more bytes: requests written whole move to `inflight`, stamped with
+    /// `now_us` (the leading pieces of a streamed request are owed no reply of their own).
+    pub fn written(&mut self, mut n: usize, now_us: u64) {
+        while n > 0 {
+            let Some((origin, front)) = self.unsent.front() else {
+                return;
+            };
+            let left = front.len() - self.write_off;
+            if n < left {
+                self.write_off += n;
+                return;
+            }
+            n -= left;
+            self.unsent_bytes = self.unsent_bytes.saturating_sub(front.len());
+            let origin = *origin;
+            self.unsent.pop_front();
+            self.write_off = 0;
+            if !matches!(origin, Origin::Piece { .. }) {
+                self.inflight.push_back((origin, now_us));
+            }
+        }
+    }
+
+    /// True if the oldest request in flight has waited `timeout_us` for a reply (a run counts
+    /// from its last reply).
+    pub fn front_late(&self, now_us: u64, timeout_us: u64) -> bool {
+        self.inflight.front().is_some_and(|&(_, sent)| {
+            now_us.saturating_sub(sent.max(self.front_progress)) >= timeout_us
+        })
+    }
+
+    /// Forgets what a subscribed connection was owed: everything on it streams to the client.
+    pub fn forget_inflight(&mut self) {
+        self.inflight.clear();
+    }
+
+    /// Cuts the next reply off the read buffer — with the rest of a run's replies that are
+    /// there, in one buffer — and pops its origin once it has all it was owed. `subscribed`:
+    /// every frame is a push; `resp3`: out-of-band push frames are nobody's reply and dropped.
+    /// `Ok(None)`: nothing whole yet. `Err`: the stream is broken (a bad reply, or a reply
+    /// nobody waits for): the connection must close.
+    pub fn next_replies(
+        &mut self,
+        subscribed: bool,
+        resp3: bool,
+        now_us: u64,
+    ) -> Result<Option<Framed>, String> {
+        loop {
+            let len = match self.scanner.scan(&self.rbuf) {
+                Ok(Some(len)) => len,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("bad reply: {e}")),
+            };
+            if subscribed {
+                return Ok(Some(Framed::Push(self.rbuf.split_to(len).freeze())));
+            }
+            if resp3 && self.rbuf[0] == b'>' {
+                let _ = self.rbuf.split_to(len);
+                continue;
+            }
+            return self.run_replies(len, now_us).map(Some);
+        }
+    }
+
+    /// The replies for the front origin, starting with the one of `len` bytes at the front of
+    /// the buffer: as many of those it is owed as are whole.
+    fn run_replies(&mut self, len: usize, now_us: u64) -> Result<Framed, String> {
+        let Some(&(origin, sent)) = self.inflight.front() else {
+            return Err("reply with nothing in flight (out of sync)".into());
+        };
+        let want = origin.replies() - self.front_done;
+        let (mut off, mut k, mut failed) = (len, 1, u32::from(self.rbuf[0] == b'-'));
+        while k < want {
+            match self.scanner.scan(&self.rbuf[off..]) {
+                Ok(Some(len)) => {
+                    failed += u32::from(self.rbuf[off] == b'-');
+                    off += len;
+                    k += 1;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("bad reply: {e}")),
+            }
+        }
+        // When the read ends inside a run, the replies so far are handed over now.
+        let whole = k == want;
+        if whole {
+            self.inflight.pop_front();
+            self.front_done = 0;
+            self.front_progress = 0;
+        } else {
+            self.front_done += k;
+            self.front_progress = now_us;
+        }
+        Ok(Framed::Replies {
+            origin,
+            sent,
+            frame: self.rbuf.split_to(off).freeze(),
+            k,
+            failed,
+            whole,
+        })
+    }
+
+    /// Empties both queues for a connection that is going away. A partly written request
+    /// counts as never written: it is re-sent whole elsewhere, since a backend never runs half
+    /// a request.
+    pub fn drain(&mut self) -> Drained {
+        let mut done = std::mem::take(&mut self.front_done);
+        self.front_progress = 0;
+        let written = self
+            .inflight
+            .drain(..)
+            .map(|(origin, _)| (origin, origin.replies() - std::mem::take(&mut done)))
+            .collect();
+        self.write_off = 0;
+        self.unsent_bytes = 0;
+        Drained {
+            written,
+            unsent: std::mem::take(&mut self.unsent),
+        }
+    }
+}
+
+/// One connection to a backend, shard or the pub/sub target: shared by many clients (a pool
+/// slot), or a session owned by one.
 #[derive(Debug)]
 pub struct BackendConn {
     /// The socket.
@@ -64,26 +275,11 @@ pub struct BackendConn {
     pub connected: bool,
     /// When the connect started.
     pub opened: Instant,
-    /// Requests not yet fully written, in order.
-    pub unsent: VecDeque<(Origin, Bytes)>,
-    /// Bytes of the front of `unsent` already written.
-    pub write_off: usize,
-    /// Bytes queued in `unsent` (whole requests; a partly written front still counts).
-    pub unsent_bytes: usize,
+    /// Requests and replies.
+    pub pipe: Pipeline,
     /// Clients paused because this connection's queue passed its limit (the backend is not
     /// reading): resumed when it drains or fails.
     pub waiters: Vec<ConnRef>,
-    /// Requests written, awaiting replies, in order, with when they were written (loop clock, µs).
-    pub inflight: VecDeque<(Origin, u64)>,
-    /// Replies of the front of `inflight` (a run) already delivered.
-    pub front_done: u32,
-    /// When the last of those arrived (loop clock, µs; 0: none yet): a run whose replies keep
-    /// coming is not late, however long it streams.
-    pub front_progress: u64,
-    /// Replies read and not yet framed.
-    pub rbuf: BytesMut,
-    /// Framing state of `rbuf`.
-    pub scanner: ReplyScanner,
     /// Edge state: writable since the last `WouldBlock`.
     pub writable: bool,
     /// Since when a write has been blocked with requests left to send.
@@ -109,15 +305,8 @@ impl BackendConn {
             slot,
             connected: false,
             opened: now,
-            unsent: VecDeque::new(),
-            write_off: 0,
-            unsent_bytes: 0,
+            pipe: Pipeline::default(),
             waiters: Vec::new(),
-            inflight: VecDeque::new(),
-            front_done: 0,
-            front_progress: 0,
-            rbuf: BytesMut::new(),
-            scanner: ReplyScanner::new(),
             writable: false,
             stalled_since: None,
             dirty: false,
@@ -128,24 +317,12 @@ impl BackendConn {
         }
     }
 
-    /// Queues a request behind the others, keeping `unsent_bytes` in step.
-    pub fn queue(&mut self, origin: Origin, req: Bytes) {
-        self.unsent_bytes += req.len();
-        self.unsent.push_back((origin, req));
-    }
-
     /// Writes queued requests with vectored writes until done or `WouldBlock`; written requests
-    /// move to `inflight` stamped with `now`.
+    /// move to `inflight` stamped with `now_us`.
     pub fn flush(&mut self, now: Instant, now_us: u64) -> io::Result<()> {
-        while !self.unsent.is_empty() {
-            let off = self.write_off;
-            let res = crate::net::write_queue(&mut self.stream, || {
-                self.unsent
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, (_, b))| if i == 0 { &b[off..] } else { &b[..] })
-            });
-            let mut n = match res {
+        while self.pipe.has_unsent() {
+            let pipe = &self.pipe;
+            let n = match crate::net::write_queue(&mut self.stream, || pipe.unsent_slices()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -155,35 +332,117 @@ impl BackendConn {
                 }
                 Err(e) => return Err(e),
             };
-            while n > 0 {
-                let Some((origin, front)) = self.unsent.front_mut() else {
-                    break;
-                };
-                let left = front.len() - self.write_off;
-                if n >= left {
-                    n -= left;
-                    self.unsent_bytes = self.unsent_bytes.saturating_sub(front.len());
-                    let origin = *origin;
-                    self.unsent.pop_front();
-                    self.write_off = 0;
-                    if !matches!(origin, Origin::Piece { .. }) {
-                        self.inflight.push_back((origin, now_us));
-                    }
-                } else {
-                    self.write_off += n;
-                    n = 0;
-                }
-            }
+            self.pipe.written(n, now_us);
         }
         self.stalled_since = None;
         Ok(())
     }
+}
 
-    /// Drops the written part of a partially written front request, so that it can be re-sent
-    /// whole elsewhere (a backend never runs half a request).
-    pub fn take_unsent(&mut self) -> VecDeque<(Origin, Bytes)> {
-        self.write_off = 0;
-        self.unsent_bytes = 0;
-        std::mem::take(&mut self.unsent)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(seq: u64, n: u32) -> Origin {
+        Origin::Client {
+            token: 1,
+            gen: 1,
+            seq,
+            n,
+        }
+    }
+
+    fn replies(framed: Option<Framed>) -> (Origin, Vec<u8>, u32, u32, bool) {
+        match framed {
+            Some(Framed::Replies {
+                origin,
+                frame,
+                k,
+                failed,
+                whole,
+                ..
+            }) => (origin, frame.to_vec(), k, failed, whole),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_move_requests_in_flight_and_replies_pop_them_in_order() {
+        let mut p = Pipeline::default();
+        p.queue(client(0, 1), Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"));
+        p.queue(client(1, 2), Bytes::from_static(b"GET a\r\nGET b\r\n"));
+        assert_eq!(p.unsent_bytes(), 28);
+        p.written(10, 5);
+        assert_eq!(
+            (p.in_flight(), p.unsent_slices().next().unwrap().len()),
+            (0, 4)
+        );
+        p.written(18, 7);
+        assert_eq!(
+            (p.in_flight(), p.unsent_bytes(), p.has_unsent()),
+            (2, 0, false)
+        );
+        p.rbuf.extend_from_slice(b"+PONG\r\n$1\r\nx\r\n-ERR y\r\n");
+        assert_eq!(
+            replies(p.next_replies(false, false, 9).unwrap()),
+            (client(0, 1), b"+PONG\r\n".to_vec(), 1, 0, true)
+        );
+        let (origin, frame, k, failed, whole) = replies(p.next_replies(false, false, 9).unwrap());
+        assert_eq!((origin, k, failed, whole), (client(1, 2), 2, 1, true));
+        assert_eq!(frame, b"$1\r\nx\r\n-ERR y\r\n");
+        assert!(p.is_idle());
+        p.rbuf.extend_from_slice(b"+OK\r\n");
+        assert!(p
+            .next_replies(false, false, 9)
+            .unwrap_err()
+            .contains("out of sync"));
+    }
+
+    #[test]
+    fn a_run_cut_by_a_read_is_handed_over_in_parts_and_is_not_late_while_they_come() {
+        let mut p = Pipeline::default();
+        p.queue(client(0, 3), Bytes::from_static(b"x"));
+        p.written(1, 100);
+        p.rbuf.extend_from_slice(b":1\r\n:2");
+        assert_eq!(replies(p.next_replies(false, false, 500).unwrap()).2, 1);
+        assert!(!p.front_late(600, 200), "its last reply came at 500");
+        assert!(p.front_late(700, 200));
+        p.rbuf.extend_from_slice(b"\r\n:3\r\n");
+        let (_, frame, k, _, whole) = replies(p.next_replies(false, false, 800).unwrap());
+        assert_eq!((frame, k, whole), (b":2\r\n:3\r\n".to_vec(), 2, true));
+    }
+
+    #[test]
+    fn pushes_go_their_own_way() {
+        let mut p = Pipeline::default();
+        p.rbuf.extend_from_slice(b">2\r\n$1\r\na\r\n$1\r\nb\r\n");
+        assert_eq!(
+            p.next_replies(false, true, 0),
+            Ok(None),
+            "dropped on a shared RESP3 conn"
+        );
+        p.rbuf.extend_from_slice(b"*1\r\n:1\r\n");
+        let pushed = p.next_replies(true, false, 0).unwrap();
+        assert_eq!(
+            pushed,
+            Some(Framed::Push(Bytes::from_static(b"*1\r\n:1\r\n")))
+        );
+    }
+
+    #[test]
+    fn draining_owes_the_rest_of_a_part_answered_run_and_returns_the_unwritten() {
+        let mut p = Pipeline::default();
+        p.queue(client(0, 3), Bytes::from_static(b"abc"));
+        p.queue(client(1, 1), Bytes::from_static(b"d"));
+        p.queue(Origin::Auth, Bytes::from_static(b"efgh"));
+        p.written(4, 0);
+        p.written(1, 0);
+        p.rbuf.extend_from_slice(b":1\r\n");
+        assert!(!replies(p.next_replies(false, false, 0).unwrap()).4);
+        let d = p.drain();
+        assert_eq!(d.written, vec![(client(0, 3), 2), (client(1, 1), 1)]);
+        assert_eq!(d.unsent.len(), 1);
+        assert_eq!((p.unsent_bytes(), p.is_idle()), (0, true));
+        assert_eq!(p.unsent_slices().count(), 0);
     }
 }

@@ -1,17 +1,72 @@
 //! `ClientConn`: one downstream connection — its read buffer and scanner state, its pending
-//! queue of reply slots, its output queue, and the flags that drive backpressure and closing.
+//! queue of reply slots, its output queue, its mode and session, and the flags that drive
+//! backpressure and closing.
+//!
+//! ```text
+//!  Normal ──WATCH──▶ Watching ──MULTI──▶ Multi ──EXEC/DISCARD──▶ Normal
+//!    │  └──────────────MULTI─────────────▲  └─session lost──▶ BrokenTxn ──EXEC/DISCARD──▶ Normal
+//!    ├──SUBSCRIBE──▶ Subscribed ──last UNSUBSCRIBE──▶ Normal
+//!    └──a request still arriving at 4 MiB──▶ Streaming ──its last piece sent──▶ Normal
+//!  RESET: any mode ──▶ Normal (and the session closes)
+//! ```
 //!
 //! Invariants: `backend` is meaningful only while `pending.waiting() > 0` (a client with nothing
-//! in flight gets a fresh pick); replies reach `out` only through `pending`, so they keep
-//! request order; `paused` is the only thing that stops reading (READABLE interest stays).
+//! in flight gets a fresh pick); replies reach `out` only through `pending` (pub/sub pushes
+//! aside), so they keep request order. Reading stops (READABLE interest stays registered) while
+//! `reading_stopped` says so: its pipeline or output is over a limit (`paused`), a backend
+//! connection it feeds is not draining (`held`), it waits at a barrier with 1 MiB buffered, it
+//! has closed its side, or respite is shutting down.
 
+use crate::backend::Origin;
+use crate::conns::ConnRef;
 use crate::net::OutQueue;
 use crate::pending::PendingQueue;
 use crate::resp::RequestScanner;
+use crate::upstream::Upstream;
 use bytes::BytesMut;
 use mio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Bytes a client waiting at a barrier may have buffered before it is not read.
+pub const BARRIER_READ_LIMIT: usize = 1 << 20;
+
+/// What a client's requests mean right now, beyond routing by command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Each request is routed by its command.
+    Normal,
+    /// After WATCH, before MULTI: every request goes to the session until EXEC, DISCARD or
+    /// UNWATCH.
+    Watching,
+    /// Inside MULTI: every request goes to the session until EXEC or DISCARD.
+    Multi,
+    /// The session broke inside MULTI: every request gets this error until EXEC or DISCARD.
+    BrokenTxn(String),
+    /// Subscribed: only the subscribe family, PING, QUIT and RESET (any command in RESP3).
+    Subscribed,
+    /// A large request is streaming to the session as it arrives: the origin of its slot.
+    Streaming(Origin),
+}
+
+impl Mode {
+    /// Watching or inside MULTI: requests go to the session connection.
+    pub fn pinned(&self) -> bool {
+        matches!(self, Mode::Watching | Mode::Multi)
+    }
+}
+
+/// A client's connection of its own (transactions, blocking commands, pub/sub, a streamed
+/// request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// The backend connection.
+    pub conn: ConnRef,
+    /// Where it goes.
+    pub target: Upstream,
+    /// Opened to stream one request: it closes once that request is answered.
+    pub streamed: bool,
+}
 
 /// A downstream connection.
 #[derive(Debug)]
@@ -62,26 +117,13 @@ pub struct ClientConn {
     pub read_closed: bool,
     /// Close once the queued output is written (QUIT, protocol error).
     pub close_after_flush: bool,
-    /// A fan-out is in flight or waits for earlier requests: later requests wait for it.
+    /// A fan-out, session command or streamed request is in flight or waits for earlier
+    /// requests: later requests wait for it.
     pub barrier: bool,
-    /// Its connection of its own (transactions, blocking commands, pub/sub), if any.
-    pub session: Option<crate::conns::ConnRef>,
-    /// Where `session` goes.
-    pub session_target: Option<crate::upstream::Upstream>,
-    /// Between WATCH/MULTI and EXEC/DISCARD/UNWATCH: every request goes to `session`.
-    pub pinned: bool,
-    /// Inside MULTI.
-    pub in_multi: bool,
-    /// The session broke inside MULTI: requests get this error until EXEC or DISCARD.
-    pub txn_broken: Option<String>,
-    /// Subscribed: only the pub/sub commands, PING, QUIT and RESET are accepted.
-    pub subscribed: bool,
-    /// A large request is streaming to `session` as it arrives: the origin of its reply slot.
-    pub streaming: Option<crate::backend::Origin>,
-    /// `session` was opened to stream a request: it closes once the request is answered.
-    pub stream_session: bool,
-    /// The request being routed (its tag goes into the slot it takes).
-    pub cur: crate::pending::Tag,
+    /// What its requests mean beyond their commands.
+    pub mode: Mode,
+    /// Its connection of its own, if any.
+    pub session: Option<Session>,
     /// Queued in the loop's dirty list.
     pub dirty: bool,
 }
@@ -115,15 +157,8 @@ impl ClientConn {
             read_closed: false,
             close_after_flush: false,
             barrier: false,
+            mode: Mode::Normal,
             session: None,
-            session_target: None,
-            pinned: false,
-            in_multi: false,
-            txn_broken: None,
-            subscribed: false,
-            streaming: None,
-            stream_session: false,
-            cur: crate::pending::Tag::unknown(0),
             dirty: false,
         }
     }
@@ -146,11 +181,25 @@ impl ClientConn {
     pub fn plain(&self) -> bool {
         self.authed
             && !self.resp3
-            && !self.subscribed
-            && !self.pinned
+            && self.mode == Mode::Normal
             && !self.barrier
-            && self.txn_broken.is_none()
             && self.session.is_none()
+    }
+
+    /// True when it must not be read now (see the module comment).
+    pub fn reading_stopped(&self, shutting_down: bool) -> bool {
+        let at_barrier = self.barrier && self.rbuf.len() >= BARRIER_READ_LIMIT;
+        self.paused || self.held || at_barrier || self.read_closed || shutting_down
+    }
+
+    /// True while its streamed request still arrives.
+    pub fn streaming(&self) -> bool {
+        matches!(self.mode, Mode::Streaming(_))
+    }
+
+    /// True when subscribed.
+    pub fn subscribed(&self) -> bool {
+        self.mode == Mode::Subscribed
     }
 
     /// True when every reply has been written and nothing waits.

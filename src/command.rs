@@ -7,7 +7,6 @@
 //! upper-case entry under a mask that ignores the case bit of its letters, so it is never folded.
 
 use crate::command_table::{COMMANDS, SUBCOMMANDS};
-use crate::fanout::FanoutCmd;
 
 /// Command flags, as bits (from the specs' `command_flags`).
 pub mod flag {
@@ -85,6 +84,20 @@ pub enum Local {
     Slowlog,
 }
 
+/// Commands that fan out to every shard master (`fanout/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FanoutCmd {
+    Scan,
+    Keys,
+    Dbsize,
+    Randomkey,
+    /// FLUSHDB and FLUSHALL.
+    Flush,
+    /// SCRIPT LOAD / FLUSH / EXISTS (other SCRIPT subcommands are forwarded).
+    Script,
+    Lastsave,
+}
+
 /// Commands that need a connection of their own, or the pub/sub target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Session {
@@ -112,7 +125,7 @@ pub enum Route {
     /// Answered by respite.
     Local(Local),
     /// Sent to every shard master (or forwarded when there are no shards).
-    Fanout(crate::fanout::FanoutCmd),
+    Fanout(FanoutCmd),
     /// Transactions, blocking commands and pub/sub (`session.rs`).
     Session(Session),
     /// `XREAD`/`XREADGROUP`: a session command only with `BLOCK`.

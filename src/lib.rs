@@ -26,6 +26,7 @@ pub mod net;
 pub mod pending;
 pub mod picker;
 pub mod proxy;
+pub mod request;
 pub mod resp;
 pub mod resp3;
 pub mod stats;

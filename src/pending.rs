@@ -16,10 +16,13 @@
 //! the front.
 
 use crate::net::OutQueue;
+use crate::request::Request;
+use crate::resp3::Shape;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
-/// What a slot remembers of its request, for command statistics and the slow log.
+/// What a slot remembers of its request: for command statistics and the slow log, a retry
+/// (`--retry-reads`), and the RESP3 shape its reply takes for a RESP3 client.
 #[derive(Debug, Clone)]
 pub struct Tag {
     /// Command id in the command table (`u16::MAX`: unknown).
@@ -30,28 +33,36 @@ pub struct Tag {
     pub req: Bytes,
     /// Already re-sent once after its backend connection broke (`--retry-reads`).
     pub retried: bool,
+    /// The shape of its reply for a RESP3 client (`Plain` for RESP2 clients: never used).
+    pub shape: Shape,
 }
 
 impl Tag {
-    /// Moves the request out for a slot, leaving the command and arrival time (no refcount
-    /// traffic per request).
-    pub fn take(&mut self) -> Tag {
+    /// The tag of `req`, whose reply takes `shape`.
+    pub fn of(req: &Request, shape: Shape) -> Self {
         Tag {
-            cmd: self.cmd,
-            start: self.start,
-            req: std::mem::take(&mut self.req),
+            cmd: req.cmd.unwrap_or(u16::MAX),
+            start: req.start,
+            req: req.bytes.clone(),
             retried: false,
+            shape,
+        }
+    }
+
+    /// A tag for requests of command `cmd` in `req` (one, or a run) arriving at `start`.
+    pub fn new(cmd: u16, start: u64, req: Bytes) -> Self {
+        Tag {
+            cmd,
+            start,
+            req,
+            retried: false,
+            shape: Shape::Plain,
         }
     }
 
     /// A tag for a request of unknown command arriving at `start`.
     pub fn unknown(start: u64) -> Self {
-        Tag {
-            cmd: u16::MAX,
-            start,
-            req: Bytes::new(),
-            retried: false,
-        }
+        Tag::new(u16::MAX, start, Bytes::new())
     }
 }
 

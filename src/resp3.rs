@@ -14,8 +14,8 @@
 //! recursion over the data (only over the shape, a few levels deep), so it stays linear for huge
 //! replies. RESP2 clients never pass through here.
 
-use crate::command_table::COMMANDS;
-use crate::resp::{frame_args, parse_i64};
+use crate::request::Request;
+use crate::resp::parse_i64;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The RESP3 shape of a reply, as far as it differs from RESP2.
@@ -51,13 +51,12 @@ pub enum Shape {
     Push,
 }
 
-/// The RESP3 shape of the reply to `req` (a complete multibulk request) for command `cmd`.
-pub fn shape_for(cmd: u16, req: &[u8]) -> Shape {
-    let Some(spec) = COMMANDS.get(cmd as usize) else {
+/// The RESP3 shape of the reply to `req`.
+pub fn shape_for(req: &Request) -> Shape {
+    let Some(spec) = req.spec() else {
         return Shape::Plain;
     };
-    let args = || frame_args(req);
-    let has = |word: &[u8]| args().iter().skip(1).any(|a| a.eq_ignore_ascii_case(word));
+    let has = |word: &[u8]| req.has_word(word);
     match spec.name {
         "ZRANGE" | "ZRANGEBYSCORE" | "ZREVRANGE" | "ZREVRANGEBYSCORE" | "ZUNION" | "ZINTER"
         | "ZDIFF" | "ZRANDMEMBER" => {
@@ -69,7 +68,7 @@ pub fn shape_for(cmd: u16, req: &[u8]) -> Shape {
         }
         "HRANDFIELD" if has(b"WITHVALUES") => Shape::ValuePairs,
         "ZPOPMIN" | "ZPOPMAX" => {
-            if args().len() > 2 {
+            if req.argc() > 2 {
                 Shape::ScorePairs
             } else {
                 Shape::ScorePair
@@ -78,18 +77,13 @@ pub fn shape_for(cmd: u16, req: &[u8]) -> Shape {
         "BZPOPMIN" | "BZPOPMAX" => Shape::KeyScorePair,
         "ZMPOP" | "BZMPOP" => Shape::KeyScorePairs,
         "ZADD" if has(b"INCR") => Shape::Double,
-        "SPOP" if args().len() > 2 => Shape::Set,
+        "SPOP" if req.argc() > 2 => Shape::Set,
         "INFO" => Shape::Verbatim,
-        "CLIENT" => match args().get(1) {
-            Some(sub) if sub.eq_ignore_ascii_case(b"INFO") || sub.eq_ignore_ascii_case(b"LIST") => {
-                Shape::Verbatim
-            }
-            _ => Shape::Plain,
-        },
+        "CLIENT" if req.arg_is(1, b"INFO") || req.arg_is(1, b"LIST") => Shape::Verbatim,
         "CONFIG" | "XINFO" | "MEMORY" | "FUNCTION" | "ACL" | "COMMAND" | "CLUSTER" => {
             // Container commands: the subcommand's schema decides.
-            let sub = args().get(1).map(|s| s.to_vec()).unwrap_or_default();
-            crate::command::CommandTable::subcommand(spec.name, &sub)
+            let sub = req.arg(1).unwrap_or_default();
+            crate::command::CommandTable::subcommand(spec.name, sub)
                 .map_or(Shape::Plain, |s| s.resp3)
         }
         _ => spec.resp3,

@@ -169,6 +169,15 @@ impl Backend {
         self.halves && slot >= self.conns.len() / 2
     }
 
+    /// Forgets the pool connection in `slot` if it is still `token` (it closed or failed).
+    pub fn forget_conn(&mut self, slot: usize, token: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if conn.is_some_and(|r| r.token == token) {
+                *conn = None;
+            }
+        }
+    }
+
     /// Back in the list after a reload: down until `rise` good probes, probed at once.
     fn revive(&mut self, now: Instant) {
         self.retired = false;

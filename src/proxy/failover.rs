@@ -3,13 +3,14 @@
 //! error in order (or, with `--retry-reads`, a read-only one is re-sent once).
 
 use super::Proxy;
-use crate::backend::Origin;
+use crate::backend::{Drained, Origin};
 use crate::conns::{Conn, ConnRef};
 use crate::health::Flip;
 use crate::resp;
 use crate::upstream::{Group, Upstream};
 use bytes::Bytes;
 use log::{debug, trace, warn};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 impl Proxy {
@@ -20,21 +21,12 @@ impl Proxy {
     /// does not support): it is reconnected on demand and probed at once, and a refused
     /// reconnect ejects it.
     pub(super) fn fail_backend_conn(&mut self, token: usize, why: &str, eject: bool) {
-        if let Some(bc) = self.conns.backend_mut(token) {
-            if bc.owner.is_some() {
-                // A session connection: its failure may be the command's doing (twemproxy
-                // closes on MULTI), so it never ejects the backend.
-                let u = bc.upstream;
-                let label = self.ups.get(u).label.clone();
-                debug!(
-                    "{}={} addr={label} session conn={token} failed: {why}",
-                    u.kind(),
-                    u.index
-                );
-                let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
-                self.drop_session_conn(token, Some(lost));
-                return;
-            }
+        if self
+            .conns
+            .backend(token)
+            .is_some_and(|bc| bc.owner.is_some())
+        {
+            return self.fail_session_conn(token, why);
         }
         let Some(Conn::Backend(mut bc)) = self.remove(token) else {
             return;
@@ -42,17 +34,14 @@ impl Proxy {
         let waiters = std::mem::take(&mut bc.waiters);
         self.release_waiters(waiters);
         let u = bc.upstream;
-        let slot = &mut self.ups.get_mut(u).conns[bc.slot];
-        if slot.is_some_and(|r| r.token == token) {
-            *slot = None;
-        }
+        self.ups.get_mut(u).forget_conn(bc.slot, token);
+        let drained = bc.pipe.drain();
         let label = self.ups.get(u).label.clone();
+        let (written, unsent) = (drained.written.len(), drained.unsent.len());
         warn!(
-            "{}={} addr={label} conn={token} failed: {why} ({} in flight, {} unsent)",
+            "{}={} addr={label} conn={token} failed: {why} ({written} in flight, {unsent} unsent)",
             u.kind(),
             u.index,
-            bc.inflight.len(),
-            bc.unsent.len()
         );
         if eject {
             self.backend_failed(u, why);
@@ -61,45 +50,64 @@ impl Proxy {
             let be = self.ups.get_mut(u);
             be.next_probe = be.next_probe.min(now);
         }
-        let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
-        let failed = bc
-            .inflight
+        let failed: u64 = drained
+            .written
             .iter()
-            .map(|(o, _)| u64::from(o.replies()))
-            .sum::<u64>()
-            - u64::from(bc.front_done);
+            .map(|&(_, owed)| u64::from(owed))
+            .sum();
         self.ups.get_mut(u).errors += failed;
         self.stats.backend_errors += failed;
-        let unsent = bc.take_unsent();
-        // Forget the sticky backend of affected clients first, so re-routing picks afresh.
-        for origin in bc
-            .inflight
-            .iter()
-            .map(|(o, _)| o)
-            .chain(unsent.iter().map(|(o, _)| o))
-        {
-            if let Origin::Client { token, gen, .. } = *origin {
-                if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {
-                    if u.group == Group::Backend && c.backend == Some(u.index) {
-                        c.backend = None;
-                    }
+        self.unstick(u, &drained);
+        let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
+        self.fail_written(u, drained.written, &lost);
+        self.reroute(u, drained.unsent, &lost);
+    }
+
+    /// A session connection failed: its failure may be the command's doing (twemproxy closes
+    /// on MULTI), so it never ejects the backend; its owner learns it.
+    fn fail_session_conn(&mut self, token: usize, why: &str) {
+        let Some(u) = self.conns.backend(token).map(|bc| bc.upstream) else {
+            return;
+        };
+        let label = &self.ups.get(u).label;
+        debug!(
+            "{}={} addr={label} session conn={token} failed: {why}",
+            u.kind(),
+            u.index
+        );
+        let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
+        self.drop_session_conn(token, Some(lost));
+    }
+
+    /// Forgets `u` as the sticky backend of the clients with requests on a failed connection,
+    /// so that re-routing picks afresh.
+    fn unstick(&mut self, u: Upstream, drained: &Drained) {
+        let written = drained.written.iter().map(|(o, _)| o);
+        for origin in written.chain(drained.unsent.iter().map(|(o, _)| o)) {
+            let Origin::Client { token, gen, .. } = *origin else {
+                continue;
+            };
+            if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {
+                if u.group == Group::Backend && c.backend == Some(u.index) {
+                    c.backend = None;
                 }
             }
         }
-        let retry_reads = self.config.retry_reads;
+    }
+
+    /// Requests a failed connection had written may have run: each gets `lost`, in order,
+    /// except that with `--retry-reads` a read-only request none of whose replies arrived is
+    /// re-sent once to another backend.
+    fn fail_written(&mut self, u: Upstream, written: Vec<(Origin, u32)>, lost: &Bytes) {
         let mut retries = Vec::new();
-        let mut done = bc.front_done;
-        for (origin, _) in bc.inflight.drain(..) {
-            // The front may be a run whose first replies were delivered already; only a request
-            // (or run) none of whose replies arrived may be retried.
-            let owed = origin.replies() - std::mem::take(&mut done);
-            if retry_reads && owed == origin.replies() {
+        for (origin, owed) in written {
+            if self.config.retry_reads && owed == origin.replies() {
                 if let Some(req) = self.take_retry(origin) {
                     retries.push((origin, req));
                     continue;
                 }
             }
-            self.fail_slot(origin, owed, &lost);
+            self.fail_slot(origin, owed, lost);
         }
         for (origin, req) in retries {
             if let Origin::Client { token, seq, .. } = origin {
@@ -111,6 +119,11 @@ impl Proxy {
                 self.send(origin, req);
             }
         }
+    }
+
+    /// Requests a failed connection never wrote go to another backend; a fan-out part belongs
+    /// to its shard and no other, and fails.
+    fn reroute(&mut self, u: Upstream, unsent: VecDeque<(Origin, Bytes)>, lost: &Bytes) {
         for (origin, req) in unsent {
             match origin {
                 Origin::Client { token, seq, .. } => {
@@ -121,7 +134,6 @@ impl Proxy {
                     );
                     self.send(origin, req);
                 }
-                // A fan-out part belongs to this shard and no other: it fails.
                 Origin::Fanout { .. } => self.complete(origin, lost.clone()),
                 Origin::Auth | Origin::Push | Origin::Piece { .. } => {}
             }
@@ -163,10 +175,8 @@ impl Proxy {
             let late = |t: Instant| now.duration_since(t) >= timeout;
             // Sessions may block as long as their command asks (a hung backend is caught by its
             // probe, which then fails its sessions), but not stop reading what they send.
-            let front_late = bc.owner.is_none()
-                && bc.inflight.front().is_some_and(|&(_, t)| {
-                    clock_us.saturating_sub(t.max(bc.front_progress)) >= timeout.as_micros() as u64
-                });
+            let front_late =
+                bc.owner.is_none() && bc.pipe.front_late(clock_us, timeout.as_micros() as u64);
             let expired_now = if bc.connected {
                 front_late || bc.stalled_since.is_some_and(late)
             } else {

@@ -1,22 +1,24 @@
-//! Fan-outs in the loop: choosing the shards, sending one part to each, and filling the
-//! client's slot with the merge once every part is answered (the merges are in `fanout.rs`).
+//! Fan-outs in the loop: choosing the targets, sending each part its request, and filling the
+//! client's slot with the merge once every part is answered (plans and merges: `fanout/`).
 
 use super::Proxy;
 use crate::backend::Origin;
+use crate::command::FanoutCmd;
 use crate::conns::ConnRef;
-use crate::fanout::{decode_cursor, merge, topology_tag, Fanout, FanoutCmd, Merge};
+use crate::fanout::{self, merge, Fanout};
+use crate::request::Request;
 use crate::resp;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 
 impl Proxy {
-    /// Starts a fan-out for request `seq` of client `client`; the merged reply fills its slot.
-    pub(crate) fn start_fanout(
+    /// Starts a fan-out of `req` for slot `seq` of `client`; the merged reply fills the slot.
+    pub(super) fn start_fanout(
         &mut self,
         client: ConnRef,
         seq: u64,
         cmd: FanoutCmd,
-        req: &[u8],
+        req: &Request,
         info: Option<String>,
     ) {
         let origin = Origin::Client {
@@ -25,125 +27,62 @@ impl Proxy {
             seq,
             n: 1,
         };
-        let args = resp::frame_args(req);
-        let targets: Vec<Upstream> = if !self.ups.have_shards() {
-            self.ups.healthy_backends()
-        } else {
-            match self.ups.shard_set() {
-                Ok(set) => set.into_iter().map(Upstream::shard).collect(),
-                Err(e) => return self.complete(origin, resp::error(&format!("ERR {e}"))),
-            }
+        let targets = match self.fanout_targets() {
+            Ok(targets) => targets,
+            Err(answer) => return self.complete(origin, answer),
         };
-        if targets.is_empty() {
-            return self.complete(origin, resp::reply::NO_BACKEND);
-        }
         let labels: Vec<String> = targets
             .iter()
             .map(|&u| self.ups.get(u).label.clone())
             .collect();
-        let (merge, sub, targets) = match (cmd, info) {
-            (_, Some(text)) => (
-                Merge::InfoKeyspace(text),
-                resp::encode_request(&[&b"INFO"[..], b"keyspace"]),
-                targets,
-            ),
-            (FanoutCmd::Scan, None) => {
-                let Some(cursor) = args.get(1) else {
-                    return self.complete(
-                        origin,
-                        resp::error("ERR wrong number of arguments for 'scan' command"),
-                    );
-                };
-                let Some((shard_cursor, tag, index)) = decode_cursor(cursor) else {
-                    return self.complete(origin, resp::error("ERR invalid cursor"));
-                };
-                let sorted: Vec<&str> = labels.iter().map(String::as_str).collect();
-                let current = topology_tag(&sorted);
-                let (shard_cursor, index) = if shard_cursor == 0 && tag == 0 && index == 0 {
-                    (0, 0)
-                } else if tag != current {
-                    return self.complete(
-                        origin,
-                        resp::error("ERR SCAN cursor refers to a different shard set; restart the scan from 0"),
-                    );
-                } else if index >= targets.len() {
-                    return self.complete(origin, resp::error("ERR invalid cursor"));
-                } else {
-                    (shard_cursor, index)
-                };
-                let mut sub_args: Vec<&[u8]> = vec![b"SCAN"];
-                let c = shard_cursor.to_string();
-                sub_args.push(c.as_bytes());
-                sub_args.extend_from_slice(&args[2..]);
-                let merge = Merge::Scan {
-                    index,
-                    shards: targets.len(),
-                    tag: current,
-                };
-                (merge, resp::encode_request(&sub_args), vec![targets[index]])
-            }
-            (FanoutCmd::Keys, None) => (Merge::Concat, Bytes::copy_from_slice(req), targets),
-            (FanoutCmd::Dbsize, None) => (Merge::Sum, Bytes::copy_from_slice(req), targets),
-            (FanoutCmd::Lastsave, None) => (Merge::Min, Bytes::copy_from_slice(req), targets),
-            (FanoutCmd::Randomkey, None) => {
-                (Merge::AnyNonNil, Bytes::copy_from_slice(req), targets)
-            }
-            (FanoutCmd::Flush, None) => (Merge::AllOk, Bytes::copy_from_slice(req), targets),
-            (FanoutCmd::Script, None) => {
-                let exists = args
-                    .get(1)
-                    .is_some_and(|s| s.eq_ignore_ascii_case(b"EXISTS"));
-                let merge = if exists { Merge::And } else { Merge::AllOk };
-                (merge, Bytes::copy_from_slice(req), targets)
-            }
+        let plan = match fanout::plan(cmd, req, &labels, info) {
+            Ok(plan) => plan,
+            Err(answer) => return self.complete(origin, answer),
         };
-        let labels = match &merge {
-            Merge::Scan { index, .. } => vec![labels[*index].clone()],
-            _ => labels,
-        };
-        let n = targets.len();
-        let id = self.fanouts.insert(Fanout {
-            client,
-            seq,
-            merge,
-            parts: vec![None; n],
-            labels,
-            remaining: n,
-        });
-        for (part, u) in targets.into_iter().enumerate() {
+        let part_labels = plan.parts.iter().map(|&i| labels[i].clone()).collect();
+        let id = self
+            .fanouts
+            .insert(Fanout::new(client, seq, plan.merge, part_labels));
+        for (part, &i) in plan.parts.iter().enumerate() {
+            let u = targets[i];
             match self.backend_conn(u, 0) {
                 Some(conn) => {
                     self.ups.get_mut(u).requests += 1;
-                    self.enqueue(conn, Origin::Fanout { id, part }, sub.clone());
+                    self.enqueue(conn, Origin::Fanout { id, part }, plan.sub.clone());
                 }
                 None => {
-                    let label = self.ups.get(u).label.clone();
-                    let kind = u.kind();
-                    self.fanout_part_done(
-                        id,
-                        part,
-                        resp::error(&format!("ERR {kind} {label} connection failed")),
-                    );
+                    let (kind, label) = (u.kind(), &self.ups.get(u).label);
+                    let failed = resp::error(&format!("ERR {kind} {label} connection failed"));
+                    self.fanout_part_done(id, part, failed);
                 }
             }
         }
     }
 
-    /// Records one part's answer; the last one merges and fills the client's slot.
-    pub(crate) fn fanout_part_done(&mut self, id: usize, part: usize, reply: Bytes) {
-        let Some(f) = self.fanouts.get_mut(id) else {
-            return;
+    /// Where a fan-out goes: the shard masters, sorted by address, or (without shards, for
+    /// `SCRIPT`) every healthy backend. `Err` is the reply when there is nowhere to go.
+    fn fanout_targets(&self) -> Result<Vec<Upstream>, Bytes> {
+        let targets = if self.ups.have_shards() {
+            let set = self
+                .ups
+                .shard_set()
+                .map_err(|e| resp::error(&format!("ERR {e}")))?;
+            set.into_iter().map(Upstream::shard).collect()
+        } else {
+            self.ups.healthy_backends()
         };
-        let Some(slot @ None) = f.parts.get_mut(part) else {
-            return;
-        };
-        *slot = Some(reply);
-        f.remaining -= 1;
-        if f.remaining > 0 {
-            return;
+        if targets.is_empty() {
+            return Err(resp::reply::NO_BACKEND);
         }
+        Ok(targets)
+    }
+
+    /// Records one part's answer; the last one merges and fills the client's slot.
+    pub(super) fn fanout_part_done(&mut self, id: usize, part: usize, reply: Bytes) {
+        let Some(parts) = self.fanouts.get_mut(id).and_then(|f| f.answer(part, reply)) else {
+            return;
+        };
         let f = self.fanouts.remove(id);
-        let parts: Vec<Bytes> = f.parts.into_iter().flatten().collect();
         let picker = &mut self.picker;
         let merged = merge(&f.merge, &parts, &f.labels, &mut |n| {
             picker.random_below(n as u64) as usize
@@ -157,8 +96,8 @@ impl Proxy {
         self.complete(origin, merged);
     }
 
-    /// True if `group` has a fan-out target for `cmd` (else the command is forwarded).
-    pub(crate) fn fans_out(&self, cmd: FanoutCmd) -> bool {
+    /// True if `cmd` has fan-out targets here (else it is forwarded like any command).
+    pub(super) fn fans_out(&self, cmd: FanoutCmd) -> bool {
         self.ups.have_shards() || cmd == FanoutCmd::Script
     }
 }

@@ -5,8 +5,11 @@ use super::{Proxy, BACKEND_QUEUE_PAUSE_BYTES};
 use crate::backend::{BackendConn, Origin};
 use crate::conns::Conn;
 use crate::conns::ConnRef;
+use crate::pending::Tag;
+use crate::request::Request;
 use crate::resp;
 use crate::resp::reply;
+use crate::resp3::{shape_for, Shape};
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use log::debug;
@@ -15,55 +18,55 @@ use std::io;
 
 impl Proxy {
     /// Sends a request with a reply slot to connection `slot` of `u` (the pub/sub target).
-    pub(crate) fn forward_to(&mut self, token: usize, req: Bytes, u: Upstream, slot: usize) {
-        let Some(origin) = self.slot_origin(token) else {
+    pub(super) fn forward_to(&mut self, token: usize, req: Request, u: Upstream, slot: usize) {
+        let Some(origin) = self.slot_origin(token, &req) else {
             return;
         };
         match self.backend_conn(u, slot) {
             Some(conn) => {
                 self.ups.get_mut(u).requests += 1;
-                self.enqueue(conn, origin, req);
+                self.enqueue(conn, origin, req.bytes);
             }
             None => self.complete(origin, reply::NO_BACKEND),
         }
     }
 
-    pub(crate) fn forward(&mut self, token: usize, req: Bytes) {
+    /// Sends a request with a reply slot to a backend (the client's, or the picker's).
+    pub(super) fn forward(&mut self, token: usize, req: Request) {
         // After a blocking command, the client's requests stay on its session connection until
         // it is idle, so they keep their order.
         let session = self.conns.client(token).and_then(|c| c.session);
         if let Some(r) = session {
             let busy = self
                 .conns
-                .live_backend(r)
-                .is_some_and(|bc| !bc.inflight.is_empty() || !bc.unsent.is_empty());
+                .live_backend(r.conn)
+                .is_some_and(|bc| !bc.pipe.is_idle());
             if busy {
-                self.send_session(token, req, false);
+                self.send_session(token, req);
                 return;
             }
         }
-        if let Some(origin) = self.slot_origin(token) {
-            self.send(origin, req);
+        if let Some(origin) = self.slot_origin(token, &req) {
+            self.send(origin, req.bytes);
         }
     }
 
-    /// Takes a waiting reply slot for the request being routed: the origin its reply will carry.
-    pub(crate) fn slot_origin(&mut self, token: usize) -> Option<Origin> {
-        let (gen, seq) = self.push_slot(token)?;
+    /// Takes a waiting reply slot for `req`: the origin its reply will carry.
+    pub(super) fn slot_origin(&mut self, token: usize, req: &Request) -> Option<Origin> {
+        let resp3 = self.conns.client(token)?.resp3;
+        self.take_slot(token, tag_of(req, resp3))
+    }
+
+    /// Takes a waiting reply slot tagged `tag`: the origin its reply will carry.
+    pub(super) fn take_slot(&mut self, token: usize, tag: Tag) -> Option<Origin> {
+        let gen = self.conns.at(token)?.gen;
+        let seq = self.conns.client_mut(token)?.pending.push(tag);
         Some(Origin::Client {
             token,
             gen,
             seq,
             n: 1,
         })
-    }
-
-    /// Takes a waiting reply slot for the request being routed: its generation and `seq`.
-    pub(crate) fn push_slot(&mut self, token: usize) -> Option<(u32, u64)> {
-        let gen = self.conns.at(token)?.gen;
-        let c = self.conns.client_mut(token)?;
-        let tag = c.cur.take();
-        Some((gen, c.pending.push(tag)))
     }
 
     /// Sends the request (or run) of a client's slot to its backend (or a fresh pick), trying
@@ -115,12 +118,12 @@ impl Proxy {
         let Some(bc) = self.conns.backend_mut(conn_token) else {
             return;
         };
-        bc.queue(origin, req);
+        bc.pipe.queue(origin, req);
         if !bc.dirty {
             bc.dirty = true;
             self.dirty_backends.push(conn_token);
         }
-        if bc.unsent_bytes <= BACKEND_QUEUE_PAUSE_BYTES {
+        if bc.pipe.unsent_bytes() <= BACKEND_QUEUE_PAUSE_BYTES {
             return;
         }
         // The backend is not taking requests as fast as this client sends them: stop reading
@@ -191,11 +194,11 @@ impl Proxy {
         let mut conn = BackendConn::new(stream, u, slot, self.now);
         conn.owner = owner;
         if let Some(auth) = self.backend_auth() {
-            conn.queue(Origin::Auth, auth);
+            conn.pipe.queue(Origin::Auth, auth);
         }
         if owner.is_none() && self.ups.get(u).is_resp3_slot(slot) {
             // The RESP3 half of the pool: replies to RESP3 clients pass through untouched.
-            conn.queue(
+            conn.pipe.queue(
                 Origin::Auth,
                 Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
             );
@@ -213,4 +216,10 @@ impl Proxy {
             None => resp::encode_request(&[b"AUTH".as_slice(), pass.as_bytes()]),
         })
     }
+}
+
+/// The slot tag of `req`; for a RESP3 client it carries the shape its reply is converted to.
+pub(super) fn tag_of(req: &Request, resp3: bool) -> Tag {
+    let shape = if resp3 { shape_for(req) } else { Shape::Plain };
+    Tag::of(req, shape)
 }

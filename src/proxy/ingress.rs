@@ -1,16 +1,16 @@
 //! Ingress: accepting clients, reading them, framing their requests, gathering runs, and
 //! dispatching each request to its route.
 
-use super::{Proxy, BARRIER_READ_LIMIT, MAX_RUN, OUTPUT_PAUSE_BYTES, STREAM_MIN_BYTES};
+use super::{Proxy, MAX_RUN, OUTPUT_PAUSE_BYTES, STREAM_MIN_BYTES};
 use crate::backend::Origin;
 use crate::client::ClientConn;
-use crate::command::{CommandTable, Route};
-use crate::conns::Conn;
-use crate::conns::ConnRef;
+use crate::command::{CommandId, Route};
+use crate::command_table::COMMANDS;
+use crate::conns::{Conn, ConnRef};
+use crate::net;
 use crate::pending::Tag;
-use crate::resp::{reply, Frame};
-use crate::{net, resp};
-use bytes::Bytes;
+use crate::request::Request;
+use crate::resp::{self, reply, Frame, FrameError};
 use log::{debug, warn};
 use std::io;
 use std::time::Duration;
@@ -85,8 +85,7 @@ impl Proxy {
             return;
         };
         c.readable = true;
-        let held = c.barrier && c.rbuf.len() >= BARRIER_READ_LIMIT;
-        if c.paused || c.held || held || c.read_closed || self.draining_until.is_some() {
+        if c.reading_stopped(self.draining_until.is_some()) {
             return;
         }
         match net::read_into(&mut c.stream, &mut c.rbuf, &mut self.scratch, hup) {
@@ -120,83 +119,16 @@ impl Proxy {
     /// the read buffer until the run ends, then go to one backend as one buffer with one reply
     /// slot, so a pipeline costs one split, one slot and one queue entry per run, not per request.
     pub(super) fn process_input(&mut self, token: usize) {
-        let max_pending = self.config.client_max_pending;
-        let limits = self.config.limits;
-        let have_shards = self.ups.have_shards();
         let mut run = Run::default();
         let mut stream = false;
         loop {
-            let Some(c) = self.conns.client_mut(token) else {
-                return;
-            };
-            if c.close_after_flush {
-                break;
+            match self.input_gate(token, &run) {
+                Gate::Closed => return,
+                Gate::Stop => break,
+                Gate::Again => continue,
+                Gate::Open => {}
             }
-            if c.pending.len() + run.n as usize >= max_pending || c.out.bytes() > OUTPUT_PAUSE_BYTES
-            {
-                if !c.paused {
-                    debug!(
-                        "client={token} paused (pending={} out={})",
-                        c.pending.len(),
-                        c.out.bytes()
-                    );
-                }
-                c.paused = true;
-                break;
-            }
-            if c.barrier {
-                if c.pending.waiting() > 0 {
-                    break;
-                }
-                c.barrier = false;
-                if std::mem::take(&mut c.stream_session) {
-                    // The streamed request is answered: its connection is done.
-                    self.close_session_of(token);
-                    continue;
-                }
-            }
-            if c.streaming.is_some() {
-                if self.stream_input(token) {
-                    continue;
-                }
-                break;
-            }
-            // Gather plain requests into the run while they come, without leaving this loop.
-            let plain = c.plain();
-            let room = max_pending.saturating_sub(c.pending.len());
-            let step = loop {
-                if c.rbuf.len() == run.len {
-                    break Step::Stop;
-                }
-                if run.n as usize >= room {
-                    break Step::Recheck;
-                }
-                let frame = c.scanner.scan(&c.rbuf[run.len..], &limits);
-                let id = match &frame {
-                    Ok(Some(Frame::Multibulk { name, .. })) => {
-                        let at = run.len + name.0;
-                        self.commands.lookup(&c.rbuf[at..at + name.1])
-                    }
-                    Ok(Some(Frame::Inline { args, .. })) => self
-                        .commands
-                        .lookup(args.first().map_or(&[][..], |a| &a[..])),
-                    _ => None,
-                };
-                if let (Ok(Some(Frame::Multibulk { len, .. })), Some(id)) = (&frame, id) {
-                    if plain && self.commands.route(id) == Route::Forward {
-                        if !run.takes(id) {
-                            // Another command: it starts the next run (scanned again then).
-                            break Step::SendRun;
-                        }
-                        run.len += len;
-                        run.n += 1;
-                        run.cmd = id;
-                        continue;
-                    }
-                }
-                break Step::Frame(frame, id);
-            };
-            let (frame, id) = match step {
+            let (frame, id) = match self.gather(token, &mut run) {
                 Step::Stop => break,
                 Step::Recheck => continue,
                 Step::SendRun => {
@@ -207,57 +139,18 @@ impl Proxy {
             };
             if run.n > 0 {
                 // This frame ends the run: send the run first, which leaves the frame at the
-                // front of the buffer, where the code below expects it.
+                // front of the buffer, where `take_request` expects it.
                 self.send_run(token, &mut run);
             }
-            let barrier = barrier_cmd(&self.commands, id, have_shards);
-            let clock_us = self.clock_us;
-            let Some(c) = self.conns.client_mut(token) else {
-                return;
-            };
-            let req = match frame {
-                Ok(None) => {
-                    stream = c.scanner.partial_len() >= STREAM_MIN_BYTES;
+            match self.take_request(token, frame, id) {
+                Taken::Request(req) => self.dispatch(token, req),
+                Taken::Skipped => {}
+                Taken::Partial { large } => {
+                    stream = large;
                     break;
                 }
-                Ok(Some(Frame::Empty { len })) => {
-                    let _ = c.rbuf.split_to(len);
-                    continue;
-                }
-                Ok(Some(Frame::Multibulk { len, .. })) => {
-                    if barrier {
-                        // A fan-out waits until the client's earlier requests are answered; the
-                        // frame stays in the buffer and is scanned again then.
-                        c.barrier = true;
-                        if c.pending.waiting() > 0 {
-                            return;
-                        }
-                    }
-                    c.rbuf.split_to(len).freeze()
-                }
-                Ok(Some(Frame::Inline { len, args })) => {
-                    if barrier {
-                        c.barrier = true;
-                        if c.pending.waiting() > 0 {
-                            return;
-                        }
-                    }
-                    let _ = c.rbuf.split_to(len);
-                    resp::encode_request(&args)
-                }
-                Err(e) => {
-                    warn!("client={token} peer={} {e}; closing", c.peer);
-                    c.pending
-                        .push_ready(resp::error(&format!("ERR {e}")), Tag::unknown(clock_us));
-                    c.close_after_flush = true;
-                    c.rbuf.clear();
-                    c.barrier = false;
-                    self.stats.protocol_errors += 1;
-                    self.mark_client_dirty(token);
-                    return;
-                }
-            };
-            self.dispatch(token, req, id);
+                Taken::Wait => return,
+            }
         }
         if run.n > 0 {
             self.send_run(token, &mut run);
@@ -265,6 +158,150 @@ impl Proxy {
         if stream {
             self.start_stream(token);
         }
+    }
+
+    /// Whether the client's input may be framed now: backpressure pauses it, a barrier holds it
+    /// until the requests before it are answered, a streaming request takes what arrived.
+    fn input_gate(&mut self, token: usize, run: &Run) -> Gate {
+        let max_pending = self.config.client_max_pending;
+        let Some(c) = self.conns.client_mut(token) else {
+            return Gate::Closed;
+        };
+        if c.close_after_flush {
+            return Gate::Stop;
+        }
+        if c.pending.len() + run.n as usize >= max_pending || c.out.bytes() > OUTPUT_PAUSE_BYTES {
+            if !c.paused {
+                debug!(
+                    "client={token} paused (pending={} out={})",
+                    c.pending.len(),
+                    c.out.bytes()
+                );
+            }
+            c.paused = true;
+            return Gate::Stop;
+        }
+        if c.barrier {
+            if c.pending.waiting() > 0 {
+                return Gate::Stop;
+            }
+            c.barrier = false;
+            if c.session.is_some_and(|s| s.streamed) {
+                // The streamed request is answered: its connection is done.
+                self.close_session_of(token);
+                return Gate::Again;
+            }
+        }
+        if c.streaming() {
+            return if self.stream_input(token) {
+                Gate::Again
+            } else {
+                Gate::Stop
+            };
+        }
+        Gate::Open
+    }
+
+    /// Gathers the plain requests at the front of the client's buffer into `run` while they
+    /// come, and says what ended the gathering.
+    fn gather(&mut self, token: usize, run: &mut Run) -> Step {
+        let Proxy {
+            conns,
+            commands,
+            config,
+            ..
+        } = self;
+        let Some(c) = conns.client_mut(token) else {
+            return Step::Stop;
+        };
+        let plain = c.plain();
+        let room = config.client_max_pending.saturating_sub(c.pending.len());
+        loop {
+            if c.rbuf.len() == run.len {
+                return Step::Stop;
+            }
+            if run.n as usize >= room {
+                return Step::Recheck;
+            }
+            let frame = c.scanner.scan(&c.rbuf[run.len..], &config.limits);
+            let id = match &frame {
+                Ok(Some(Frame::Multibulk { name, .. })) => {
+                    let at = run.len + name.0;
+                    commands.lookup(&c.rbuf[at..at + name.1])
+                }
+                Ok(Some(Frame::Inline { args, .. })) => {
+                    commands.lookup(args.first().map_or(&[][..], |a| &a[..]))
+                }
+                _ => None,
+            };
+            if let (Ok(Some(Frame::Multibulk { len, .. })), Some(id)) = (&frame, id) {
+                if plain && commands.route(id) == Route::Forward {
+                    if !run.takes(id) {
+                        // Another command: it starts the next run (scanned again then).
+                        return Step::SendRun;
+                    }
+                    run.len += len;
+                    run.n += 1;
+                    run.cmd = id;
+                    continue;
+                }
+            }
+            return Step::Frame(frame, id);
+        }
+    }
+
+    /// Takes the request at the front of the client's buffer off it, as a `Request` to
+    /// dispatch, unless it must wait at a barrier, is not whole yet, or breaks the protocol
+    /// (answered with the error, and the client closed once it is written).
+    fn take_request(
+        &mut self,
+        token: usize,
+        frame: Result<Option<Frame>, FrameError>,
+        id: Option<CommandId>,
+    ) -> Taken {
+        let barrier = id.is_some_and(|id| self.is_barrier(self.commands.route(id)));
+        let clock_us = self.clock_us;
+        let Some(c) = self.conns.client_mut(token) else {
+            return Taken::Wait;
+        };
+        let frame = match frame {
+            Ok(Some(Frame::Empty { len })) => {
+                let _ = c.rbuf.split_to(len);
+                return Taken::Skipped;
+            }
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let large = c.scanner.partial_len() >= STREAM_MIN_BYTES;
+                return Taken::Partial { large };
+            }
+            Err(e) => {
+                warn!("client={token} peer={} {e}; closing", c.peer);
+                c.pending
+                    .push_ready(resp::error(&format!("ERR {e}")), Tag::unknown(clock_us));
+                c.close_after_flush = true;
+                c.rbuf.clear();
+                c.barrier = false;
+                self.stats.protocol_errors += 1;
+                self.mark_client_dirty(token);
+                return Taken::Wait;
+            }
+        };
+        if barrier {
+            // It waits until the client's earlier requests are answered; the frame stays in
+            // the buffer and is scanned again then.
+            c.barrier = true;
+            if c.pending.waiting() > 0 {
+                return Taken::Wait;
+            }
+        }
+        let bytes = match frame {
+            Frame::Inline { len, args } => {
+                let _ = c.rbuf.split_to(len);
+                resp::encode_request(&args)
+            }
+            frame => c.rbuf.split_to(frame.consumed()).freeze(),
+        };
+        Taken::Request(Request::new(bytes, id, clock_us))
     }
 
     /// Takes a run's requests off the front of the client's read buffer and sends them, with one
@@ -280,102 +317,11 @@ impl Proxy {
             return;
         };
         let req = c.rbuf.split_to(len).freeze();
-        c.last_cmd = crate::command_table::COMMANDS[cmd as usize].name;
+        c.last_cmd = COMMANDS[cmd as usize].name;
         c.last_active = instant;
-        let tag = Tag {
-            cmd,
-            start: now,
-            req: req.clone(),
-            retried: false,
-        };
-        let seq = c.pending.push_run(tag, n);
+        let seq = c.pending.push_run(Tag::new(cmd, now, req.clone()), n);
         let origin = Origin::Client { token, gen, seq, n };
         self.send(origin, req);
-    }
-
-    /// Routes one request.
-    fn dispatch(&mut self, token: usize, req: Bytes, id: Option<crate::command::CommandId>) {
-        self.stats.total_commands_processed += 1;
-        let route = id.map_or(Route::Forward, |id| self.commands.route(id));
-        let password_set = self.config.password.is_some();
-        let (now, instant) = (self.clock_us, self.now);
-        let Some(c) = self.conns.client_mut(token) else {
-            return;
-        };
-        c.last_cmd = id.map_or("unknown", |id| {
-            crate::command_table::COMMANDS[id as usize].name
-        });
-        c.cur = Tag {
-            cmd: id.unwrap_or(u16::MAX),
-            start: now,
-            req: req.clone(),
-            retried: false,
-        };
-        c.last_active = instant;
-        if password_set && !c.authed {
-            use crate::command::Local;
-            if !matches!(
-                route,
-                Route::Local(Local::Auth | Local::Hello | Local::Quit)
-            ) {
-                self.reply_now(token, reply::NOAUTH);
-                return;
-            }
-        }
-        let req = if c.subscribed || c.pinned || c.txn_broken.is_some() {
-            let cmd = id.map_or("unknown", |id| self.commands.spec(id).name);
-            match self.dispatch_in_session(token, route, req, cmd) {
-                Some(req) => req,
-                None => return,
-            }
-        } else {
-            req
-        };
-        match route {
-            Route::Forward => self.forward(token, req),
-            Route::ForwardUnlessBlock => {
-                let blocking = resp::frame_args(&req)
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
-                if blocking {
-                    self.dispatch_session(token, crate::command::Session::Blocking, req);
-                } else {
-                    self.forward(token, req);
-                }
-            }
-            Route::Local(crate::command::Local::Info)
-                if self.ups.have_shards() && wants_keyspace(&req) =>
-            {
-                let text = self.info(&resp::frame_args(&req)[1..]);
-                self.fanout(token, crate::fanout::FanoutCmd::Dbsize, &req, Some(text));
-            }
-            Route::Local(which) => {
-                let answer = self.answer_local(token, which, &req);
-                self.reply_now(token, answer);
-            }
-            Route::Fanout(cmd) if self.fans_out(cmd) && fanout_applies(cmd, &req) => {
-                self.fanout(token, cmd, &req, None)
-            }
-            Route::Fanout(_) => self.forward(token, req),
-            Route::Session(which) => self.dispatch_session(token, which, req),
-            Route::Reject(why) => self.reply_now(token, resp::error(&format!("ERR {why}"))),
-        }
-    }
-
-    fn fanout(
-        &mut self,
-        token: usize,
-        cmd: crate::fanout::FanoutCmd,
-        req: &[u8],
-        info: Option<String>,
-    ) {
-        let Some((gen, seq)) = self.push_slot(token) else {
-            return;
-        };
-        if let Some(c) = self.conns.client_mut(token) {
-            c.barrier = true;
-        }
-        self.start_fanout(ConnRef { token, gen }, seq, cmd, req, info);
     }
 
     pub(crate) fn close_client(&mut self, token: usize, why: &str) {
@@ -403,7 +349,7 @@ impl Proxy {
             .clients()
             // A client stalled inside a streamed request is idle too (a slow loris).
             .filter(|(_, c)| {
-                (c.pending.is_empty() || (c.streaming.is_some() && !c.held))
+                (c.pending.is_empty() || (c.streaming() && !c.held))
                     && now.duration_since(c.last_active) >= timeout
             })
             .map(|(t, _)| t)
@@ -412,6 +358,18 @@ impl Proxy {
             self.close_client(token, "idle timeout");
         }
     }
+}
+
+/// What `process_input` does next, before framing.
+enum Gate {
+    /// Frame the buffer.
+    Open,
+    /// Look again (something changed: a barrier cleared, a streamed piece went out).
+    Again,
+    /// Stop framing for now.
+    Stop,
+    /// The client is gone.
+    Closed,
 }
 
 /// What gathering a run stopped at (`process_input`).
@@ -423,10 +381,19 @@ enum Step {
     /// A request of another command: send the run, then gather the next.
     SendRun,
     /// A request that is not plain: it goes its own way.
-    Frame(
-        Result<Option<Frame>, resp::FrameError>,
-        Option<crate::command::CommandId>,
-    ),
+    Frame(Result<Option<Frame>, FrameError>, Option<CommandId>),
+}
+
+/// What `take_request` found at the front of the buffer.
+enum Taken {
+    /// A whole request, off the buffer.
+    Request(Request),
+    /// Bytes that carry no command, dropped.
+    Skipped,
+    /// Not whole yet; `large` if it has reached the size at which it streams.
+    Partial { large: bool },
+    /// Nothing to do now: it waits at a barrier, or the client is closing.
+    Wait,
 }
 
 /// A run being gathered: `n` requests of command `cmd`, the first `len` bytes of the read buffer.
@@ -434,56 +401,12 @@ enum Step {
 struct Run {
     len: usize,
     n: u32,
-    cmd: crate::command::CommandId,
+    cmd: CommandId,
 }
 
 impl Run {
     /// True if a request of command `id` may join.
-    fn takes(&self, id: crate::command::CommandId) -> bool {
+    fn takes(&self, id: CommandId) -> bool {
         self.n == 0 || (self.cmd == id && self.n < MAX_RUN)
     }
-}
-
-/// True if `name` is a command that fans out (a barrier in its client's stream).
-fn barrier_cmd(
-    commands: &CommandTable,
-    id: Option<crate::command::CommandId>,
-    have_shards: bool,
-) -> bool {
-    use crate::command::Session;
-    use crate::fanout::FanoutCmd;
-    match id.map(|id| commands.route(id)) {
-        Some(Route::Fanout(FanoutCmd::Script)) => true,
-        Some(Route::Fanout(_)) => have_shards,
-        // Switching protocol switches backend connections: earlier requests finish first.
-        Some(Route::Local(crate::command::Local::Hello)) => true,
-        Some(Route::Session(
-            Session::Multi | Session::Watch | Session::Blocking | Session::Subscribe,
-        ))
-        | Some(Route::ForwardUnlessBlock) => true,
-        _ => false,
-    }
-}
-
-/// `SCRIPT` fans out only for LOAD, FLUSH and EXISTS; every other fan-out command always does.
-fn fanout_applies(cmd: crate::fanout::FanoutCmd, req: &[u8]) -> bool {
-    if cmd != crate::fanout::FanoutCmd::Script {
-        return true;
-    }
-    resp::frame_args(req).get(1).is_some_and(|sub| {
-        [&b"LOAD"[..], b"FLUSH", b"EXISTS"]
-            .iter()
-            .any(|s| sub.eq_ignore_ascii_case(s))
-    })
-}
-
-/// True if an `INFO` request includes the keyspace section.
-fn wants_keyspace(req: &[u8]) -> bool {
-    let args = resp::frame_args(req);
-    args.len() == 1
-        || args[1..].iter().any(|a| {
-            [&b"keyspace"[..], b"all", b"everything", b"default"]
-                .iter()
-                .any(|s| a.eq_ignore_ascii_case(s))
-        })
 }

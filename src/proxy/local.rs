@@ -3,7 +3,9 @@
 //! client libraries behave as they do against Redis.
 
 use super::Proxy;
+use crate::client::Mode;
 use crate::command::Local;
+use crate::request::Request;
 use crate::resp::{self, reply};
 use crate::stats::REDIS_VERSION;
 use bytes::{Bytes, BytesMut};
@@ -29,8 +31,8 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 
 impl Proxy {
     /// The reply to a local command from the client at `token`.
-    pub(crate) fn answer_local(&mut self, token: usize, which: Local, req: &[u8]) -> Bytes {
-        let args = resp::frame_args(req);
+    pub(super) fn answer_local(&mut self, token: usize, which: Local, req: &Request) -> Bytes {
+        let args = req.arg_list();
         match which {
             Local::Ping => match args.len() {
                 1 => reply::PONG,
@@ -76,10 +78,7 @@ impl Proxy {
                     if need_auth {
                         c.authed = false;
                     }
-                    c.pinned = false;
-                    c.in_multi = false;
-                    c.subscribed = false;
-                    c.txn_broken = None;
+                    c.mode = Mode::Normal;
                 }
                 reply::RESET
             }

@@ -38,8 +38,10 @@ mod ingress;
 mod local;
 mod metrics_http;
 mod probe;
+mod pubsub;
 mod reload;
 mod replies;
+mod route;
 mod session;
 mod shutdown;
 mod streaming;
@@ -76,8 +78,6 @@ const OUTPUT_RESUME_BYTES: usize = 1 << 20;
 const BACKEND_QUEUE_PAUSE_BYTES: usize = 8 << 20;
 /// ...until it is below this.
 const BACKEND_QUEUE_RESUME_BYTES: usize = 2 << 20;
-/// A client waiting at a fan-out barrier is not read past this much buffered input.
-const BARRIER_READ_LIMIT: usize = 1 << 20;
 /// A partial request this large streams to a connection of its own as it arrives, rather
 /// than waiting in the read buffer until it is whole (`start_stream`).
 const STREAM_MIN_BYTES: usize = 4 << 20;

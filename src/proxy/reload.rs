@@ -73,8 +73,7 @@ impl Proxy {
                 Conn::Backend(bc)
                     if bc.owner.is_none()
                         && self.ups.get(bc.upstream).retired
-                        && bc.inflight.is_empty()
-                        && bc.unsent.is_empty() =>
+                        && bc.pipe.is_idle() =>
                 {
                     done.push(t)
                 }

@@ -1,37 +1,43 @@
 //! Replies: reading backend connections, framing their replies, completing the client slots
 //! they belong to, and flushing clients and backends once per loop iteration.
 
+use super::forward::tag_of;
 use super::{Proxy, BACKEND_QUEUE_RESUME_BYTES, OUTPUT_RESUME_BYTES};
-use crate::backend::Origin;
+use crate::backend::{Framed, Origin};
 use crate::conns::Conn;
 use crate::conns::ConnRef;
 use crate::net;
 use crate::pending::Tag;
+use crate::request::Request;
+use crate::resp3::convert;
 use crate::stats::Answered;
 use bytes::Bytes;
 use log::{debug, trace, warn};
 
 impl Proxy {
-    pub(crate) fn reply_now(&mut self, token: usize, answer: Bytes) {
+    /// Answers `req` at once with `answer` (in RESP2; converted for a RESP3 client).
+    pub(super) fn reply_now(&mut self, token: usize, req: &Request, answer: Bytes) {
         let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
-        if let Some(c) = self.conns.client_mut(token) {
-            let answer = if c.resp3 {
-                crate::resp3::convert(crate::resp3::shape_for(c.cur.cmd, &c.cur.req), &answer)
-            } else {
-                answer
-            };
-            let answered = Answered {
-                tag: &c.cur,
-                first: 0,
-                calls: 1,
-                failed: u32::from(answer.first() == Some(&b'-')),
-            };
-            let name = c.name.as_deref();
-            self.stats
-                .record(answered, self.clock_us, slow_us, slow_max, &c.peer, name);
-            c.pending.push_ready(answer, c.cur.clone());
-            self.mark_client_dirty(token);
-        }
+        let Some(c) = self.conns.client_mut(token) else {
+            return;
+        };
+        let tag = tag_of(req, c.resp3);
+        let answer = if c.resp3 {
+            convert(tag.shape, &answer)
+        } else {
+            answer
+        };
+        let answered = Answered {
+            tag: &tag,
+            first: 0,
+            calls: 1,
+            failed: u32::from(answer.first() == Some(&b'-')),
+        };
+        let name = c.name.as_deref();
+        self.stats
+            .record(answered, self.clock_us, slow_us, slow_max, &c.peer, name);
+        c.pending.push_ready(answer, tag);
+        self.mark_client_dirty(token);
     }
 
     /// Fills the slot of `origin` with `reply`.
@@ -65,9 +71,7 @@ impl Proxy {
             // RESP3 clients are never sent runs: one reply, converted to their protocol.
             let replies = if c.resp3 && !native && k == 1 {
                 match c.pending.waiting_tag_mut(seq) {
-                    Some(tag) => {
-                        crate::resp3::convert(crate::resp3::shape_for(tag.cmd, &tag.req), &replies)
-                    }
+                    Some(tag) => convert(tag.shape, &replies),
                     None => replies,
                 }
             } else {
@@ -137,7 +141,7 @@ impl Proxy {
         if c.pending.front_ready() {
             c.pending.drain_ready_front(&mut c.out);
         }
-        let limit = if c.subscribed {
+        let limit = if c.subscribed() {
             pubsub_limit
         } else {
             client_limit
@@ -201,7 +205,7 @@ impl Proxy {
             }
         }
         bc.writable = true;
-        if !bc.unsent.is_empty() && !bc.dirty {
+        if bc.pipe.has_unsent() && !bc.dirty {
             bc.dirty = true;
             self.dirty_backends.push(token);
         }
@@ -220,139 +224,107 @@ impl Proxy {
             self.fail_backend_conn(token, &format!("write: {e}"), false);
             return;
         }
-        if !bc.waiters.is_empty() && bc.unsent_bytes < BACKEND_QUEUE_RESUME_BYTES {
+        if !bc.waiters.is_empty() && bc.pipe.unsent_bytes() < BACKEND_QUEUE_RESUME_BYTES {
             let waiters = std::mem::take(&mut bc.waiters);
             self.release_waiters(waiters);
         }
     }
 
+    /// Readiness to read on a backend connection: read what arrived, hand each whole reply to
+    /// the slot it belongs to.
     pub(super) fn on_backend_readable(&mut self, token: usize, hup: bool) {
-        let gen = self.conns.at(token).map_or(0, |r| r.gen);
+        let Some(r) = self.conns.at(token) else {
+            return;
+        };
         let Some(bc) = self.conns.backend_mut(token) else {
             return;
         };
         if !bc.connected {
             return;
         }
-        let outcome = net::read_into(&mut bc.stream, &mut bc.rbuf, &mut self.scratch, hup);
-        let eof = match outcome {
-            Ok(r) => {
-                if r.more {
-                    self.revisit.push(ConnRef { token, gen });
+        let eof = match net::read_into(&mut bc.stream, &mut bc.pipe.rbuf, &mut self.scratch, hup) {
+            Ok(read) => {
+                if read.more {
+                    self.revisit.push(r);
                 }
-                r.eof
+                read.eof
             }
             Err(e) => {
                 self.fail_backend_conn(token, &format!("read: {e}"), false);
                 return;
             }
         };
+        if self.deliver_replies(token) && eof {
+            self.backend_closed(token);
+        }
+    }
+
+    /// Hands every whole reply in the connection's buffer to whom it belongs. False once the
+    /// connection is gone (failed, or closed on leaving subscribed mode).
+    fn deliver_replies(&mut self, token: usize) -> bool {
         let clock_us = self.clock_us;
         loop {
             let Some(bc) = self.conns.backend_mut(token) else {
-                return;
+                return false;
             };
-            let len = match bc.scanner.scan(&bc.rbuf) {
-                Ok(Some(len)) => len,
-                Ok(None) => break,
-                Err(e) => {
-                    let why = format!("bad reply: {e}");
+            let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
+            let framed = match bc.pipe.next_replies(bc.subscribed, bc.resp3, clock_us) {
+                Ok(Some(framed)) => framed,
+                Ok(None) => return true,
+                Err(why) => {
                     self.fail_backend_conn(token, &why, false);
-                    return;
+                    return false;
                 }
             };
-            let first = bc.rbuf[0];
-            if bc.subscribed {
-                let frame = bc.rbuf.split_to(len).freeze();
-                if self.on_push_frame(token, frame) {
-                    return;
+            let (origin, sent, frame, k, failed, whole) = match framed {
+                Framed::Push(frame) => {
+                    if self.on_push_frame(token, frame) {
+                        return false;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if bc.resp3 && first == b'>' {
-                // An out-of-band push on a shared RESP3 connection is nobody's reply.
-                let _ = bc.rbuf.split_to(len);
-                trace!("dropped a push frame on conn={token}");
-                continue;
-            }
-            let Some(&(origin, sent)) = bc.inflight.front() else {
-                self.fail_backend_conn(token, "reply with nothing in flight (out of sync)", false);
-                return;
+                Framed::Replies {
+                    origin,
+                    sent,
+                    frame,
+                    k,
+                    failed,
+                    whole,
+                } => (origin, sent, frame, k, failed, whole),
             };
-            // A run's replies arrive back to back: frame the rest of them here, and let them
-            // leave the buffer together, `k` replies (`failed` of them errors) in `off` bytes.
-            let want = origin.replies() - bc.front_done;
-            let (mut off, mut k, mut failed) = (len, 1, u32::from(first == b'-'));
-            let mut bad = None;
-            while k < want {
-                match bc.scanner.scan(&bc.rbuf[off..]) {
-                    Ok(Some(len)) => {
-                        failed += u32::from(bc.rbuf[off] == b'-');
-                        off += len;
-                        k += 1;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        bad = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = bad {
-                self.fail_backend_conn(token, &format!("bad reply: {e}"), false);
-                return;
-            }
-            // When the read ends inside a run, the replies so far are handed over now.
-            let whole = k == want;
-            if whole {
-                bc.inflight.pop_front();
-                bc.front_done = 0;
-                bc.front_progress = 0;
-            } else {
-                bc.front_done += k;
-                bc.front_progress = clock_us;
-            }
-            let frame = bc.rbuf.split_to(off).freeze();
             if origin == Origin::Auth {
                 if failed > 0 {
                     let msg = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
                     self.fail_backend_conn(token, &format!("AUTH refused: {msg}"), true);
-                    return;
+                    return false;
                 }
                 continue;
             }
-            let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
             if !session {
-                self.ups
-                    .get_mut(u)
-                    .latency
-                    .record_n(clock_us.saturating_sub(sent), k);
+                let latency = &mut self.ups.get_mut(u).latency;
+                latency.record_n(clock_us.saturating_sub(sent), k);
             }
             self.complete_with(origin, frame, k, failed, native);
             if !whole {
-                break;
+                return true;
             }
         }
-        if eof {
-            let idle = self.conns.backend_mut(token).is_some_and(|bc| {
-                bc.owner.is_none() && bc.inflight.is_empty() && bc.unsent.is_empty()
-            });
-            if idle {
-                // A backend may close idle connections (Redis `timeout`): not a failure.
-                if let Some(Conn::Backend(bc)) = self.remove(token) {
-                    debug!(
-                        "{}={} conn={token} closed while idle",
-                        bc.upstream.kind(),
-                        bc.upstream.index
-                    );
-                    let slot = &mut self.ups.get_mut(bc.upstream).conns[bc.slot];
-                    if slot.is_some_and(|r| r.token == token) {
-                        *slot = None;
-                    }
-                }
-            } else {
-                self.fail_backend_conn(token, "closed by backend", false);
-            }
+    }
+
+    /// The backend closed a connection: a shared one with nothing on it is simply gone (Redis
+    /// closes idle connections after its `timeout`); otherwise it failed.
+    fn backend_closed(&mut self, token: usize) {
+        let idle = self
+            .conns
+            .backend(token)
+            .is_some_and(|bc| bc.owner.is_none() && bc.pipe.is_idle());
+        if !idle {
+            return self.fail_backend_conn(token, "closed by backend", false);
+        }
+        if let Some(Conn::Backend(bc)) = self.remove(token) {
+            let u = bc.upstream;
+            debug!("{}={} conn={token} closed while idle", u.kind(), u.index);
+            self.ups.get_mut(u).forget_conn(bc.slot, token);
         }
     }
 }

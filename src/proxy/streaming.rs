@@ -3,7 +3,9 @@
 
 use super::Proxy;
 use crate::backend::Origin;
+use crate::client::Mode;
 use crate::command::Route;
+use crate::command_table::COMMANDS;
 use crate::pending::Tag;
 use crate::resp;
 use crate::resp::Frame;
@@ -39,7 +41,7 @@ impl Proxy {
         let Some(b) = self.ups.pick(&mut self.picker) else {
             return;
         };
-        let conn = match self.connect_session(token, Upstream::backend(b)) {
+        let conn = match self.connect_session(token, Upstream::backend(b), true) {
             Ok(conn) => conn,
             Err(why) => {
                 debug!("client={token} buffers a large request: {why:?}");
@@ -56,22 +58,16 @@ impl Proxy {
             "client={token} streams a request of {}+ bytes on conn={conn}",
             c.scanner.partial_len()
         );
-        c.stream_session = true;
-        c.last_cmd = crate::command_table::COMMANDS[id as usize].name;
+        c.last_cmd = COMMANDS[id as usize].name;
         c.last_active = instant;
         // The slot's tag keeps the request's first piece: enough for the slow log.
         let n = c.scanner.partial_len();
-        c.cur = Tag {
-            cmd: id,
-            start: now,
-            req: Bytes::copy_from_slice(&c.rbuf[..n.min(4096)]),
-            retried: false,
-        };
-        let Some(origin) = self.slot_origin(token) else {
+        let tag = Tag::new(id, now, Bytes::copy_from_slice(&c.rbuf[..n.min(4096)]));
+        let Some(origin) = self.take_slot(token, tag) else {
             return;
         };
         if let Some(c) = self.conns.client_mut(token) {
-            c.streaming = Some(origin);
+            c.mode = Mode::Streaming(origin);
         }
         self.stream_input(token);
     }
@@ -84,9 +80,10 @@ impl Proxy {
         let Some(c) = self.conns.client_mut(token) else {
             return false;
         };
-        let (Some(origin), Some(conn)) = (c.streaming, c.session) else {
+        let (Mode::Streaming(origin), Some(session)) = (&c.mode, c.session) else {
             return false;
         };
+        let (origin, conn) = (*origin, session.conn);
         c.last_active = now;
         let (piece, last) = match c.scanner.scan(&c.rbuf, &limits) {
             Ok(Some(Frame::Multibulk { len, .. })) => (c.rbuf.split_to(len).freeze(), true),
@@ -121,7 +118,7 @@ impl Proxy {
             }
         };
         let origin = if last {
-            c.streaming = None;
+            c.mode = Mode::Normal;
             c.barrier = true;
             origin
         } else {
@@ -141,9 +138,10 @@ impl Proxy {
         let Some(c) = self.conns.client_mut(token) else {
             return;
         };
-        let Some(origin) = c.streaming.take() else {
+        let Mode::Streaming(origin) = c.mode else {
             return;
         };
+        c.mode = Mode::Normal;
         c.close_after_flush = true;
         c.rbuf.clear();
         self.complete(origin, reply);
