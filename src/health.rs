@@ -1,17 +1,20 @@
-//! Health: the rise/fall counters of a backend and its probe connection.
+//! Health: the rise/fall counters of a backend, and the conversation of its probe connection.
 //!
 //! ```text
 //!   up ──(fall consecutive failures, or a data connection failing)──▶ down
 //!   down ──(rise consecutive probe successes)──▶ up
+//!   a round: [AUTH] PING [ROLE]  ─▶ +PONG [role] : success │ error, timeout, EOF : failure
+//!            [AUTH] HELLO 3      ─▶ map: speaks RESP3 │ error or EOF: RESP2 only (not a failure)
 //! ```
 //!
-//! A probe is `[AUTH] PING` on a connection of its own, never shared with clients. `+PONG` is a
-//! success; an error reply (`-LOADING`, `-MASTERDOWN`, `-BUSY`, `-NOAUTH`...), a missed deadline,
-//! a refused connection or EOF is a failure. Only the probe re-admits a backend.
+//! A probe runs on a connection of its own, never shared with clients. `+PONG` is a success; an
+//! error reply (`-LOADING`, `-MASTERDOWN`, `-BUSY`, `-NOAUTH`...), a missed deadline, a refused
+//! connection or EOF is a failure. Only the probe re-admits a backend. `ProbeRound` frames the
+//! answers and says what they told (`ProbeReport`); the loop applies it (`proxy/probe.rs`).
 
 use crate::resp::ReplyScanner;
 use crate::upstream::{Role, Upstream};
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use mio::net::TcpStream;
 use std::time::Instant;
 
@@ -102,31 +105,179 @@ impl Default for Health {
     }
 }
 
-/// The probe connection of one backend.
+/// What one probe round asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// `PING`: is it healthy?
+    Ping,
+    /// `PING` and `ROLE`: is it healthy, and a master or a replica? (shards)
+    PingRole,
+    /// `HELLO 3` alone, once per backend after a good PING: can it speak RESP3? Refused, or the
+    /// connection closed (twemproxy does that), means RESP2 only. Not a health check.
+    Hello,
+}
+
+/// One probe round's request (after respite's `auth`, if any) and the replies it expects.
+pub fn probe_request(auth: Option<&[u8]>, ask: Ask) -> (BytesMut, u8) {
+    let mut out = BytesMut::new();
+    let mut expect = 1;
+    if let Some(auth) = auth {
+        out.put_slice(auth);
+        expect += 1;
+    }
+    match ask {
+        Ask::Hello => out.put_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+        Ask::Ping => out.put_slice(b"*1\r\n$4\r\nPING\r\n"),
+        Ask::PingRole => {
+            out.put_slice(b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nROLE\r\n");
+            expect += 1;
+        }
+    }
+    (out, expect)
+}
+
+/// What the replies read so far told.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The round is over: healthy, or not and why.
+    pub result: Option<Result<(), String>>,
+    /// The role a shard reported.
+    pub role: Option<Role>,
+    /// Whether the backend speaks RESP3 (a `HELLO` round).
+    pub resp3: Option<bool>,
+    /// The connection closed with replies still owed: the round failed.
+    pub cut_short: bool,
+}
+
+/// The conversation of a probe: what the round in progress asked and what came back, without
+/// the socket.
+#[derive(Debug)]
+pub struct ProbeRound {
+    /// Replies read and not yet framed.
+    pub rbuf: BytesMut,
+    scanner: ReplyScanner,
+    /// Replies still expected (0: idle).
+    expect: u8,
+    ask: Ask,
+    /// The first error reply of the round.
+    error: Option<String>,
+    /// When the round must have been answered.
+    pub deadline: Option<Instant>,
+}
+
+impl ProbeRound {
+    /// An idle conversation.
+    pub fn new() -> Self {
+        ProbeRound {
+            rbuf: BytesMut::new(),
+            scanner: ReplyScanner::new(),
+            expect: 0,
+            ask: Ask::Ping,
+            error: None,
+            deadline: None,
+        }
+    }
+
+    /// A new round that asked `ask` and expects `expect` replies by `deadline`.
+    pub fn begin(&mut self, ask: Ask, expect: u8, deadline: Instant) {
+        self.ask = ask;
+        self.expect = expect;
+        self.error = None;
+        self.deadline = Some(deadline);
+    }
+
+    /// Frames what has been read (`eof`: the peer closed after it) and says what it told.
+    pub fn answers(&mut self, eof: bool) -> ProbeReport {
+        let mut report = ProbeReport::default();
+        loop {
+            let len = match self.scanner.scan(&self.rbuf) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    report.result = Some(Err(format!("bad reply: {e}")));
+                    break;
+                }
+            };
+            let frame = self.rbuf.split_to(len);
+            if self.expect == 0 {
+                report.result = Some(Err("unexpected reply".into()));
+                break;
+            }
+            self.expect -= 1;
+            self.answer(&frame, &mut report);
+        }
+        report.cut_short = eof && self.expect > 0;
+        if self.ask == Ask::Hello && eof && report.resp3.is_none() {
+            // Closed on HELLO: a RESP2-only proxy. Not a health failure.
+            report.resp3 = Some(false);
+            report.cut_short = false;
+        }
+        report
+    }
+
+    /// One reply of the round; `self.expect` replies are still to come after it.
+    fn answer(&mut self, frame: &[u8], report: &mut ProbeReport) {
+        let left = self.expect;
+        if self.ask == Ask::Hello {
+            if left == 0 {
+                report.resp3 = Some(matches!(frame.first(), Some(b'%' | b'*')));
+                self.deadline = None;
+            }
+            return;
+        }
+        let asks_role = self.ask == Ask::PingRole;
+        if frame.first() == Some(&b'-') {
+            let text = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
+            self.error.get_or_insert(text);
+        } else if asks_role && left == 0 {
+            report.role = parse_role(frame);
+        } else if left == u8::from(asks_role) && frame != b"+PONG\r\n" {
+            let text = String::from_utf8_lossy(frame);
+            self.error = Some(format!("unexpected PING reply {text:?}"));
+        }
+        if left == 0 {
+            self.deadline = None;
+            report.result = Some(match self.error.take() {
+                Some(err) => Err(err),
+                None if asks_role && report.role.is_none() => Err("unreadable ROLE reply".into()),
+                None => Ok(()),
+            });
+        }
+    }
+}
+
+impl Default for ProbeRound {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The probe connection of one backend, shard or the pub/sub target.
 #[derive(Debug)]
 pub struct ProbeConn {
     /// The socket.
     pub stream: TcpStream,
-    /// The backend or shard probed.
+    /// What it probes.
     pub upstream: Upstream,
     /// The non-blocking connect has completed.
     pub connected: bool,
-    /// Bytes of the current probe not yet written.
+    /// Bytes of the current round not yet written.
     pub out: BytesMut,
-    /// Replies read and not yet framed.
-    pub rbuf: BytesMut,
-    /// Framing state of `rbuf`.
-    pub scanner: ReplyScanner,
-    /// Replies still expected for the probe in progress (0: idle).
-    pub expect: u8,
-    /// The probe also asks `ROLE` (shards).
-    pub asks_role: bool,
-    /// The probe ends with `HELLO 3`, to learn whether the backend speaks RESP3.
-    pub asks_hello: bool,
-    /// The first error reply of the probe in progress.
-    pub error: Option<String>,
-    /// When the probe in progress must have been answered.
-    pub deadline: Option<Instant>,
+    /// The round in progress.
+    pub round: ProbeRound,
+}
+
+impl ProbeConn {
+    /// A probe connection that has started connecting.
+    pub fn new(stream: TcpStream, upstream: Upstream) -> Self {
+        ProbeConn {
+            stream,
+            upstream,
+            connected: false,
+            out: BytesMut::new(),
+            round: ProbeRound::new(),
+        }
+    }
 }
 
 /// The role in a `ROLE` reply: `master`, or `slave`/`replica` with its master's address.
@@ -187,5 +338,52 @@ mod tests {
         assert_eq!(h.eject(), Flip::Down);
         assert_eq!(h.eject(), Flip::None);
         assert_eq!(h.transitions, 3);
+    }
+
+    fn round(ask: Ask, auth: bool, replies: &[u8], eof: bool) -> ProbeReport {
+        let (_, expect) = probe_request(auth.then_some(&b"AUTH"[..]), ask);
+        let mut r = ProbeRound::new();
+        r.begin(ask, expect, Instant::now());
+        r.rbuf.extend_from_slice(replies);
+        r.answers(eof)
+    }
+
+    #[test]
+    fn a_round_succeeds_on_pong_and_fails_on_an_error_or_a_cut() {
+        assert_eq!(
+            round(Ask::Ping, false, b"+PONG\r\n", false).result,
+            Some(Ok(()))
+        );
+        let loading = round(Ask::Ping, true, b"+OK\r\n-LOADING busy\r\n", false);
+        assert_eq!(loading.result, Some(Err("LOADING busy".into())));
+        let odd = round(Ask::Ping, false, b"$4\r\nPONG\r\n", false)
+            .result
+            .unwrap();
+        assert!(odd.unwrap_err().starts_with("unexpected PING reply"));
+        let cut = round(Ask::Ping, true, b"+OK\r\n", true);
+        assert_eq!((cut.result, cut.cut_short), (None, true));
+        let extra = round(Ask::Ping, false, b"+PONG\r\n+PONG\r\n", false);
+        assert_eq!(extra.result, Some(Err("unexpected reply".into())));
+    }
+
+    #[test]
+    fn a_shard_round_reads_the_role_and_a_hello_round_reads_resp3() {
+        let role = b"+PONG\r\n*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n";
+        let r = round(Ask::PingRole, false, role, false);
+        assert_eq!((r.result, r.role), (Some(Ok(())), Some(Role::Master)));
+        let r = round(Ask::PingRole, false, b"+PONG\r\n+OK\r\n", false);
+        assert_eq!(r.result, Some(Err("unreadable ROLE reply".into())));
+        let hello = round(Ask::Hello, false, b"%1\r\n+proto\r\n:3\r\n", false);
+        assert_eq!(
+            (hello.resp3, hello.result),
+            (Some(true), None),
+            "not a health check"
+        );
+        assert_eq!(
+            round(Ask::Hello, false, b"-ERR unknown\r\n", false).resp3,
+            Some(false)
+        );
+        let closed = round(Ask::Hello, false, b"", true);
+        assert_eq!((closed.resp3, closed.cut_short), (Some(false), false));
     }
 }
