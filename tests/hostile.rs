@@ -405,10 +405,7 @@ fn reads_are_retried_once_on_another_backend_and_writes_never() {
 fn writes_acknowledged_during_a_backend_kill_are_all_readable_afterwards() {
     let shard = RedisServer::start();
     let proxies: Vec<Nutcracker> = (0..2).map(|_| Nutcracker::start(&[shard.addr()])).collect();
-    let mut config = respite::Config::with_backends(proxies.iter().map(|p| p.addr()).collect());
-    config.health_interval = Duration::from_millis(200);
-    config.health_timeout = Duration::from_millis(150);
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::start(config_over(proxies.iter().map(|p| p.addr()).collect()));
     let addr = proxy.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
