@@ -46,11 +46,7 @@ fn replies_keep_request_order_for_a_10000_command_pipeline_across_two_backends()
     }
     for i in 0..10_000 {
         let want = format!("valk{i}");
-        assert_eq!(
-            raw.reply(),
-            format!("${}\r\n{want}\r\n", want.len()).into_bytes(),
-            "reply {i}"
-        );
+        assert_eq!(raw.reply(), bulk(want.as_bytes()), "reply {i}");
         if i % 1000 == 0 {
             assert_eq!(raw.reply(), b"+PONG\r\n");
         }
@@ -122,7 +118,7 @@ fn four_pipelining_clients_never_see_each_others_replies() {
                         let got = raw.reply();
                         assert_eq!(
                             got,
-                            format!("${}\r\n{want}\r\n", want.len()).into_bytes(),
+                            bulk(want.as_bytes()),
                             "client {t} round {round} reply {i}"
                         );
                     }

@@ -12,13 +12,6 @@ fn get(key: &str) -> Vec<u8> {
     encode_request(&[b"GET".as_slice(), key.as_bytes()]).to_vec()
 }
 
-fn bulk(v: &[u8]) -> Vec<u8> {
-    let mut b = format!("${}\r\n", v.len()).into_bytes();
-    b.extend_from_slice(v);
-    b.extend_from_slice(b"\r\n");
-    b
-}
-
 /// The value of `field` in the `cmdstat_<cmd>` line of `INFO commandstats`.
 fn cmdstat(raw: &mut RawClient, cmd: &str, field: &str) -> Option<u64> {
     let info = raw.cmd(&[b"INFO", b"commandstats"]);

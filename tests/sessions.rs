@@ -7,10 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn bulk(s: &str) -> Vec<u8> {
-    format!("${}\r\n{s}\r\n", s.len()).into_bytes()
-}
-
 #[test]
 fn four_writers_with_optimistic_transactions_count_to_exactly_800() {
     let a = RedisServer::start();
@@ -70,7 +66,7 @@ fn a_write_between_watch_and_exec_makes_exec_return_null() {
     assert_eq!(x.cmd(&[b"MULTI"]), b"+OK\r\n");
     assert_eq!(x.cmd(&[b"SET", b"k", b"mine"]), b"+QUEUED\r\n");
     assert_eq!(x.cmd(&[b"EXEC"]), b"*-1\r\n");
-    assert_eq!(x.cmd(&[b"GET", b"k"]), bulk("theirs"));
+    assert_eq!(x.cmd(&[b"GET", b"k"]), bulk(b"theirs"));
     // redis-py sees a WatchError.
     let script = r#"
 import sys, redis

@@ -1,7 +1,7 @@
 //! Test harness, one concept per file: real `redis-server` and `nutcracker` processes on free
 //! ports (`servers`), respite on a listener bound to port 0 in a thread of the test and a raw
 //! client with read timeouts (`proxy`). This file keeps the re-exports and the small helpers
-//! every part uses: ports, bounded waits, clients.
+//! every part uses: ports, bounded waits, a bulk string, clients.
 
 // Each test binary uses a subset of the harness.
 #![allow(dead_code)]
@@ -34,6 +34,14 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// `v` as a RESP bulk string: `$<len>\r\n<v>\r\n`.
+pub fn bulk(v: &[u8]) -> Vec<u8> {
+    let mut b = format!("${}\r\n", v.len()).into_bytes();
+    b.extend_from_slice(v);
+    b.extend_from_slice(b"\r\n");
+    b
 }
 
 /// A `redis` crate client with timeouts.
