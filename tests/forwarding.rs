@@ -57,28 +57,13 @@ fn replies_keep_request_order_for_a_10000_command_pipeline_across_two_backends()
     );
 }
 
-#[test]
-fn sequential_requests_spread_round_robin_near_even() {
-    let (a, b) = (RedisServer::start(), RedisServer::start());
-    let proxy = TestProxy::over(&[&a, &b]);
-    let mut c = proxy.client();
-    for i in 0..1000 {
-        let _: Option<String> = redis::cmd("GET")
-            .arg(format!("x{i}"))
-            .query(&mut c)
-            .unwrap();
-    }
-    let (ga, gb) = (a.calls("get"), b.calls("get"));
-    assert_eq!(ga + gb, 1000);
-    assert!((450..=550).contains(&ga), "round-robin split {ga}/{gb}");
-}
-
-#[test]
-fn random_picker_spreads_within_a_loose_band_with_a_fixed_seed() {
+/// Sends 1000 GETs one after another through respite over two backends with `picker` (and
+/// `seed`): how many each backend served.
+fn spread_of_1000_gets(picker: PickerKind, seed: Option<u64>) -> (u64, u64) {
     let (a, b) = (RedisServer::start(), RedisServer::start());
     let mut config = config_for(&[&a, &b]);
-    config.picker = PickerKind::Random;
-    config.seed = Some(42);
+    config.picker = picker;
+    config.seed = seed;
     let proxy = TestProxy::start(config);
     let mut c = proxy.client();
     for i in 0..1000 {
@@ -87,7 +72,19 @@ fn random_picker_spreads_within_a_loose_band_with_a_fixed_seed() {
             .query(&mut c)
             .unwrap();
     }
-    let (ga, gb) = (a.calls("get"), b.calls("get"));
+    (a.calls("get"), b.calls("get"))
+}
+
+#[test]
+fn sequential_requests_spread_round_robin_near_even() {
+    let (ga, gb) = spread_of_1000_gets(PickerKind::RoundRobin, None);
+    assert_eq!(ga + gb, 1000);
+    assert!((450..=550).contains(&ga), "round-robin split {ga}/{gb}");
+}
+
+#[test]
+fn random_picker_spreads_within_a_loose_band_with_a_fixed_seed() {
+    let (ga, gb) = spread_of_1000_gets(PickerKind::Random, Some(42));
     assert_eq!(ga + gb, 1000);
     assert!((350..=650).contains(&ga), "random split {ga}/{gb}");
 }
