@@ -108,53 +108,14 @@ fn a_slow_loris_is_closed_by_the_idle_timeout_while_others_are_served() {
     assert!(start.elapsed() < Duration::from_secs(6));
 }
 
-/// CPU seconds used by process `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-/// Resident memory of process `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn thousands_of_connections_at_once_back_off_at_maxclients_without_spinning() {
     // The binary, so that its CPU time and memory are its own.
     let a = RedisServer::start();
-    let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backends",
-            &a.addr().to_string(),
-            "--maxclients",
-            "2000",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_until(Duration::from_secs(5), || TcpStream::connect(
-        addr
-    )
-    .is_ok()));
-    let rss_before = rss_kib(child.id());
+    let child =
+        RespiteProcess::start(&["--backends", &a.addr().to_string(), "--maxclients", "2000"]);
+    let addr = child.addr;
+    let rss_before = child.rss_kib();
     let conns: Vec<TcpStream> = (0..4000)
         .filter_map(|_| TcpStream::connect(addr).ok())
         .collect();
@@ -171,10 +132,10 @@ fn thousands_of_connections_at_once_back_off_at_maxclients_without_spinning() {
     }
     assert!(rejected >= 190, "rejected {rejected} of 200 checked");
     std::thread::sleep(Duration::from_millis(300));
-    let before = cpu_seconds(child.id());
+    let before = child.cpu_seconds();
     std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_seconds(child.id()) - before;
-    let rss = rss_kib(child.id());
+    let used = child.cpu_seconds() - before;
+    let rss = child.rss_kib();
     eprintln!(
         "2000 idle clients: RSS {} KiB (was {rss_before} KiB), CPU {used:.2}s in 1 s",
         rss
@@ -184,8 +145,6 @@ fn thousands_of_connections_at_once_back_off_at_maxclients_without_spinning() {
     drop(conns);
     let mut c = RawClient::connect(addr);
     assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A fake backend that answers every request with `-LOADING`, like a Redis loading its data.
