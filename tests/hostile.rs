@@ -259,19 +259,12 @@ fn a_hung_backend_is_ejected_by_timeouts_and_readmitted_after_sigcont() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let pid = b.pid().unwrap().to_string();
     let stopped_at = Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    std::thread::sleep(Duration::from_millis(1000) + interval * fall + Duration::from_millis(1500));
-    assert!(std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    b.while_stopped(|| {
+        std::thread::sleep(
+            Duration::from_millis(1000) + interval * fall + Duration::from_millis(1500),
+        )
+    });
     let resumed_at = Instant::now();
     let before = b.calls("set");
     let back = wait_until(interval * rise + Duration::from_secs(2), || {
@@ -414,27 +407,9 @@ fn a_backend_that_stops_reading_stops_the_client_feeding_it() {
     let proxy = TestProxy::start(config);
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"PING"]), b"+PONG\r\n");
-    let pid = a.pid().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
     let value = vec![b'x'; 1 << 20];
     let req = encode_request(&[&b"SET"[..], b"big", &value]);
-    raw.stream
-        .set_write_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let mut accepted = 0usize;
-    for _ in 0..300 {
-        match raw.stream.write_all(&req) {
-            Ok(()) => accepted += req.len(),
-            Err(_) => break,
-        }
-    }
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status();
+    let accepted = a.while_stopped(|| raw.write_until_blocked(&req, 300));
     eprintln!(
         "a client feeding a stopped backend got {} MB in before being stopped",
         accepted >> 20

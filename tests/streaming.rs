@@ -208,25 +208,7 @@ fn a_backend_that_stops_reading_stops_a_streaming_client() {
     let mut raw = proxy.raw();
     let mb = start_big_set(&mut raw, &redis, 300 << 20);
     // The stream is under way; then the backend stops reading.
-    let pid = redis.pid().expect("pid").to_string();
-    let signal = |sig: &str| {
-        std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    assert!(signal("-STOP"));
-    raw.stream
-        .set_write_timeout(Some(Duration::from_millis(1500)))
-        .expect("timeout");
-    let mut accepted = 0usize;
-    for _ in 0..295 {
-        match std::io::Write::write_all(&mut raw.stream, &mb) {
-            Ok(()) => accepted += mb.len(),
-            Err(_) => break,
-        }
-    }
-    assert!(signal("-CONT"));
+    let accepted = redis.while_stopped(|| raw.write_until_blocked(&mb, 295));
     eprintln!(
         "a streaming client feeding a stopped backend got {} MB in",
         accepted >> 20

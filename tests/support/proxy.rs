@@ -130,6 +130,22 @@ impl RawClient {
         self.stream.write_all(bytes).expect("write");
     }
 
+    /// Writes `chunk` again and again, at most `times` times, until a write stalls for 1.5 s
+    /// (the write timeout stays at that): the bytes of the whole chunks that went in.
+    pub fn write_until_blocked(&mut self, chunk: &[u8], times: usize) -> usize {
+        self.stream
+            .set_write_timeout(Some(Duration::from_millis(1500)))
+            .expect("timeout");
+        let mut accepted = 0usize;
+        for _ in 0..times {
+            match self.stream.write_all(chunk) {
+                Ok(()) => accepted += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        accepted
+    }
+
     /// Reads one complete reply frame, byte for byte.
     pub fn reply(&mut self) -> Vec<u8> {
         self.try_reply().expect("reply")

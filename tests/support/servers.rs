@@ -3,7 +3,7 @@
 //! twemproxies). Each waits for PING in a bounded loop, retries another port when its port was
 //! taken, shows its log on failure and is killed by PID on drop.
 
-use super::{client_at, free_port, wait_until};
+use super::{client_at, free_port, process::signal, wait_until};
 use respite::Config;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -117,6 +117,16 @@ impl RedisServer {
     /// The process id, for signals.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Runs `f` while the server is stopped (SIGSTOP before, SIGCONT after, by PID): it keeps
+    /// its connections but reads, answers and accepts nothing.
+    pub fn while_stopped<T>(&self, f: impl FnOnce() -> T) -> T {
+        let pid = self.pid().expect("redis-server is running");
+        signal(pid, "-STOP");
+        let out = f();
+        signal(pid, "-CONT");
+        out
     }
 
     /// `calls` of `cmdstat_<cmd>` in this server's `INFO commandstats`.
