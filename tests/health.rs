@@ -193,11 +193,9 @@ fn requests_never_written_to_a_dead_backend_are_rerouted_not_failed() {
     // The first backend refuses connections; respite starts optimistic, so the first pick queues
     // requests on a connection that then fails to connect: they must move to the live backend.
     let live = RedisServer::start();
-    let dead_port = free_port();
+    let dead = RefusedPort::bind();
     let mut config = config_for(&[&live]);
-    config
-        .backends
-        .insert(0, std::net::SocketAddr::from(([127, 0, 0, 1], dead_port)));
+    config.backends.insert(0, dead.addr);
     let proxy = TestProxy::start(config);
     let mut raw = proxy.raw();
     let mut p = Vec::new();
@@ -216,7 +214,7 @@ fn requests_never_written_to_a_dead_backend_are_rerouted_not_failed() {
     assert_eq!(n, 100);
     let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
     assert!(
-        info.contains(&format!("addr=127.0.0.1:{dead_port},state=down")),
+        info.contains(&format!("addr={},state=down", dead.addr)),
         "{info}"
     );
 }

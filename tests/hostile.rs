@@ -2,9 +2,9 @@
 
 mod support;
 
-use respite::resp::{encode_request, Frame, Limits, RequestScanner};
+use respite::resp::encode_request;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -147,59 +147,12 @@ fn thousands_of_connections_at_once_back_off_at_maxclients_without_spinning() {
     assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
 }
 
-/// A fake backend that answers every request with `-LOADING`, like a Redis loading its data.
-fn loading_backend() -> (SocketAddr, Arc<AtomicBool>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let stop3 = stop2.clone();
-                    std::thread::spawn(move || {
-                        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-                        let mut buf = Vec::new();
-                        let mut sc = RequestScanner::new();
-                        let mut chunk = [0u8; 4096];
-                        while !stop3.load(Ordering::Relaxed) {
-                            match s.read(&mut chunk) {
-                                Ok(0) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                                Err(_) => continue,
-                            }
-                            while let Ok(Some(f)) = sc.scan(&buf, &Limits::default()) {
-                                let len = match f {
-                                    Frame::Multibulk { len, .. }
-                                    | Frame::Inline { len, .. }
-                                    | Frame::Empty { len } => len,
-                                };
-                                buf.drain(..len);
-                                if s.write_all(
-                                    b"-LOADING Redis is loading the dataset in memory\r\n",
-                                )
-                                .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-    (addr, stop)
-}
-
 #[test]
 fn a_loading_backend_is_ejected_and_never_readmitted_while_loading() {
     let good = RedisServer::start();
-    let (loading, stop) = loading_backend();
+    // Like a Redis loading its data set.
+    let fake = FakeBackend::always(b"-LOADING Redis is loading the dataset in memory\r\n");
+    let loading = fake.addr;
     let mut config = config_for(&[&good]);
     config.backends.push(loading);
     let proxy = TestProxy::start(config);
@@ -225,7 +178,6 @@ fn a_loading_backend_is_ejected_and_never_readmitted_while_loading() {
         info.contains(&format!("addr={loading},state=down")),
         "still down while loading: {info}"
     );
-    stop.store(true, Ordering::Relaxed);
 }
 
 #[test]

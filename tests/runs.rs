@@ -157,54 +157,20 @@ fn a_backend_lost_with_runs_in_flight_fails_each_unanswered_request_in_order() {
     assert!(back, "respite serves again after the backend restarts");
 }
 
-/// A backend that answers PING at once and every other request after `delay`, one reply per
-/// write, so that a run's replies trickle in over several reads.
-fn slow_backend(delay: Duration) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut s) = stream else { return };
-            std::thread::spawn(move || {
-                let limits = respite::resp::Limits::default();
-                let mut scanner = respite::resp::RequestScanner::new();
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match scanner.scan(&buf, &limits) {
-                        Ok(Some(respite::resp::Frame::Multibulk { len, name, .. })) => {
-                            let cmd = buf[name.0..name.0 + name.1].to_ascii_uppercase();
-                            buf.drain(..len);
-                            let reply: &[u8] = match &cmd[..] {
-                                b"PING" => b"+PONG\r\n",
-                                b"GET" => {
-                                    std::thread::sleep(delay);
-                                    b"$1\r\nx\r\n"
-                                }
-                                _ => b"-ERR unknown command\r\n",
-                            };
-                            if s.write_all(reply).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(Some(_)) | Err(_) => return,
-                        Ok(None) => match s.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        },
-                    }
-                }
-            });
-        }
-    });
-    addr
+/// A backend that answers PING at once and every GET after `delay`, one reply per write, so
+/// that a run's replies trickle in over several reads.
+fn slow_backend(delay: Duration) -> FakeBackend {
+    FakeBackend::start(move |cmd| match cmd {
+        b"PING" => Reply::now(b"+PONG\r\n"),
+        b"GET" => Reply::after(delay, b"$1\r\nx\r\n"),
+        _ => Reply::now(b"-ERR unknown command\r\n"),
+    })
 }
 
 #[test]
 fn a_run_whose_replies_keep_coming_is_not_timed_out() {
     let backend = slow_backend(Duration::from_millis(100));
-    let mut config = respite::config::Config::with_backends(vec![backend]);
+    let mut config = respite::config::Config::with_backends(vec![backend.addr]);
     config.backend_timeout = Duration::from_millis(400);
     let proxy = TestProxy::start(config);
     let mut raw = proxy.raw();
