@@ -5,8 +5,6 @@ mod support;
 use respite::resp::encode_request;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -188,28 +186,7 @@ fn a_hung_backend_is_ejected_by_timeouts_and_readmitted_after_sigcont() {
     config.backend_timeout = Duration::from_millis(1000);
     let (interval, fall, rise) = (config.health_interval, config.fall, config.rise);
     let proxy = TestProxy::start(config);
-    let addr = proxy.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(Vec::<(Instant, bool, Duration)>::new()));
-    let threads: Vec<_> = (0..5)
-        .map(|t| {
-            let (stop, log) = (stop.clone(), log.clone());
-            std::thread::spawn(move || {
-                let mut raw = RawClient::connect(addr);
-                for i in 0..1_000_000u64 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let start = Instant::now();
-                    let k = format!("t{t}:{i}");
-                    let ok = raw.cmd(&[b"SET", k.as_bytes(), b"v"]) == b"+OK\r\n";
-                    log.lock()
-                        .unwrap()
-                        .push((Instant::now(), ok, start.elapsed()));
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(proxy.addr, 5, "t");
     std::thread::sleep(Duration::from_millis(300));
     let stopped_at = Instant::now();
     b.while_stopped(|| {
@@ -224,28 +201,17 @@ fn a_hung_backend_is_ejected_by_timeouts_and_readmitted_after_sigcont() {
     });
     let back_after = resumed_at.elapsed();
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    let log = log.lock().unwrap();
-    let slowest = log.iter().map(|e| e.2).max().unwrap_or_default();
+    let log = load.stop();
+    let slowest = log.slowest();
     let window = Duration::from_millis(1000) + interval * fall + Duration::from_secs(1);
-    let last_error = log
-        .iter()
-        .filter(|e| !e.1)
-        .map(|e| e.0.saturating_duration_since(stopped_at))
-        .max();
+    let last_error = log.last_error_since(stopped_at);
     eprintln!("SIGSTOP: slowest request {slowest:?}, last error {last_error:?} after the stop, back after SIGCONT in {back_after:?}");
     assert!(
         slowest < Duration::from_secs(3),
         "a request took {slowest:?}"
     );
     assert!(
-        log.iter()
-            .filter(|e| !e.1 && e.0 > stopped_at + window)
-            .count()
-            == 0,
+        log.errors_after(stopped_at + window) == 0,
         "errors after {window:?}"
     );
     assert!(back, "re-admitted after SIGCONT");
@@ -310,35 +276,12 @@ fn writes_acknowledged_during_a_backend_kill_are_all_readable_afterwards() {
     let shard = RedisServer::start();
     let proxies: Vec<Nutcracker> = (0..2).map(|_| Nutcracker::start(&[shard.addr()])).collect();
     let proxy = TestProxy::start(config_over(proxies.iter().map(|p| p.addr()).collect()));
-    let addr = proxy.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let threads: Vec<_> = (0..5)
-        .map(|t| {
-            let (stop, acked) = (stop.clone(), acked.clone());
-            std::thread::spawn(move || {
-                let mut raw = RawClient::connect(addr);
-                for i in 0..1_000_000u64 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let k = format!("ack:{t}:{i}");
-                    if raw.cmd(&[b"SET", k.as_bytes(), b"v"]) == b"+OK\r\n" {
-                        acked.lock().unwrap().push(k);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(proxy.addr, 5, "ack:");
     std::thread::sleep(Duration::from_millis(400));
     let mut proxies = proxies;
     drop(proxies.remove(0));
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    let acked = acked.lock().unwrap();
+    let acked = load.stop().acked_keys();
     assert!(acked.len() > 100);
     let mut c = shard.client();
     let mut missing = 0;
