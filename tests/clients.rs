@@ -11,9 +11,7 @@ use support::*;
 #[test]
 fn auth_is_required_refused_when_wrong_and_accepted_when_right() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.password = Some("letmein".into());
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.password = Some("letmein".into()));
     let mut raw = proxy.raw();
     assert_eq!(
         raw.cmd(&[b"GET", b"k"]),
@@ -60,9 +58,7 @@ fn auth_without_a_configured_password_is_an_error_like_redis() {
 #[test]
 fn maxclients_is_enforced() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.maxclients = 3;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.maxclients = 3);
     let mut held: Vec<_> = (0..3).map(|_| proxy.raw()).collect();
     for c in &mut held {
         assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
@@ -82,9 +78,7 @@ fn maxclients_is_enforced() {
 #[test]
 fn idle_clients_are_closed_after_timeout() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.timeout = Some(Duration::from_secs(1));
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.timeout = Some(Duration::from_secs(1)));
     let mut idle = proxy.raw();
     assert_eq!(idle.cmd(&[b"PING"]), b"+PONG\r\n");
     let start = Instant::now();

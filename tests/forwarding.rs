@@ -61,10 +61,10 @@ fn replies_keep_request_order_for_a_10000_command_pipeline_across_two_backends()
 /// `seed`): how many each backend served.
 fn spread_of_1000_gets(picker: PickerKind, seed: Option<u64>) -> (u64, u64) {
     let (a, b) = (RedisServer::start(), RedisServer::start());
-    let mut config = config_for(&[&a, &b]);
-    config.picker = picker;
-    config.seed = seed;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a, &b], |c| {
+        c.picker = picker;
+        c.seed = seed;
+    });
     let mut c = proxy.client();
     for i in 0..1000 {
         let _: Option<String> = redis::cmd("GET")

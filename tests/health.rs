@@ -125,9 +125,7 @@ fn a_backend_that_answers_errors_to_ping_is_ejected_and_readmitted() {
 #[test]
 fn respite_authenticates_to_backends_with_backend_password() {
     let a = RedisServer::start_with(&["--requirepass", "pw"]);
-    let mut config = config_for(&[&a]);
-    config.backend_password = Some("pw".into());
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.backend_password = Some("pw".into()));
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
     assert_eq!(raw.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
@@ -157,9 +155,7 @@ fn requests_never_written_to_a_dead_backend_are_rerouted_not_failed() {
     // requests on a connection that then fails to connect: they must move to the live backend.
     let live = RedisServer::start();
     let dead = RefusedPort::bind();
-    let mut config = config_for(&[&live]);
-    config.backends.insert(0, dead.addr);
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&live], |c| c.backends.insert(0, dead.addr));
     let mut raw = proxy.raw();
     let mut p = Vec::new();
     for i in 0..100 {

@@ -23,9 +23,7 @@ fn expect_protocol_error_and_close(proxy: &TestProxy, bytes: &[u8]) {
 #[test]
 fn hostile_frames_get_an_error_and_a_close_and_leave_others_alone() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.limits.max_bulk_bytes = 1 << 20;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.limits.max_bulk_bytes = 1 << 20);
     let mut good = proxy.raw();
     assert_eq!(good.cmd(&[b"SET", b"g", b"1"]), b"+OK\r\n");
     let cases: Vec<Vec<u8>> = vec![
@@ -82,9 +80,7 @@ fn random_bytes_on_200_connections_do_not_disturb_a_good_client() {
 #[test]
 fn a_slow_loris_is_closed_by_the_idle_timeout_while_others_are_served() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.timeout = Some(Duration::from_secs(1));
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.timeout = Some(Duration::from_secs(1)));
     let mut loris = proxy.raw();
     let mut good = proxy.raw();
     let start = Instant::now();
@@ -151,9 +147,7 @@ fn a_loading_backend_is_ejected_and_never_readmitted_while_loading() {
     // Like a Redis loading its data set.
     let fake = FakeBackend::always(b"-LOADING Redis is loading the dataset in memory\r\n");
     let loading = fake.addr;
-    let mut config = config_for(&[&good]);
-    config.backends.push(loading);
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&good], |c| c.backends.push(loading));
     let mut raw = proxy.raw();
     let down = wait_until(Duration::from_secs(3), || {
         String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"]))
@@ -229,9 +223,7 @@ fn reads_are_retried_once_on_another_backend_and_writes_never() {
                 .query(&mut s.client())
                 .unwrap();
         }
-        let mut config = config_for(&[&a, &b]);
-        config.retry_reads = retry;
-        let proxy = TestProxy::start(config);
+        let proxy = TestProxy::over_with(&[&a, &b], |c| c.retry_reads = retry);
         let mut raw = proxy.raw();
         // The first pick is backend 0 (a): the GET and SET queue behind a slow command there.
         let mut p = encode_request(&[&b"DEBUG"[..], b"SLEEP", b"0.5"]).to_vec();
@@ -295,11 +287,7 @@ fn writes_acknowledged_during_a_backend_kill_are_all_readable_afterwards() {
 #[test]
 fn a_backend_that_stops_reading_stops_the_client_feeding_it() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.backend_timeout = Duration::from_secs(30);
-    config.health_timeout = Duration::from_secs(10);
-    config.health_interval = Duration::from_secs(10);
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], patient);
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"PING"]), b"+PONG\r\n");
     let value = vec![b'x'; 1 << 20];

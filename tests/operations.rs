@@ -234,9 +234,7 @@ fn metrics_endpoint_serves_prometheus_text_and_tracks_backend_health() {
 #[test]
 fn slowlog_records_slow_commands_as_redis_formats_them() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.slowlog_micros = 20_000;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.slowlog_micros = 20_000);
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"CLIENT", b"SETNAME", b"slowpoke"]), b"+OK\r\n");
     assert_eq!(raw.cmd(&[b"SET", b"fast", b"1"]), b"+OK\r\n");

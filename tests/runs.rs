@@ -94,9 +94,7 @@ fn a_run_with_errors_in_it_counts_every_call_and_every_failure() {
 #[test]
 fn the_slow_log_lists_each_request_of_a_slow_run_with_its_own_arguments() {
     let redis = RedisServer::start();
-    let mut config = config_for(&[&redis]);
-    config.slowlog_micros = 0;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&redis], |c| c.slowlog_micros = 0);
     let mut raw = proxy.raw();
     let mut pipeline = Vec::new();
     for i in 0..5 {

@@ -296,9 +296,7 @@ fn psubscribe_patterns_receive_matching_messages() {
 #[test]
 fn a_subscriber_that_never_reads_is_disconnected_while_others_keep_receiving() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.pubsub_output_limit = 1 << 20;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.pubsub_output_limit = 1 << 20);
     let mut lazy = proxy.raw();
     lazy.send(&encode_request(&[&b"SUBSCRIBE"[..], b"firehose"]));
     assert_eq!(message(&mut lazy)[0], "subscribe");
@@ -385,9 +383,7 @@ fn monitor_is_refused_clearly() {
 #[test]
 fn max_session_connections_is_enforced_with_a_clear_error() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.max_session_connections = 1;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.max_session_connections = 1);
     let mut first = proxy.raw();
     first.send(&encode_request(&[&b"BLPOP"[..], b"q", b"2"]));
     std::thread::sleep(Duration::from_millis(100));

@@ -20,7 +20,7 @@ pub use load::{Load, LoadReport, Outcome};
 #[allow(unused_imports)]
 pub use process::{signal, RespiteProcess};
 #[allow(unused_imports)]
-pub use proxy::{config_for, config_over, wait_for_roles, RawClient, TestProxy};
+pub use proxy::{config_for, config_over, patient, wait_for_roles, RawClient, TestProxy};
 #[allow(unused_imports)]
 pub use servers::{Fleet, Nutcracker, RedisServer};
 

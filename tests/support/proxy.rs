@@ -1,6 +1,7 @@
 //! respite in a thread of the test: `TestProxy` runs it on listeners the test bound to port 0
-//! and stops it cleanly; `config_for`/`config_over` give it fast health checks; `RawClient`
-//! speaks raw bytes to it with read and write timeouts, so that a hang fails instead of blocking.
+//! and stops it cleanly; `config_for`/`config_over` give it fast health checks, `patient` slow
+//! ones; `RawClient` speaks raw bytes to it with read and write timeouts, so that a hang fails
+//! instead of blocking.
 
 use super::{client_at, servers::RedisServer, wait_until};
 use respite::resp::ReplyScanner;
@@ -49,6 +50,13 @@ impl TestProxy {
         Self::start(config_for(backends))
     }
 
+    /// Starts respite in front of `backends` with the settings `set` changes.
+    pub fn over_with(backends: &[&RedisServer], set: impl FnOnce(&mut Config)) -> TestProxy {
+        let mut config = config_for(backends);
+        set(&mut config);
+        Self::start(config)
+    }
+
     /// A real client connected to respite.
     pub fn client(&self) -> redis::Connection {
         client_at(self.addr)
@@ -88,6 +96,14 @@ pub fn config_over(addrs: Vec<SocketAddr>) -> Config {
     c.health_interval = Duration::from_millis(200);
     c.health_timeout = Duration::from_millis(150);
     c
+}
+
+/// Settings for a test that stalls a backend: backend requests time out after 30 s and health
+/// checks run every 10 s, so that the stalled backend is neither timed out nor ejected.
+pub fn patient(c: &mut Config) {
+    c.backend_timeout = Duration::from_secs(30);
+    c.health_timeout = Duration::from_secs(10);
+    c.health_interval = Duration::from_secs(10);
 }
 
 /// Waits until respite's `INFO shards` reports a role for every shard.
