@@ -310,16 +310,7 @@ fn a_subscriber_that_never_reads_is_disconnected_while_others_keep_receiving() {
         let m = good.reply();
         assert!(m.len() > 10_000, "message {i}");
     }
-    let mut total = 0;
-    let mut buf = vec![0u8; 1 << 16];
-    let closed = loop {
-        match std::io::Read::read(&mut lazy.stream, &mut buf) {
-            Ok(0) => break true,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-    };
+    let (closed, total) = lazy.read_until_closed();
     assert!(
         closed && total < 20_000_000,
         "lazy subscriber cut off after {total} bytes"

@@ -192,6 +192,24 @@ impl RawClient {
         self.reply()
     }
 
+    /// Reads and drops whatever comes until the server closes the connection: whether it did
+    /// (EOF or a reset, not a read timeout or more than 1 GiB), and the bytes read before.
+    pub fn read_until_closed(&mut self) -> (bool, usize) {
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return (true, total),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (true, total),
+                Err(_) => return (false, total),
+            }
+            if total > 1 << 30 {
+                return (false, total);
+            }
+        }
+    }
+
     /// True once the server has closed the connection (within the read timeout).
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1024];
