@@ -8,8 +8,16 @@ use respite::resp::encode_request;
 use std::time::Duration;
 use support::*;
 
-fn get(key: &str) -> Vec<u8> {
-    encode_request(&[b"GET".as_slice(), key.as_bytes()]).to_vec()
+/// A run: `GET key` for each of `keys`, in one buffer.
+fn gets<K: AsRef<str>>(keys: impl IntoIterator<Item = K>) -> Vec<u8> {
+    let mut run = Vec::new();
+    for key in keys {
+        run.extend_from_slice(&encode_request(&[
+            b"GET".as_slice(),
+            key.as_ref().as_bytes(),
+        ]));
+    }
+    run
 }
 
 /// The value of `field` in the `cmdstat_<cmd>` line of `INFO commandstats`.
@@ -45,14 +53,9 @@ fn a_run_of_big_replies_cut_by_many_reads_arrives_byte_exact_and_in_order() {
     let proxy = TestProxy::over(&[&redis]);
     let mut raw = proxy.raw();
     // Two runs of 24 GETs (3.6 MB of replies each) around a PING, sent at once.
-    let mut pipeline = Vec::new();
-    for i in 0..24 {
-        pipeline.extend(get(&format!("big{i}")));
-    }
+    let mut pipeline = gets((0..24).map(|i| format!("big{i}")));
     pipeline.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-    for i in (0..24).rev() {
-        pipeline.extend(get(&format!("big{i}")));
-    }
+    pipeline.extend(gets((0..24).rev().map(|i| format!("big{i}"))));
     raw.send(&pipeline);
     for (n, i) in (0..24).chain(24..25).chain((0..24).rev()).enumerate() {
         let reply = raw.reply();
@@ -96,11 +99,7 @@ fn the_slow_log_lists_each_request_of_a_slow_run_with_its_own_arguments() {
     let redis = RedisServer::start();
     let proxy = TestProxy::over_with(&[&redis], |c| c.slowlog_micros = 0);
     let mut raw = proxy.raw();
-    let mut pipeline = Vec::new();
-    for i in 0..5 {
-        pipeline.extend(get(&format!("slow{i}")));
-    }
-    raw.send(&pipeline);
+    raw.send(&gets((0..5).map(|i| format!("slow{i}"))));
     for _ in 0..5 {
         assert_eq!(raw.reply(), b"$-1\r\n");
     }
@@ -123,19 +122,13 @@ fn a_backend_lost_with_runs_in_flight_fails_each_unanswered_request_in_order() {
     let proxy = TestProxy::over(&[&redis]);
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"SET", b"here", b"1"]), b"+OK\r\n");
-    let mut pipeline = Vec::new();
-    for _ in 0..3 {
-        pipeline.extend(get("here"));
-    }
-    raw.send(&pipeline);
+    raw.send(&gets(["here"; 3]));
     for _ in 0..3 {
         assert_eq!(raw.reply(), b"$1\r\n1\r\n");
     }
     // [DEBUG SLEEP] [GET x3], written together: the backend dies while it sleeps.
     let mut pipeline = encode_request(&[b"DEBUG".as_slice(), b"SLEEP", b"2"]).to_vec();
-    for _ in 0..3 {
-        pipeline.extend(get("here"));
-    }
+    pipeline.extend(gets(["here"; 3]));
     raw.send(&pipeline);
     std::thread::sleep(Duration::from_millis(300));
     redis.kill();
@@ -173,11 +166,7 @@ fn a_run_whose_replies_keep_coming_is_not_timed_out() {
     let proxy = TestProxy::start(config);
     let mut raw = proxy.raw();
     // Ten GETs, one run: the backend takes 1 s for all of them, 100 ms for each.
-    let mut pipeline = Vec::new();
-    for i in 0..10 {
-        pipeline.extend(get(&format!("k{i}")));
-    }
-    raw.send(&pipeline);
+    raw.send(&gets((0..10).map(|i| format!("k{i}"))));
     for i in 0..10 {
         assert_eq!(raw.reply(), b"$1\r\nx\r\n", "reply {i}");
     }
