@@ -39,8 +39,9 @@ pub struct FakeBackend {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The most connections it serves, and for how long, however the test goes.
+/// The most connections it serves: more are closed at once.
 const MAX_CONNECTIONS: usize = 256;
+/// How long it serves, however the test goes.
 const MAX_LIFETIME: Duration = Duration::from_secs(60);
 
 impl FakeBackend {
@@ -82,16 +83,13 @@ impl Drop for FakeBackend {
 fn accept_loop(listener: TcpListener, stop: &Arc<AtomicBool>, script: &Arc<Script>) {
     let start = Instant::now();
     let mut conns = Vec::new();
-    while !stop.load(Ordering::Relaxed)
-        && start.elapsed() < MAX_LIFETIME
-        && conns.len() < MAX_CONNECTIONS
-    {
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < MAX_LIFETIME {
         match listener.accept() {
-            Ok((s, _)) => {
+            Ok((s, _)) if conns.len() < MAX_CONNECTIONS => {
                 let (stop, script) = (stop.clone(), script.clone());
                 conns.push(std::thread::spawn(move || serve(s, &stop, &*script)));
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(_) | Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
     stop.store(true, Ordering::Relaxed);

@@ -1,8 +1,9 @@
 //! Test harness, one concept per file: real `redis-server` and `nutcracker` processes on free
 //! ports (`servers`), respite on a listener bound to port 0 in a thread of the test and a raw
 //! client with read timeouts (`proxy`), the respite binary as a child process (`process`),
-//! backends that are not Redis (`fake_backend`) and a load generator (`load`). This file keeps the re-exports and the small helpers every part uses: ports, bounded waits,
-//! a bulk string, clients.
+//! backends that are not Redis (`fake_backend`) and a load generator (`load`). This file keeps
+//! the re-exports and the small helpers every part uses: ports, bounded waits, a bulk string,
+//! clients.
 
 // Each test binary uses a subset of the harness.
 #![allow(dead_code)]

@@ -21,8 +21,9 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid}");
 }
 
-/// How long the binary gets to listen, and to exit once asked.
+/// How long the binary gets to serve once spawned.
 const START_LIMIT: Duration = Duration::from_secs(5);
+/// How long it gets to exit once asked (or, run to its end, to finish).
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// A `respite` child process, with its stderr in a temp file; killed by PID on drop.
