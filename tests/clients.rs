@@ -11,9 +11,7 @@ use support::*;
 #[test]
 fn auth_is_required_refused_when_wrong_and_accepted_when_right() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.password = Some("letmein".into());
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.password = Some("letmein".into()));
     let mut raw = proxy.raw();
     assert_eq!(
         raw.cmd(&[b"GET", b"k"]),
@@ -60,9 +58,7 @@ fn auth_without_a_configured_password_is_an_error_like_redis() {
 #[test]
 fn maxclients_is_enforced() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.maxclients = 3;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.maxclients = 3);
     let mut held: Vec<_> = (0..3).map(|_| proxy.raw()).collect();
     for c in &mut held {
         assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
@@ -82,9 +78,7 @@ fn maxclients_is_enforced() {
 #[test]
 fn idle_clients_are_closed_after_timeout() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.timeout = Some(Duration::from_secs(1));
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.timeout = Some(Duration::from_secs(1)));
     let mut idle = proxy.raw();
     assert_eq!(idle.cmd(&[b"PING"]), b"+PONG\r\n");
     let start = Instant::now();
@@ -229,18 +223,10 @@ print("ok")
     );
 }
 
-fn respite_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_respite"))
-}
-
 #[test]
 fn a_bad_config_prints_one_actionable_line_and_exits_non_zero() {
-    let out = respite_bin()
-        .args(["--backends", "not-an-address"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = RespiteProcess::run(&["--backends", "not-an-address"]);
+    assert_ne!(code, Some(0));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("invalid backend address 'not-an-address'"),
@@ -251,22 +237,8 @@ fn a_bad_config_prints_one_actionable_line_and_exits_non_zero() {
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let a = RedisServer::start();
-    let port = free_port();
-    let mut child = respite_bin()
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backends",
-            &a.addr().to_string(),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_until(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    }));
-    let mut raw = RawClient::connect(addr);
+    let mut child = RespiteProcess::start(&["--backends", &a.addr().to_string()]);
+    let mut raw = RawClient::connect(child.addr);
     raw.send(&respite::resp::encode_request(&[
         &b"DEBUG"[..],
         b"SLEEP",
@@ -278,27 +250,12 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         b"1",
     ]));
     std::thread::sleep(Duration::from_millis(100));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    child.signal("-TERM");
     assert_eq!(raw.reply(), b"+OK\r\n");
     assert_eq!(raw.reply(), b"+OK\r\n");
-    let start = Instant::now();
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(exit.and_then(|s| s.code()), Some(0));
+    assert_eq!(child.wait_exit(Duration::from_secs(5)), Some(0));
     assert!(
-        std::net::TcpStream::connect(addr).is_err(),
+        std::net::TcpStream::connect(child.addr).is_err(),
         "stopped accepting"
     );
 }

@@ -46,11 +46,7 @@ fn replies_keep_request_order_for_a_10000_command_pipeline_across_two_backends()
     }
     for i in 0..10_000 {
         let want = format!("valk{i}");
-        assert_eq!(
-            raw.reply(),
-            format!("${}\r\n{want}\r\n", want.len()).into_bytes(),
-            "reply {i}"
-        );
+        assert_eq!(raw.reply(), bulk(want.as_bytes()), "reply {i}");
         if i % 1000 == 0 {
             assert_eq!(raw.reply(), b"+PONG\r\n");
         }
@@ -61,10 +57,14 @@ fn replies_keep_request_order_for_a_10000_command_pipeline_across_two_backends()
     );
 }
 
-#[test]
-fn sequential_requests_spread_round_robin_near_even() {
+/// Sends 1000 GETs one after another through respite over two backends with `picker` (and
+/// `seed`): how many each backend served.
+fn spread_of_1000_gets(picker: PickerKind, seed: Option<u64>) -> (u64, u64) {
     let (a, b) = (RedisServer::start(), RedisServer::start());
-    let proxy = TestProxy::over(&[&a, &b]);
+    let proxy = TestProxy::over_with(&[&a, &b], |c| {
+        c.picker = picker;
+        c.seed = seed;
+    });
     let mut c = proxy.client();
     for i in 0..1000 {
         let _: Option<String> = redis::cmd("GET")
@@ -72,26 +72,19 @@ fn sequential_requests_spread_round_robin_near_even() {
             .query(&mut c)
             .unwrap();
     }
-    let (ga, gb) = (a.calls("get"), b.calls("get"));
+    (a.calls("get"), b.calls("get"))
+}
+
+#[test]
+fn sequential_requests_spread_round_robin_near_even() {
+    let (ga, gb) = spread_of_1000_gets(PickerKind::RoundRobin, None);
     assert_eq!(ga + gb, 1000);
     assert!((450..=550).contains(&ga), "round-robin split {ga}/{gb}");
 }
 
 #[test]
 fn random_picker_spreads_within_a_loose_band_with_a_fixed_seed() {
-    let (a, b) = (RedisServer::start(), RedisServer::start());
-    let mut config = config_for(&[&a, &b]);
-    config.picker = PickerKind::Random;
-    config.seed = Some(42);
-    let proxy = TestProxy::start(config);
-    let mut c = proxy.client();
-    for i in 0..1000 {
-        let _: Option<String> = redis::cmd("GET")
-            .arg(format!("x{i}"))
-            .query(&mut c)
-            .unwrap();
-    }
-    let (ga, gb) = (a.calls("get"), b.calls("get"));
+    let (ga, gb) = spread_of_1000_gets(PickerKind::Random, Some(42));
     assert_eq!(ga + gb, 1000);
     assert!((350..=650).contains(&ga), "random split {ga}/{gb}");
 }
@@ -122,7 +115,7 @@ fn four_pipelining_clients_never_see_each_others_replies() {
                         let got = raw.reply();
                         assert_eq!(
                             got,
-                            format!("${}\r\n{want}\r\n", want.len()).into_bytes(),
+                            bulk(want.as_bytes()),
                             "client {t} round {round} reply {i}"
                         );
                     }

@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -14,28 +12,7 @@ fn killing_one_of_two_backends_under_load_recovers_within_fall_times_interval() 
     let config = config_for(&[&a, &b]);
     let (interval, fall, rise) = (config.health_interval, config.fall, config.rise);
     let proxy = TestProxy::start(config);
-    let addr = proxy.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    // (time of request end, ok, duration)
-    let log = Arc::new(Mutex::new(Vec::<(Instant, bool, Duration)>::new()));
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let (stop, log) = (stop.clone(), log.clone());
-            std::thread::spawn(move || {
-                let mut raw = RawClient::connect(addr);
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) && i < 1_000_000 {
-                    let start = Instant::now();
-                    let key = format!("t{t}:{i}");
-                    let r = raw.cmd(&[b"SET", key.as_bytes(), b"v"]);
-                    log.lock()
-                        .unwrap()
-                        .push((Instant::now(), r == b"+OK\r\n", start.elapsed()));
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(proxy.addr, 4, "t");
     std::thread::sleep(Duration::from_millis(500));
     let killed_at = Instant::now();
     b.kill();
@@ -47,36 +24,22 @@ fn killing_one_of_two_backends_under_load_recovers_within_fall_times_interval() 
     });
     let back_after = restarted_at.elapsed();
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().expect("load thread");
-    }
-    let log = log.lock().unwrap();
+    let log = load.stop();
     let window = interval * fall + Duration::from_secs(1);
-    let slowest = log.iter().map(|e| e.2).max().unwrap_or_default();
+    let slowest = log.slowest();
     assert!(
         slowest < Duration::from_secs(3),
         "a request took {slowest:?}"
     );
-    let last_error = log
-        .iter()
-        .filter(|e| !e.1)
-        .map(|e| e.0.saturating_duration_since(killed_at))
-        .max();
-    let errors = log.iter().filter(|e| !e.1).count();
+    let last_error = log.last_error_since(killed_at);
+    let errors = log.errors();
     eprintln!("failover: {errors} errors, last {last_error:?} after kill -9; slowest request {slowest:?}; restarted backend served again after {back_after:?}");
-    let late_errors = log
-        .iter()
-        .filter(|e| !e.1 && e.0 > killed_at + window)
-        .count();
+    let late_errors = log.errors_after(killed_at + window);
     assert_eq!(
         late_errors, 0,
         "errors after the failover window of {window:?}"
     );
-    let ok_after = log
-        .iter()
-        .filter(|e| e.1 && e.0 > killed_at + window)
-        .count();
+    let ok_after = log.oks_after(killed_at + window);
     assert!(
         ok_after > 100,
         "requests kept succeeding after the kill ({ok_after})"
@@ -162,9 +125,7 @@ fn a_backend_that_answers_errors_to_ping_is_ejected_and_readmitted() {
 #[test]
 fn respite_authenticates_to_backends_with_backend_password() {
     let a = RedisServer::start_with(&["--requirepass", "pw"]);
-    let mut config = config_for(&[&a]);
-    config.backend_password = Some("pw".into());
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.backend_password = Some("pw".into()));
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
     assert_eq!(raw.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
@@ -193,12 +154,8 @@ fn requests_never_written_to_a_dead_backend_are_rerouted_not_failed() {
     // The first backend refuses connections; respite starts optimistic, so the first pick queues
     // requests on a connection that then fails to connect: they must move to the live backend.
     let live = RedisServer::start();
-    let dead_port = free_port();
-    let mut config = config_for(&[&live]);
-    config
-        .backends
-        .insert(0, std::net::SocketAddr::from(([127, 0, 0, 1], dead_port)));
-    let proxy = TestProxy::start(config);
+    let dead = RefusedPort::bind();
+    let proxy = TestProxy::over_with(&[&live], |c| c.backends.insert(0, dead.addr));
     let mut raw = proxy.raw();
     let mut p = Vec::new();
     for i in 0..100 {
@@ -216,7 +173,7 @@ fn requests_never_written_to_a_dead_backend_are_rerouted_not_failed() {
     assert_eq!(n, 100);
     let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
     assert!(
-        info.contains(&format!("addr=127.0.0.1:{dead_port},state=down")),
+        info.contains(&format!("addr={},state=down", dead.addr)),
         "{info}"
     );
 }

@@ -2,11 +2,9 @@
 
 mod support;
 
-use respite::resp::{encode_request, Frame, Limits, RequestScanner};
+use respite::resp::encode_request;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -25,9 +23,7 @@ fn expect_protocol_error_and_close(proxy: &TestProxy, bytes: &[u8]) {
 #[test]
 fn hostile_frames_get_an_error_and_a_close_and_leave_others_alone() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.limits.max_bulk_bytes = 1 << 20;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.limits.max_bulk_bytes = 1 << 20);
     let mut good = proxy.raw();
     assert_eq!(good.cmd(&[b"SET", b"g", b"1"]), b"+OK\r\n");
     let cases: Vec<Vec<u8>> = vec![
@@ -84,9 +80,7 @@ fn random_bytes_on_200_connections_do_not_disturb_a_good_client() {
 #[test]
 fn a_slow_loris_is_closed_by_the_idle_timeout_while_others_are_served() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.timeout = Some(Duration::from_secs(1));
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.timeout = Some(Duration::from_secs(1)));
     let mut loris = proxy.raw();
     let mut good = proxy.raw();
     let start = Instant::now();
@@ -108,53 +102,14 @@ fn a_slow_loris_is_closed_by_the_idle_timeout_while_others_are_served() {
     assert!(start.elapsed() < Duration::from_secs(6));
 }
 
-/// CPU seconds used by process `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-/// Resident memory of process `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn thousands_of_connections_at_once_back_off_at_maxclients_without_spinning() {
     // The binary, so that its CPU time and memory are its own.
     let a = RedisServer::start();
-    let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backends",
-            &a.addr().to_string(),
-            "--maxclients",
-            "2000",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_until(Duration::from_secs(5), || TcpStream::connect(
-        addr
-    )
-    .is_ok()));
-    let rss_before = rss_kib(child.id());
+    let child =
+        RespiteProcess::start(&["--backends", &a.addr().to_string(), "--maxclients", "2000"]);
+    let addr = child.addr;
+    let rss_before = child.rss_kib();
     let conns: Vec<TcpStream> = (0..4000)
         .filter_map(|_| TcpStream::connect(addr).ok())
         .collect();
@@ -171,10 +126,10 @@ fn thousands_of_connections_at_once_back_off_at_maxclients_without_spinning() {
     }
     assert!(rejected >= 190, "rejected {rejected} of 200 checked");
     std::thread::sleep(Duration::from_millis(300));
-    let before = cpu_seconds(child.id());
+    let before = child.cpu_seconds();
     std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_seconds(child.id()) - before;
-    let rss = rss_kib(child.id());
+    let used = child.cpu_seconds() - before;
+    let rss = child.rss_kib();
     eprintln!(
         "2000 idle clients: RSS {} KiB (was {rss_before} KiB), CPU {used:.2}s in 1 s",
         rss
@@ -184,66 +139,15 @@ fn thousands_of_connections_at_once_back_off_at_maxclients_without_spinning() {
     drop(conns);
     let mut c = RawClient::connect(addr);
     assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// A fake backend that answers every request with `-LOADING`, like a Redis loading its data.
-fn loading_backend() -> (SocketAddr, Arc<AtomicBool>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let stop3 = stop2.clone();
-                    std::thread::spawn(move || {
-                        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-                        let mut buf = Vec::new();
-                        let mut sc = RequestScanner::new();
-                        let mut chunk = [0u8; 4096];
-                        while !stop3.load(Ordering::Relaxed) {
-                            match s.read(&mut chunk) {
-                                Ok(0) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                                Err(_) => continue,
-                            }
-                            while let Ok(Some(f)) = sc.scan(&buf, &Limits::default()) {
-                                let len = match f {
-                                    Frame::Multibulk { len, .. }
-                                    | Frame::Inline { len, .. }
-                                    | Frame::Empty { len } => len,
-                                };
-                                buf.drain(..len);
-                                if s.write_all(
-                                    b"-LOADING Redis is loading the dataset in memory\r\n",
-                                )
-                                .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-    (addr, stop)
 }
 
 #[test]
 fn a_loading_backend_is_ejected_and_never_readmitted_while_loading() {
     let good = RedisServer::start();
-    let (loading, stop) = loading_backend();
-    let mut config = config_for(&[&good]);
-    config.backends.push(loading);
-    let proxy = TestProxy::start(config);
+    // Like a Redis loading its data set.
+    let fake = FakeBackend::always(b"-LOADING Redis is loading the dataset in memory\r\n");
+    let loading = fake.addr;
+    let proxy = TestProxy::over_with(&[&good], |c| c.backends.push(loading));
     let mut raw = proxy.raw();
     let down = wait_until(Duration::from_secs(3), || {
         String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"]))
@@ -266,7 +170,6 @@ fn a_loading_backend_is_ejected_and_never_readmitted_while_loading() {
         info.contains(&format!("addr={loading},state=down")),
         "still down while loading: {info}"
     );
-    stop.store(true, Ordering::Relaxed);
 }
 
 #[test]
@@ -277,42 +180,14 @@ fn a_hung_backend_is_ejected_by_timeouts_and_readmitted_after_sigcont() {
     config.backend_timeout = Duration::from_millis(1000);
     let (interval, fall, rise) = (config.health_interval, config.fall, config.rise);
     let proxy = TestProxy::start(config);
-    let addr = proxy.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(Vec::<(Instant, bool, Duration)>::new()));
-    let threads: Vec<_> = (0..5)
-        .map(|t| {
-            let (stop, log) = (stop.clone(), log.clone());
-            std::thread::spawn(move || {
-                let mut raw = RawClient::connect(addr);
-                for i in 0..1_000_000u64 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let start = Instant::now();
-                    let k = format!("t{t}:{i}");
-                    let ok = raw.cmd(&[b"SET", k.as_bytes(), b"v"]) == b"+OK\r\n";
-                    log.lock()
-                        .unwrap()
-                        .push((Instant::now(), ok, start.elapsed()));
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(proxy.addr, 5, "t");
     std::thread::sleep(Duration::from_millis(300));
-    let pid = b.pid().unwrap().to_string();
     let stopped_at = Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    std::thread::sleep(Duration::from_millis(1000) + interval * fall + Duration::from_millis(1500));
-    assert!(std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    b.while_stopped(|| {
+        std::thread::sleep(
+            Duration::from_millis(1000) + interval * fall + Duration::from_millis(1500),
+        )
+    });
     let resumed_at = Instant::now();
     let before = b.calls("set");
     let back = wait_until(interval * rise + Duration::from_secs(2), || {
@@ -320,28 +195,17 @@ fn a_hung_backend_is_ejected_by_timeouts_and_readmitted_after_sigcont() {
     });
     let back_after = resumed_at.elapsed();
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    let log = log.lock().unwrap();
-    let slowest = log.iter().map(|e| e.2).max().unwrap_or_default();
+    let log = load.stop();
+    let slowest = log.slowest();
     let window = Duration::from_millis(1000) + interval * fall + Duration::from_secs(1);
-    let last_error = log
-        .iter()
-        .filter(|e| !e.1)
-        .map(|e| e.0.saturating_duration_since(stopped_at))
-        .max();
+    let last_error = log.last_error_since(stopped_at);
     eprintln!("SIGSTOP: slowest request {slowest:?}, last error {last_error:?} after the stop, back after SIGCONT in {back_after:?}");
     assert!(
         slowest < Duration::from_secs(3),
         "a request took {slowest:?}"
     );
     assert!(
-        log.iter()
-            .filter(|e| !e.1 && e.0 > stopped_at + window)
-            .count()
-            == 0,
+        log.errors_after(stopped_at + window) == 0,
         "errors after {window:?}"
     );
     assert!(back, "re-admitted after SIGCONT");
@@ -359,9 +223,7 @@ fn reads_are_retried_once_on_another_backend_and_writes_never() {
                 .query(&mut s.client())
                 .unwrap();
         }
-        let mut config = config_for(&[&a, &b]);
-        config.retry_reads = retry;
-        let proxy = TestProxy::start(config);
+        let proxy = TestProxy::over_with(&[&a, &b], |c| c.retry_reads = retry);
         let mut raw = proxy.raw();
         // The first pick is backend 0 (a): the GET and SET queue behind a slow command there.
         let mut p = encode_request(&[&b"DEBUG"[..], b"SLEEP", b"0.5"]).to_vec();
@@ -405,39 +267,13 @@ fn reads_are_retried_once_on_another_backend_and_writes_never() {
 fn writes_acknowledged_during_a_backend_kill_are_all_readable_afterwards() {
     let shard = RedisServer::start();
     let proxies: Vec<Nutcracker> = (0..2).map(|_| Nutcracker::start(&[shard.addr()])).collect();
-    let mut config = respite::Config::with_backends(proxies.iter().map(|p| p.addr()).collect());
-    config.health_interval = Duration::from_millis(200);
-    config.health_timeout = Duration::from_millis(150);
-    let proxy = TestProxy::start(config);
-    let addr = proxy.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let threads: Vec<_> = (0..5)
-        .map(|t| {
-            let (stop, acked) = (stop.clone(), acked.clone());
-            std::thread::spawn(move || {
-                let mut raw = RawClient::connect(addr);
-                for i in 0..1_000_000u64 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let k = format!("ack:{t}:{i}");
-                    if raw.cmd(&[b"SET", k.as_bytes(), b"v"]) == b"+OK\r\n" {
-                        acked.lock().unwrap().push(k);
-                    }
-                }
-            })
-        })
-        .collect();
+    let proxy = TestProxy::start(config_over(proxies.iter().map(|p| p.addr()).collect()));
+    let load = Load::start(proxy.addr, 5, "ack:");
     std::thread::sleep(Duration::from_millis(400));
     let mut proxies = proxies;
     drop(proxies.remove(0));
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    let acked = acked.lock().unwrap();
+    let acked = load.stop().acked_keys();
     assert!(acked.len() > 100);
     let mut c = shard.client();
     let mut missing = 0;
@@ -451,34 +287,12 @@ fn writes_acknowledged_during_a_backend_kill_are_all_readable_afterwards() {
 #[test]
 fn a_backend_that_stops_reading_stops_the_client_feeding_it() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.backend_timeout = Duration::from_secs(30);
-    config.health_timeout = Duration::from_secs(10);
-    config.health_interval = Duration::from_secs(10);
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], patient);
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"PING"]), b"+PONG\r\n");
-    let pid = a.pid().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
     let value = vec![b'x'; 1 << 20];
     let req = encode_request(&[&b"SET"[..], b"big", &value]);
-    raw.stream
-        .set_write_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let mut accepted = 0usize;
-    for _ in 0..300 {
-        match raw.stream.write_all(&req) {
-            Ok(()) => accepted += req.len(),
-            Err(_) => break,
-        }
-    }
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status();
+    let accepted = a.while_stopped(|| raw.write_until_blocked(&req, 300));
     eprintln!(
         "a client feeding a stopped backend got {} MB in before being stopped",
         accepted >> 20

@@ -9,9 +9,7 @@ use support::*;
 #[test]
 fn a_client_over_max_pending_is_paused_then_resumed_without_losing_order() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.client_max_pending = 64;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.client_max_pending = 64);
     let mut raw = proxy.raw();
     let mut p = Vec::new();
     for i in 0..20_000 {
@@ -36,12 +34,12 @@ fn a_client_over_max_pending_is_paused_then_resumed_without_losing_order() {
 #[test]
 fn a_client_that_never_reads_is_disconnected_at_the_output_limit_and_others_are_unharmed() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.client_output_limit = 8 << 20;
-    // Requests already forwarded cannot be recalled: their replies still cross the shared
-    // backend connection. The pending cap bounds that to 16 MB here.
-    config.client_max_pending = 16;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| {
+        c.client_output_limit = 8 << 20;
+        // Requests already forwarded cannot be recalled: their replies still cross the shared
+        // backend connection. The pending cap bounds that to 16 MB here.
+        c.client_max_pending = 16;
+    });
     let mut setup = proxy.raw();
     let big = vec![b'x'; 1 << 20];
     assert_eq!(setup.cmd(&[b"SET", b"big", &big]), b"+OK\r\n");
@@ -64,19 +62,7 @@ fn a_client_that_never_reads_is_disconnected_at_the_output_limit_and_others_are_
         assert_eq!(other.cmd(&[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
     }
     // The hog is cut off: reading its socket reaches EOF (or a reset) after at most the limit.
-    let mut total = 0usize;
-    let mut buf = vec![0u8; 1 << 16];
-    let closed = loop {
-        match std::io::Read::read(&mut hog.stream, &mut buf) {
-            Ok(0) => break true,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-        if total > 1 << 30 {
-            break false;
-        }
-    };
+    let (closed, total) = hog.read_until_closed();
     assert!(closed, "hog disconnected (read {total} bytes)");
     assert!(total < 64 << 20, "hog got {total} bytes before the cut");
     assert_eq!(other.cmd(&[b"GET", b"o1"]), b"$1\r\nv\r\n");

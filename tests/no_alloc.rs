@@ -47,7 +47,7 @@ fn request_scan_and_split_copies_nothing() {
     let mut frames = Vec::with_capacity(REQUESTS);
     while !buf.is_empty() {
         let len = match sc.scan(&buf, &limits) {
-            Ok(Some(Frame::Multibulk { len, .. })) => len,
+            Ok(Some(frame @ Frame::Multibulk { .. })) => frame.consumed(),
             other => panic!("at {consumed}: {other:?}"),
         };
         let frame = buf.split_to(len).freeze();

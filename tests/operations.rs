@@ -4,6 +4,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
 
@@ -233,9 +234,7 @@ fn metrics_endpoint_serves_prometheus_text_and_tracks_backend_health() {
 #[test]
 fn slowlog_records_slow_commands_as_redis_formats_them() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.slowlog_micros = 20_000;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.slowlog_micros = 20_000);
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"CLIENT", b"SETNAME", b"slowpoke"]), b"+OK\r\n");
     assert_eq!(raw.cmd(&[b"SET", b"fast", b"1"]), b"+OK\r\n");
@@ -256,66 +255,35 @@ fn slowlog_records_slow_commands_as_redis_formats_them() {
     assert_eq!(raw.cmd(&[b"SLOWLOG", b"LEN"]), b":0\r\n");
 }
 
-fn spawn_respite(args: &[String]) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("respite binary")
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-fn stop(mut child: std::process::Child) -> Option<i32> {
-    signal(&child, "-TERM");
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        if start.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sighup_adds_and_removes_a_backend_without_dropping_clients_and_rejects_a_bad_file() {
     let (a, b) = (RedisServer::start(), RedisServer::start());
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("respite.toml");
-    let port = free_port();
-    let write_conf = |backends: &[&RedisServer]| {
+    let write_conf = |listen: SocketAddr, backends: &[&RedisServer]| {
         let list: Vec<String> = backends
             .iter()
             .map(|s| format!("\"{}\"", s.addr()))
             .collect();
         std::fs::write(
             &conf,
-            format!("listen = \"127.0.0.1:{port}\"\nbackends = [{}]\nhealth_interval_ms = 100\nrise = 2\n", list.join(", ")),
+            format!(
+                "listen = \"{listen}\"\nbackends = [{}]\nhealth_interval_ms = 100\nrise = 2\n",
+                list.join(", ")
+            ),
         )
         .unwrap();
     };
-    write_conf(&[&a]);
-    let child = spawn_respite(&["--config".into(), conf.to_str().unwrap().into()]);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_until(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    }));
+    let mut child = RespiteProcess::start_with(|listen| {
+        write_conf(listen, &[&a]);
+        vec!["--config".into(), conf.to_str().unwrap().into()]
+    });
+    let addr = child.addr;
     let mut early = RawClient::connect(addr);
     assert_eq!(early.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
 
-    write_conf(&[&a, &b]);
-    signal(&child, "-HUP");
+    write_conf(addr, &[&a, &b]);
+    child.signal("-HUP");
     let spread = wait_until(Duration::from_secs(5), || {
         let _ = early.cmd(&[b"GET", b"k"]);
         b.calls("get") > 0
@@ -324,8 +292,8 @@ fn sighup_adds_and_removes_a_backend_without_dropping_clients_and_rejects_a_bad_
     let info = String::from_utf8_lossy(&early.cmd(&[b"INFO", b"backends"])).into_owned();
     assert!(info.contains(&b.addr().to_string()), "{info}");
 
-    write_conf(&[&b]);
-    signal(&child, "-HUP");
+    write_conf(addr, &[&b]);
+    child.signal("-HUP");
     std::thread::sleep(Duration::from_millis(300));
     let before = a.calls("get");
     for _ in 0..50 {
@@ -339,7 +307,7 @@ fn sighup_adds_and_removes_a_backend_without_dropping_clients_and_rejects_a_bad_
     );
 
     std::fs::write(&conf, "backends = [\"not an address\"]\n").unwrap();
-    signal(&child, "-HUP");
+    child.signal("-HUP");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         early.cmd(&[b"PING"]),
@@ -348,7 +316,7 @@ fn sighup_adds_and_removes_a_backend_without_dropping_clients_and_rejects_a_bad_
     );
     let r = early.cmd(&[b"GET", b"k"]);
     assert!(r.starts_with(b"$"), "{}", String::from_utf8_lossy(&r));
-    assert_eq!(stop(child), Some(0));
+    assert_eq!(child.stop(), Some(0));
 }
 
 /// Listening sockets on `port` (state 0A in /proc/net/tcp).
@@ -367,16 +335,8 @@ fn listeners_on(port: u16) -> usize {
 #[test]
 fn two_workers_listen_on_one_port_and_both_serve_clients() {
     let a = RedisServer::start();
-    let port = free_port();
-    let child = spawn_respite(&[
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--backends".into(),
-        a.addr().to_string(),
-        "--workers".into(),
-        "2".into(),
-    ]);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut child = RespiteProcess::start(&["--backends", &a.addr().to_string(), "--workers", "2"]);
+    let (addr, port) = (child.addr, child.addr.port());
     assert!(
         wait_until(Duration::from_secs(5), || listeners_on(port) == 2),
         "two listening sockets on the port"
@@ -399,5 +359,5 @@ fn two_workers_listen_on_one_port_and_both_serve_clients() {
         }
     }
     assert_eq!(seen.len(), 2, "both loops served clients");
-    assert_eq!(stop(child), Some(0));
+    assert_eq!(child.stop(), Some(0));
 }

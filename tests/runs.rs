@@ -8,15 +8,16 @@ use respite::resp::encode_request;
 use std::time::Duration;
 use support::*;
 
-fn get(key: &str) -> Vec<u8> {
-    encode_request(&[b"GET".as_slice(), key.as_bytes()]).to_vec()
-}
-
-fn bulk(v: &[u8]) -> Vec<u8> {
-    let mut b = format!("${}\r\n", v.len()).into_bytes();
-    b.extend_from_slice(v);
-    b.extend_from_slice(b"\r\n");
-    b
+/// A run: `GET key` for each of `keys`, in one buffer.
+fn gets<K: AsRef<str>>(keys: impl IntoIterator<Item = K>) -> Vec<u8> {
+    let mut run = Vec::new();
+    for key in keys {
+        run.extend_from_slice(&encode_request(&[
+            b"GET".as_slice(),
+            key.as_ref().as_bytes(),
+        ]));
+    }
+    run
 }
 
 /// The value of `field` in the `cmdstat_<cmd>` line of `INFO commandstats`.
@@ -52,14 +53,9 @@ fn a_run_of_big_replies_cut_by_many_reads_arrives_byte_exact_and_in_order() {
     let proxy = TestProxy::over(&[&redis]);
     let mut raw = proxy.raw();
     // Two runs of 24 GETs (3.6 MB of replies each) around a PING, sent at once.
-    let mut pipeline = Vec::new();
-    for i in 0..24 {
-        pipeline.extend(get(&format!("big{i}")));
-    }
+    let mut pipeline = gets((0..24).map(|i| format!("big{i}")));
     pipeline.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-    for i in (0..24).rev() {
-        pipeline.extend(get(&format!("big{i}")));
-    }
+    pipeline.extend(gets((0..24).rev().map(|i| format!("big{i}"))));
     raw.send(&pipeline);
     for (n, i) in (0..24).chain(24..25).chain((0..24).rev()).enumerate() {
         let reply = raw.reply();
@@ -101,15 +97,9 @@ fn a_run_with_errors_in_it_counts_every_call_and_every_failure() {
 #[test]
 fn the_slow_log_lists_each_request_of_a_slow_run_with_its_own_arguments() {
     let redis = RedisServer::start();
-    let mut config = config_for(&[&redis]);
-    config.slowlog_micros = 0;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&redis], |c| c.slowlog_micros = 0);
     let mut raw = proxy.raw();
-    let mut pipeline = Vec::new();
-    for i in 0..5 {
-        pipeline.extend(get(&format!("slow{i}")));
-    }
-    raw.send(&pipeline);
+    raw.send(&gets((0..5).map(|i| format!("slow{i}"))));
     for _ in 0..5 {
         assert_eq!(raw.reply(), b"$-1\r\n");
     }
@@ -132,19 +122,13 @@ fn a_backend_lost_with_runs_in_flight_fails_each_unanswered_request_in_order() {
     let proxy = TestProxy::over(&[&redis]);
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"SET", b"here", b"1"]), b"+OK\r\n");
-    let mut pipeline = Vec::new();
-    for _ in 0..3 {
-        pipeline.extend(get("here"));
-    }
-    raw.send(&pipeline);
+    raw.send(&gets(["here"; 3]));
     for _ in 0..3 {
         assert_eq!(raw.reply(), b"$1\r\n1\r\n");
     }
     // [DEBUG SLEEP] [GET x3], written together: the backend dies while it sleeps.
     let mut pipeline = encode_request(&[b"DEBUG".as_slice(), b"SLEEP", b"2"]).to_vec();
-    for _ in 0..3 {
-        pipeline.extend(get("here"));
-    }
+    pipeline.extend(gets(["here"; 3]));
     raw.send(&pipeline);
     std::thread::sleep(Duration::from_millis(300));
     redis.kill();
@@ -164,63 +148,25 @@ fn a_backend_lost_with_runs_in_flight_fails_each_unanswered_request_in_order() {
     assert!(back, "respite serves again after the backend restarts");
 }
 
-/// A backend that answers PING at once and every other request after `delay`, one reply per
-/// write, so that a run's replies trickle in over several reads.
-fn slow_backend(delay: Duration) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut s) = stream else { return };
-            std::thread::spawn(move || {
-                let limits = respite::resp::Limits::default();
-                let mut scanner = respite::resp::RequestScanner::new();
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match scanner.scan(&buf, &limits) {
-                        Ok(Some(respite::resp::Frame::Multibulk { len, name, .. })) => {
-                            let cmd = buf[name.0..name.0 + name.1].to_ascii_uppercase();
-                            buf.drain(..len);
-                            let reply: &[u8] = match &cmd[..] {
-                                b"PING" => b"+PONG\r\n",
-                                b"GET" => {
-                                    std::thread::sleep(delay);
-                                    b"$1\r\nx\r\n"
-                                }
-                                _ => b"-ERR unknown command\r\n",
-                            };
-                            if s.write_all(reply).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(Some(_)) | Err(_) => return,
-                        Ok(None) => match s.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        },
-                    }
-                }
-            });
-        }
-    });
-    addr
+/// A backend that answers PING at once and every GET after `delay`, one reply per write, so
+/// that a run's replies trickle in over several reads.
+fn slow_backend(delay: Duration) -> FakeBackend {
+    FakeBackend::start(move |cmd| match cmd {
+        b"PING" => Reply::now(b"+PONG\r\n"),
+        b"GET" => Reply::after(delay, b"$1\r\nx\r\n"),
+        _ => Reply::now(b"-ERR unknown command\r\n"),
+    })
 }
 
 #[test]
 fn a_run_whose_replies_keep_coming_is_not_timed_out() {
     let backend = slow_backend(Duration::from_millis(100));
-    let mut config = respite::config::Config::with_backends(vec![backend]);
+    let mut config = respite::config::Config::with_backends(vec![backend.addr]);
     config.backend_timeout = Duration::from_millis(400);
     let proxy = TestProxy::start(config);
     let mut raw = proxy.raw();
     // Ten GETs, one run: the backend takes 1 s for all of them, 100 ms for each.
-    let mut pipeline = Vec::new();
-    for i in 0..10 {
-        pipeline.extend(get(&format!("k{i}")));
-    }
-    raw.send(&pipeline);
+    raw.send(&gets((0..10).map(|i| format!("k{i}"))));
     for i in 0..10 {
         assert_eq!(raw.reply(), b"$1\r\nx\r\n", "reply {i}");
     }

@@ -7,10 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn bulk(s: &str) -> Vec<u8> {
-    format!("${}\r\n{s}\r\n", s.len()).into_bytes()
-}
-
 #[test]
 fn four_writers_with_optimistic_transactions_count_to_exactly_800() {
     let a = RedisServer::start();
@@ -70,7 +66,7 @@ fn a_write_between_watch_and_exec_makes_exec_return_null() {
     assert_eq!(x.cmd(&[b"MULTI"]), b"+OK\r\n");
     assert_eq!(x.cmd(&[b"SET", b"k", b"mine"]), b"+QUEUED\r\n");
     assert_eq!(x.cmd(&[b"EXEC"]), b"*-1\r\n");
-    assert_eq!(x.cmd(&[b"GET", b"k"]), bulk("theirs"));
+    assert_eq!(x.cmd(&[b"GET", b"k"]), bulk(b"theirs"));
     // redis-py sees a WatchError.
     let script = r#"
 import sys, redis
@@ -300,9 +296,7 @@ fn psubscribe_patterns_receive_matching_messages() {
 #[test]
 fn a_subscriber_that_never_reads_is_disconnected_while_others_keep_receiving() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.pubsub_output_limit = 1 << 20;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.pubsub_output_limit = 1 << 20);
     let mut lazy = proxy.raw();
     lazy.send(&encode_request(&[&b"SUBSCRIBE"[..], b"firehose"]));
     assert_eq!(message(&mut lazy)[0], "subscribe");
@@ -316,16 +310,7 @@ fn a_subscriber_that_never_reads_is_disconnected_while_others_keep_receiving() {
         let m = good.reply();
         assert!(m.len() > 10_000, "message {i}");
     }
-    let mut total = 0;
-    let mut buf = vec![0u8; 1 << 16];
-    let closed = loop {
-        match std::io::Read::read(&mut lazy.stream, &mut buf) {
-            Ok(0) => break true,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-    };
+    let (closed, total) = lazy.read_until_closed();
     assert!(
         closed && total < 20_000_000,
         "lazy subscriber cut off after {total} bytes"
@@ -389,9 +374,7 @@ fn monitor_is_refused_clearly() {
 #[test]
 fn max_session_connections_is_enforced_with_a_clear_error() {
     let a = RedisServer::start();
-    let mut config = config_for(&[&a]);
-    config.max_session_connections = 1;
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&a], |c| c.max_session_connections = 1);
     let mut first = proxy.raw();
     first.send(&encode_request(&[&b"BLPOP"[..], b"q", b"2"]));
     std::thread::sleep(Duration::from_millis(100));

@@ -200,33 +200,11 @@ fn start_big_set(raw: &mut RawClient, redis: &RedisServer, len: usize) -> Vec<u8
 #[test]
 fn a_backend_that_stops_reading_stops_a_streaming_client() {
     let redis = RedisServer::start();
-    let mut config = config_for(&[&redis]);
-    config.backend_timeout = Duration::from_secs(30);
-    config.health_timeout = Duration::from_secs(10);
-    config.health_interval = Duration::from_secs(10);
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&redis], patient);
     let mut raw = proxy.raw();
     let mb = start_big_set(&mut raw, &redis, 300 << 20);
     // The stream is under way; then the backend stops reading.
-    let pid = redis.pid().expect("pid").to_string();
-    let signal = |sig: &str| {
-        std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    assert!(signal("-STOP"));
-    raw.stream
-        .set_write_timeout(Some(Duration::from_millis(1500)))
-        .expect("timeout");
-    let mut accepted = 0usize;
-    for _ in 0..295 {
-        match std::io::Write::write_all(&mut raw.stream, &mb) {
-            Ok(()) => accepted += mb.len(),
-            Err(_) => break,
-        }
-    }
-    assert!(signal("-CONT"));
+    let accepted = redis.while_stopped(|| raw.write_until_blocked(&mb, 295));
     eprintln!(
         "a streaming client feeding a stopped backend got {} MB in",
         accepted >> 20
@@ -241,9 +219,7 @@ fn a_backend_that_stops_reading_stops_a_streaming_client() {
 #[test]
 fn a_client_stalled_inside_a_streamed_request_is_closed_as_idle() {
     let redis = RedisServer::start();
-    let mut config = config_for(&[&redis]);
-    config.timeout = Some(Duration::from_secs(1));
-    let proxy = TestProxy::start(config);
+    let proxy = TestProxy::over_with(&[&redis], |c| c.timeout = Some(Duration::from_secs(1)));
     let mut raw = proxy.raw();
     start_big_set(&mut raw, &redis, 64 << 20);
     // Nothing more comes: within a few ticks past --timeout the client is gone, and so is the
@@ -258,9 +234,8 @@ fn a_client_stalled_inside_a_streamed_request_is_closed_as_idle() {
 #[test]
 fn shutdown_answers_a_request_still_streaming_in_at_once() {
     let redis = RedisServer::start();
-    let mut config = config_for(&[&redis]);
-    config.shutdown_timeout = Duration::from_secs(20);
-    let mut proxy = TestProxy::start(config);
+    let mut proxy =
+        TestProxy::over_with(&[&redis], |c| c.shutdown_timeout = Duration::from_secs(20));
     let mut raw = proxy.raw();
     start_big_set(&mut raw, &redis, 64 << 20);
     let started = std::time::Instant::now();

@@ -1,0 +1,140 @@
+//! A load generator: `Load` runs raw clients in threads, each sending `SET <prefix><client>:<n>
+//! v` one request at a time until stopped (a million at the most), and `LoadReport` holds every
+//! request's outcome (ok or not, when it ended, how long it took) for the test to judge.
+
+use super::proxy::RawClient;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The most requests one client sends.
+const MAX_REQUESTS: u64 = 1_000_000;
+
+/// One request: the `n`th of `client`, answered `+OK` or not, ended `at`, after `took`.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    pub client: usize,
+    pub n: u64,
+    pub ok: bool,
+    pub at: Instant,
+    pub took: Duration,
+}
+
+/// Clients writing to respite in threads until `stop`.
+pub struct Load {
+    prefix: String,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Vec<Outcome>>>,
+}
+
+impl Load {
+    /// Starts `clients` clients of `addr`, each writing its own keys `<prefix><client>:<n>`.
+    pub fn start(addr: SocketAddr, clients: usize, prefix: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|client| {
+                let (stop, prefix) = (stop.clone(), prefix.to_string());
+                std::thread::spawn(move || {
+                    let mut raw = RawClient::connect(addr);
+                    let mut log = Vec::new();
+                    for n in 0..MAX_REQUESTS {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let start = Instant::now();
+                        let key = format!("{prefix}{client}:{n}");
+                        let ok = raw.cmd(&[b"SET", key.as_bytes(), b"v"]) == b"+OK\r\n";
+                        log.push(Outcome {
+                            client,
+                            n,
+                            ok,
+                            at: Instant::now(),
+                            took: start.elapsed(),
+                        });
+                    }
+                    log
+                })
+            })
+            .collect();
+        Load {
+            prefix: prefix.to_string(),
+            stop,
+            threads,
+        }
+    }
+
+    /// Stops the clients and collects what they saw (a client that panicked fails the test).
+    pub fn stop(mut self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let outcomes = self
+            .threads
+            .drain(..)
+            .flat_map(|t| t.join().expect("load thread"))
+            .collect();
+        LoadReport {
+            prefix: std::mem::take(&mut self.prefix),
+            outcomes,
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every request a `Load` sent.
+pub struct LoadReport {
+    prefix: String,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl LoadReport {
+    /// The longest any request took.
+    pub fn slowest(&self) -> Duration {
+        self.outcomes
+            .iter()
+            .map(|o| o.took)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// How many failed.
+    pub fn errors(&self) -> usize {
+        self.outcomes.iter().filter(|o| !o.ok).count()
+    }
+
+    /// How many failed after `t`.
+    pub fn errors_after(&self, t: Instant) -> usize {
+        self.outcomes.iter().filter(|o| !o.ok && o.at > t).count()
+    }
+
+    /// How many succeeded after `t`.
+    pub fn oks_after(&self, t: Instant) -> usize {
+        self.outcomes.iter().filter(|o| o.ok && o.at > t).count()
+    }
+
+    /// How long after `t` the last failure ended, if any failed.
+    pub fn last_error_since(&self, t: Instant) -> Option<Duration> {
+        self.outcomes
+            .iter()
+            .filter(|o| !o.ok)
+            .map(|o| o.at.saturating_duration_since(t))
+            .max()
+    }
+
+    /// The keys of the writes that were acknowledged.
+    pub fn acked_keys(&self) -> Vec<String> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.ok)
+            .map(|o| format!("{}{}:{}", self.prefix, o.client, o.n))
+            .collect()
+    }
+}
