@@ -1,5 +1,7 @@
 //! Counters, and the `INFO` text built from them and from the live state of the loop.
 
+use std::fmt::Write;
+
 /// The version of Redis respite presents itself as (`INFO`, `HELLO`), for clients that gate
 /// features on it.
 pub const REDIS_VERSION: &str = "7.2.0";
@@ -195,6 +197,100 @@ impl Stats {
             }
             _ => 0,
         }
+    }
+}
+
+impl Stats {
+    /// The `# Stats` section of `INFO`.
+    pub fn write_info(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             instantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nprotocol_errors:{}\r\n\
+             backend_errors:{}\r\nclient_output_limit_disconnections:{}\r\n",
+            self.total_connections_received,
+            self.total_commands_processed,
+            self.ops_per_sec(),
+            self.rejected_connections,
+            self.protocol_errors,
+            self.backend_errors,
+            self.output_limit_disconnects,
+        );
+    }
+
+    /// The commands answered at least once, with their names (lower case).
+    fn used(&self) -> impl Iterator<Item = (String, &CommandStats)> {
+        let used = self
+            .commands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.calls > 0);
+        used.map(|(i, c)| (command_name(i), c))
+    }
+
+    /// The `# Commandstats` section of `INFO`.
+    pub fn write_commandstats(&self, out: &mut String) {
+        out.push_str("# Commandstats\r\n");
+        for (name, c) in self.used() {
+            let per_call = c.usec as f64 / c.calls as f64;
+            let _ = write!(
+                out,
+                "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls=0,failed_calls={}\r\n",
+                c.calls, c.usec, c.failed
+            );
+        }
+    }
+
+    /// The `# Latencystats` section of `INFO`.
+    pub fn write_latencystats(&self, out: &mut String) {
+        out.push_str("# Latencystats\r\n");
+        for (name, c) in self.used() {
+            let q = |q| c.hist.quantile(q) as f64;
+            let _ = write!(
+                out,
+                "latency_percentiles_usec_{name}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                q(0.5),
+                q(0.99),
+                q(0.999)
+            );
+        }
+    }
+
+    /// Prometheus: calls and failures by command, and the command duration histogram.
+    pub fn write_prometheus(&self, o: &mut String) {
+        o.push_str("# HELP respite_commands_total Commands answered, by command.\n# TYPE respite_commands_total counter\n");
+        for (name, c) in self.used() {
+            let _ = writeln!(
+                o,
+                "respite_commands_total{{command=\"{name}\"}} {}",
+                c.calls
+            );
+        }
+        o.push_str("# HELP respite_command_failures_total Commands answered with an error, by command.\n# TYPE respite_command_failures_total counter\n");
+        for (name, c) in self.used() {
+            let _ = writeln!(
+                o,
+                "respite_command_failures_total{{command=\"{name}\"}} {}",
+                c.failed
+            );
+        }
+        o.push_str("# HELP respite_command_duration_seconds Time from a request's arrival to its reply being ready.\n# TYPE respite_command_duration_seconds histogram\n");
+        let count: u64 = self.commands.iter().map(|c| c.calls).sum();
+        let mut cumulative = 0;
+        for (bound, n) in PROM_BUCKETS.iter().zip(self.prom_buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                o,
+                "respite_command_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "respite_command_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = self.prom_sum_us as f64 / 1e6;
+        let _ = writeln!(o, "respite_command_duration_seconds_sum {sum}");
+        let _ = writeln!(o, "respite_command_duration_seconds_count {count}");
     }
 }
 

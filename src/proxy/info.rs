@@ -2,7 +2,8 @@
 //! of the loop, and one `CLIENT LIST` line per client.
 
 use super::Proxy;
-use crate::stats::{command_name, REDIS_VERSION};
+use crate::stats::REDIS_VERSION;
+use crate::upstream::Role;
 use std::fmt::Write;
 
 const SECTIONS: [&str; 8] = [
@@ -44,128 +45,100 @@ impl Proxy {
         out
     }
 
+    /// Appends section `name` (writing to a `String` cannot fail).
     fn info_section(&self, name: &str, out: &mut String) {
-        let s = &self.stats;
-        // Writing to a String cannot fail.
-        let _ = match name {
-            "server" => write!(
-                out,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\nrespite_version:{}\r\nredis_mode:standalone\r\n\
-                 worker_id:{}\r\nworkers:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nconfig_file:{}\r\n",
-                env!("CARGO_PKG_VERSION"),
-                self.worker_id,
-                self.config.workers,
-                std::process::id(),
-                self.port,
-                self.now.duration_since(self.started).as_secs(),
-                self.config
-                    .config_file
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            ),
+        match name {
+            "server" => self.info_server(out),
             "clients" => {
                 let (blocked, subscribed) = self.session_counts();
-                write!(
+                let _ = write!(
                     out,
                     "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{blocked}\r\npubsub_clients:{subscribed}\r\n",
                     self.clients, self.config.maxclients
-                )
+                );
             }
-            "stats" => write!(
-                out,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-                 instantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nprotocol_errors:{}\r\n\
-                 backend_errors:{}\r\nclient_output_limit_disconnections:{}\r\n",
-                s.total_connections_received,
-                s.total_commands_processed,
-                s.ops_per_sec(),
-                s.rejected_connections,
-                s.protocol_errors,
-                s.backend_errors,
-                s.output_limit_disconnects,
-            ),
-            "backends" => {
-                out.push_str("# Backends\r\n");
-                for (i, b) in self.ups.backends.iter().enumerate().filter(|(_, b)| !b.retired) {
-                    let conns = b
-                        .conns
-                        .iter()
-                        .flatten()
-                        .filter(|&&r| self.conns.is_live(r))
-                        .count();
-                    let _ = write!(
-                        out,
-                        "backend{i}:addr={},state={},fails={},connections={conns},requests={},errors={},transitions={},p50_usec={},p99_usec={}\r\n",
-                        b.label,
-                        if b.health.up { "up" } else { "down" },
-                        b.health.fails,
-                        b.requests,
-                        b.errors,
-                        b.health.transitions,
-                        b.latency.quantile(0.5),
-                        b.latency.quantile(0.99),
-                    );
-                }
-                Ok(())
-            }
-            "shards" => {
-                out.push_str("# Shards\r\n");
-                for (i, sh) in self.ups.shards.iter().enumerate().filter(|(_, s)| !s.retired) {
-                    let role = match &sh.role {
-                        crate::upstream::Role::Unknown => "unknown".to_string(),
-                        crate::upstream::Role::Master => "master".to_string(),
-                        crate::upstream::Role::Replica(m) => format!("replica,master={m}"),
-                    };
-                    let _ = write!(
-                        out,
-                        "shard{i}:addr={},role={role},state={},fails={},requests={},errors={}\r\n",
-                        sh.label,
-                        if sh.health.up { "up" } else { "down" },
-                        sh.health.fails,
-                        sh.requests,
-                        sh.errors,
-                    );
-                }
-                Ok(())
-            }
-            "commandstats" => {
-                out.push_str("# Commandstats\r\n");
-                for (i, c) in s.commands.iter().enumerate().filter(|(_, c)| c.calls > 0) {
-                    let _ = write!(
-                        out,
-                        "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
-                        command_name(i),
-                        c.calls,
-                        c.usec,
-                        c.usec as f64 / c.calls as f64,
-                        c.failed
-                    );
-                }
-                Ok(())
-            }
-            "latencystats" => {
-                out.push_str("# Latencystats\r\n");
-                for (i, c) in s.commands.iter().enumerate().filter(|(_, c)| c.calls > 0) {
-                    let _ = write!(
-                        out,
-                        "latency_percentiles_usec_{}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
-                        command_name(i),
-                        c.hist.quantile(0.5) as f64,
-                        c.hist.quantile(0.99) as f64,
-                        c.hist.quantile(0.999) as f64
-                    );
-                }
-                Ok(())
-            }
+            "stats" => self.stats.write_info(out),
+            "backends" => self.info_backends(out),
+            "shards" => self.info_shards(out),
+            "commandstats" => self.stats.write_commandstats(out),
+            "latencystats" => self.stats.write_latencystats(out),
             // Without shards respite has no keyspace of its own to report; with shards the
-            // section is merged from them by a fan-out (`fanout.rs`).
-            "keyspace" => {
-                out.push_str("# Keyspace\r\n");
-                Ok(())
-            }
-            _ => Ok(()),
-        };
+            // section is merged from them by a fan-out (`fanout/`).
+            "keyspace" => out.push_str("# Keyspace\r\n"),
+            _ => {}
+        }
+    }
+
+    fn info_server(&self, out: &mut String) {
+        let config_file = self.config.config_file.as_ref();
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nrespite_version:{}\r\nredis_mode:standalone\r\n\
+             worker_id:{}\r\nworkers:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nconfig_file:{}\r\n",
+            env!("CARGO_PKG_VERSION"),
+            self.worker_id,
+            self.config.workers,
+            std::process::id(),
+            self.port,
+            self.now.duration_since(self.started).as_secs(),
+            config_file.map(|p| p.display().to_string()).unwrap_or_default(),
+        );
+    }
+
+    fn info_backends(&self, out: &mut String) {
+        out.push_str("# Backends\r\n");
+        for (i, b) in self
+            .ups
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.retired)
+        {
+            let conns = b
+                .conns
+                .iter()
+                .flatten()
+                .filter(|&&r| self.conns.is_live(r))
+                .count();
+            let _ = write!(
+                out,
+                "backend{i}:addr={},state={},fails={},connections={conns},requests={},errors={},transitions={},p50_usec={},p99_usec={}\r\n",
+                b.label,
+                if b.health.up { "up" } else { "down" },
+                b.health.fails,
+                b.requests,
+                b.errors,
+                b.health.transitions,
+                b.latency.quantile(0.5),
+                b.latency.quantile(0.99),
+            );
+        }
+    }
+
+    fn info_shards(&self, out: &mut String) {
+        out.push_str("# Shards\r\n");
+        for (i, sh) in self
+            .ups
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.retired)
+        {
+            let role = match &sh.role {
+                Role::Unknown => "unknown".to_string(),
+                Role::Master => "master".to_string(),
+                Role::Replica(m) => format!("replica,master={m}"),
+            };
+            let _ = write!(
+                out,
+                "shard{i}:addr={},role={role},state={},fails={},requests={},errors={}\r\n",
+                sh.label,
+                if sh.health.up { "up" } else { "down" },
+                sh.health.fails,
+                sh.requests,
+                sh.errors,
+            );
+        }
     }
 
     /// One `CLIENT LIST` line for the client at `token`.

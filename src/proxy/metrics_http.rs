@@ -4,140 +4,107 @@
 use super::Proxy;
 use crate::conns::Conn;
 use crate::metrics::{escape_label, response, HttpAsk, HttpConn};
-use crate::stats::{command_name, PROM_BUCKETS};
+use crate::upstream::Backend;
 use log::warn;
 use std::fmt::Write;
 use std::io;
 
 impl Proxy {
     /// The metrics text in the Prometheus exposition format (version 0.0.4).
-    pub(crate) fn render_metrics(&self) -> String {
+    pub(super) fn render_metrics(&self) -> String {
         let s = &self.stats;
-        let mut o = String::new();
         let (blocked, subscribed) = self.session_counts();
-        let gauge = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
-        };
-        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+        let scalars = [
+            (
+                "respite_connected_clients",
+                "Clients connected.",
+                "gauge",
+                self.clients as u64,
+            ),
+            (
+                "respite_blocked_clients",
+                "Clients waiting on a blocking command.",
+                "gauge",
+                blocked as u64,
+            ),
+            (
+                "respite_pubsub_clients",
+                "Clients in subscribed mode.",
+                "gauge",
+                subscribed as u64,
+            ),
+            (
+                "respite_connections_received_total",
+                "Connections accepted.",
+                "counter",
+                s.total_connections_received,
+            ),
+            (
+                "respite_rejected_connections_total",
+                "Connections refused at maxclients.",
+                "counter",
+                s.rejected_connections,
+            ),
+            (
+                "respite_protocol_errors_total",
+                "Clients closed for a protocol error.",
+                "counter",
+                s.protocol_errors,
+            ),
+        ];
+        let mut o = String::new();
+        for (name, help, kind, v) in scalars {
             let _ = write!(
                 o,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            );
-        };
-        gauge(
-            &mut o,
-            "respite_connected_clients",
-            "Clients connected.",
-            self.clients as u64,
-        );
-        gauge(
-            &mut o,
-            "respite_blocked_clients",
-            "Clients waiting on a blocking command.",
-            blocked as u64,
-        );
-        gauge(
-            &mut o,
-            "respite_pubsub_clients",
-            "Clients in subscribed mode.",
-            subscribed as u64,
-        );
-        counter(
-            &mut o,
-            "respite_connections_received_total",
-            "Connections accepted.",
-            s.total_connections_received,
-        );
-        counter(
-            &mut o,
-            "respite_rejected_connections_total",
-            "Connections refused at maxclients.",
-            s.rejected_connections,
-        );
-        counter(
-            &mut o,
-            "respite_protocol_errors_total",
-            "Clients closed for a protocol error.",
-            s.protocol_errors,
-        );
-        o.push_str("# HELP respite_commands_total Commands answered, by command.\n# TYPE respite_commands_total counter\n");
-        for (i, c) in s.commands.iter().enumerate().filter(|(_, c)| c.calls > 0) {
-            let _ = writeln!(
-                o,
-                "respite_commands_total{{command=\"{}\"}} {}",
-                command_name(i),
-                c.calls
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
             );
         }
-        o.push_str("# HELP respite_command_failures_total Commands answered with an error, by command.\n# TYPE respite_command_failures_total counter\n");
-        for (i, c) in s.commands.iter().enumerate().filter(|(_, c)| c.calls > 0) {
-            let _ = writeln!(
-                o,
-                "respite_command_failures_total{{command=\"{}\"}} {}",
-                command_name(i),
-                c.failed
-            );
-        }
-        o.push_str("# HELP respite_command_duration_seconds Time from a request's arrival to its reply being ready.\n# TYPE respite_command_duration_seconds histogram\n");
-        let count: u64 = s.commands.iter().map(|c| c.calls).sum();
-        let mut cumulative = 0;
-        for (bound, n) in PROM_BUCKETS.iter().zip(s.prom_buckets) {
-            cumulative += n;
-            let _ = writeln!(
-                o,
-                "respite_command_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "respite_command_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            o,
-            "respite_command_duration_seconds_sum {}",
-            s.prom_sum_us as f64 / 1e6
-        );
-        let _ = writeln!(o, "respite_command_duration_seconds_count {count}");
-        let groups = [("backend", &self.ups.backends), ("shard", &self.ups.shards)];
-        for (metric, help, kind) in [
-            ("up", "1 if healthy.", "gauge"),
-            ("requests_total", "Requests sent.", "counter"),
+        s.write_prometheus(&mut o);
+        self.upstream_metrics(&mut o);
+        o
+    }
+
+    /// Health, requests and errors of every backend and shard, by address.
+    fn upstream_metrics(&self, o: &mut String) {
+        type Read = fn(&Backend) -> u64;
+        let metrics: [(&str, &str, &str, Read); 3] = [
+            ("up", "1 if healthy.", "gauge", |b| u64::from(b.health.up)),
+            ("requests_total", "Requests sent.", "counter", |b| {
+                b.requests
+            }),
             (
                 "errors_total",
                 "Requests failed by a connection failure.",
                 "counter",
+                |b| b.errors,
             ),
-            (
-                "health_transitions_total",
-                "Health state changes.",
-                "counter",
-            ),
-        ] {
-            for (group, list) in groups {
-                if list.is_empty() {
-                    continue;
-                }
-                let name = if metric == "health_transitions_total" {
-                    "respite_health_transitions_total".to_string()
-                } else {
-                    format!("respite_{group}_{metric}")
-                };
-                if metric == "health_transitions_total" && group == "shard" {
-                    continue;
-                }
+        ];
+        let groups = [("backend", &self.ups.backends), ("shard", &self.ups.shards)];
+        for (metric, help, kind, read) in metrics {
+            for (group, list) in groups.iter().filter(|(_, list)| !list.is_empty()) {
+                let name = format!("respite_{group}_{metric}");
                 let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
                 for b in list.iter() {
-                    let v = match metric {
-                        "up" => u64::from(b.health.up),
-                        "requests_total" => b.requests,
-                        "errors_total" => b.errors,
-                        _ => b.health.transitions,
-                    };
-                    let _ = writeln!(o, "{name}{{{group}=\"{}\"}} {v}", escape_label(&b.label));
+                    let _ = writeln!(
+                        o,
+                        "{name}{{{group}=\"{}\"}} {}",
+                        escape_label(&b.label),
+                        read(b)
+                    );
+                }
+            }
+            if metric == "errors_total" && !self.ups.backends.is_empty() {
+                let name = "respite_health_transitions_total";
+                let _ = write!(
+                    o,
+                    "# HELP {name} Health state changes.\n# TYPE {name} counter\n"
+                );
+                for b in &self.ups.backends {
+                    let label = escape_label(&b.label);
+                    let _ = writeln!(o, "{name}{{backend=\"{label}\"}} {}", b.health.transitions);
                 }
             }
         }
-        o
     }
 
     /// Readiness on a metrics connection: read the request, queue the response, write it.
