@@ -274,30 +274,44 @@ fn positive<T: PartialOrd + Default + std::fmt::Display>(
     }
 }
 
-fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
-    macro_rules! pick {
-        ($field:ident, $default:expr) => {
-            cli.$field
-                .clone()
-                .or(file.$field.clone())
-                .unwrap_or($default)
-        };
-    }
-    let listen = resolve("listen", &pick!(listen, "127.0.0.1:6380".to_string()))?;
-    let backend_names = pick!(backends, vec!["127.0.0.1:6379".to_string()]);
+/// A setting from the flags, else the file, else `$default`.
+macro_rules! pick {
+    ($cli:ident, $file:ident, $field:ident, $default:expr) => {
+        $cli.$field
+            .clone()
+            .or($file.$field.clone())
+            .unwrap_or($default)
+    };
+}
+
+/// Where respite listens and what it talks to.
+struct Addresses {
+    listen: SocketAddr,
+    backends: Vec<SocketAddr>,
+    shards: Vec<SocketAddr>,
+    pubsub: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+}
+
+fn addresses(cli: &Cli, file: &FileConfig) -> Result<Addresses, ConfigError> {
+    let listen = resolve(
+        "listen",
+        &pick!(cli, file, listen, "127.0.0.1:6380".to_string()),
+    )?;
+    let backend_names = pick!(cli, file, backends, vec!["127.0.0.1:6379".to_string()]);
     if backend_names.is_empty() {
         return Err(ConfigError(
             "at least one backend is required (--backends host:port,...)".into(),
         ));
     }
-    let backends = backend_names
-        .iter()
-        .map(|b| resolve("backend", b.trim()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let shards = pick!(shards, Vec::new())
-        .iter()
-        .map(|s| resolve("shard", s.trim()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let resolve_all = |what, names: &[String]| {
+        names
+            .iter()
+            .map(|b| resolve(what, b.trim()))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let backends = resolve_all("backend", &backend_names)?;
+    let shards = resolve_all("shard", &pick!(cli, file, shards, Vec::new()))?;
     if shards.len() > crate::fanout::MAX_SHARDS {
         return Err(ConfigError(format!(
             "at most {} shards are supported (got {})",
@@ -305,72 +319,121 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
             shards.len()
         )));
     }
-    let health_interval_ms = positive("health_interval_ms", pick!(health_interval_ms, 1000))?;
-    let health_timeout_ms = positive("health_timeout_ms", pick!(health_timeout_ms, 500))?;
-    let backend_connections = positive("backend_connections", pick!(backend_connections, 1))?;
+    let optional = |what, name: Option<String>| name.map(|a| resolve(what, a.trim())).transpose();
+    Ok(Addresses {
+        listen,
+        backends,
+        shards,
+        pubsub: optional("pubsub", cli.pubsub.clone().or(file.pubsub.clone()))?,
+        metrics_listen: optional(
+            "metrics_listen",
+            cli.metrics_listen.clone().or(file.metrics_listen.clone()),
+        )?,
+    })
+}
+
+fn limits(cli: &Cli, file: &FileConfig) -> Result<Limits, ConfigError> {
+    Ok(Limits {
+        max_args: positive("max_args", pick!(cli, file, max_args, 1024 * 1024))?,
+        max_bulk_bytes: positive(
+            "max_bulk_bytes",
+            pick!(cli, file, max_bulk_bytes, 512 << 20),
+        )?,
+        max_inline_bytes: positive(
+            "max_inline_bytes",
+            pick!(cli, file, max_inline_bytes, 64 << 10),
+        )?,
+    })
+}
+
+/// The backend credentials: (user, password), either absent.
+type Credentials = (Option<String>, Option<String>);
+
+fn backend_credentials(cli: &Cli, file: &FileConfig) -> Result<Credentials, ConfigError> {
+    let password = pick!(cli, file, backend_password, String::new());
+    let user = pick!(cli, file, backend_user, String::new());
+    if !user.is_empty() && password.is_empty() {
+        return Err(ConfigError("backend_user needs backend_password".into()));
+    }
+    let set = |s: String| Some(s).filter(|s| !s.is_empty());
+    Ok((set(user), set(password)))
+}
+
+fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+    let file = &file;
+    let Addresses {
+        listen,
+        backends,
+        shards,
+        pubsub,
+        metrics_listen,
+    } = addresses(cli, file)?;
+    let backend_connections = positive(
+        "backend_connections",
+        pick!(cli, file, backend_connections, 1),
+    )?;
     if backend_connections > 64 {
         return Err(ConfigError(format!(
             "backend_connections must be at most 64 (got {backend_connections})"
         )));
     }
-    let timeout = pick!(timeout, 0);
-    let client_output_limit =
-        positive("client_output_limit", pick!(client_output_limit, 64 << 20))?;
-    let limits = Limits {
-        max_args: positive("max_args", pick!(max_args, 1024 * 1024))?,
-        max_bulk_bytes: positive("max_bulk_bytes", pick!(max_bulk_bytes, 512 << 20))?,
-        max_inline_bytes: positive("max_inline_bytes", pick!(max_inline_bytes, 64 << 10))?,
-    };
-    let backend_password = pick!(backend_password, String::new());
-    let backend_user = pick!(backend_user, String::new());
-    if !backend_user.is_empty() && backend_password.is_empty() {
-        return Err(ConfigError("backend_user needs backend_password".into()));
-    }
+    let (backend_user, backend_password) = backend_credentials(cli, file)?;
+    let millis = |ms| Duration::from_millis(ms);
+    let timeout = pick!(cli, file, timeout, 0);
     Ok(Config {
         listen,
         backends,
         shards,
-        pubsub: match cli.pubsub.clone().or(file.pubsub.clone()) {
-            Some(p) => Some(resolve("pubsub", p.trim())?),
-            None => None,
-        },
+        pubsub,
         max_session_connections: positive(
             "max_session_connections",
-            pick!(max_session_connections, 1024),
+            pick!(cli, file, max_session_connections, 1024),
         )?,
-        pubsub_output_limit: positive("pubsub_output_limit", pick!(pubsub_output_limit, 32 << 20))?,
-        picker: pick!(picker, PickerKind::RoundRobin),
+        pubsub_output_limit: positive(
+            "pubsub_output_limit",
+            pick!(cli, file, pubsub_output_limit, 32 << 20),
+        )?,
+        picker: pick!(cli, file, picker, PickerKind::RoundRobin),
         seed: cli.seed.or(file.seed),
         password: cli
             .password
             .clone()
-            .or(file.password)
+            .or(file.password.clone())
             .filter(|p| !p.is_empty()),
-        backend_password: Some(backend_password).filter(|p| !p.is_empty()),
-        backend_user: Some(backend_user).filter(|u| !u.is_empty()),
+        backend_password,
+        backend_user,
         backend_connections,
-        health_interval: Duration::from_millis(health_interval_ms),
-        health_timeout: Duration::from_millis(health_timeout_ms),
-        fall: positive("fall", pick!(fall, 3))?,
-        rise: positive("rise", pick!(rise, 2))?,
-        backend_timeout: Duration::from_millis(positive(
-            "backend_timeout_ms",
-            pick!(backend_timeout_ms, 5000),
+        health_interval: millis(positive(
+            "health_interval_ms",
+            pick!(cli, file, health_interval_ms, 1000),
         )?),
-        maxclients: positive("maxclients", pick!(maxclients, 10_000))?,
+        health_timeout: millis(positive(
+            "health_timeout_ms",
+            pick!(cli, file, health_timeout_ms, 500),
+        )?),
+        fall: positive("fall", pick!(cli, file, fall, 3))?,
+        rise: positive("rise", pick!(cli, file, rise, 2))?,
+        backend_timeout: millis(positive(
+            "backend_timeout_ms",
+            pick!(cli, file, backend_timeout_ms, 5000),
+        )?),
+        maxclients: positive("maxclients", pick!(cli, file, maxclients, 10_000))?,
         timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
-        client_output_limit,
-        client_max_pending: positive("client_max_pending", pick!(client_max_pending, 1024))?,
-        limits,
-        shutdown_timeout: Duration::from_millis(pick!(shutdown_timeout_ms, 5000)),
-        metrics_listen: match cli.metrics_listen.clone().or(file.metrics_listen.clone()) {
-            Some(a) => Some(resolve("metrics_listen", a.trim())?),
-            None => None,
-        },
-        workers: positive("workers", pick!(workers, 1))?,
+        client_output_limit: positive(
+            "client_output_limit",
+            pick!(cli, file, client_output_limit, 64 << 20),
+        )?,
+        client_max_pending: positive(
+            "client_max_pending",
+            pick!(cli, file, client_max_pending, 1024),
+        )?,
+        limits: limits(cli, file)?,
+        shutdown_timeout: millis(pick!(cli, file, shutdown_timeout_ms, 5000)),
+        metrics_listen,
+        workers: positive("workers", pick!(cli, file, workers, 1))?,
         retry_reads: cli.retry_reads || file.retry_reads.unwrap_or(false),
-        slowlog_micros: pick!(slowlog_micros, 10_000),
-        slowlog_max_len: pick!(slowlog_max_len, 128),
+        slowlog_micros: pick!(cli, file, slowlog_micros, 10_000),
+        slowlog_max_len: pick!(cli, file, slowlog_max_len, 128),
         config_file,
     })
 }
