@@ -12,7 +12,7 @@
 //! `inflight` ones may have run and get an error, in order — never a silent retry.
 
 use crate::conns::ConnRef;
-use crate::resp::ReplyScanner;
+use crate::resp::{FrameError, ReplyScanner};
 use crate::upstream::Upstream;
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
@@ -52,21 +52,43 @@ impl Origin {
     }
 }
 
-/// Replies cut off a connection's read buffer.
+/// What was cut off a connection's read buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Framed {
     /// A frame on a subscribed connection: it goes to the subscriber as it is.
     Push(Bytes),
-    /// `k` replies for `origin` (`failed` of them errors) in one buffer; `whole` when they are
-    /// the last it was owed. `sent` is when its request was written (loop clock, µs).
-    Replies {
-        origin: Origin,
-        sent: u64,
-        frame: Bytes,
-        k: u32,
-        failed: u32,
-        whole: bool,
-    },
+    /// Replies for the front origin.
+    Replies(Replies),
+}
+
+/// `k` replies for `origin` (`failed` of them errors) in one buffer; `whole` when they are the
+/// last it was owed. `sent` is when its request was written (loop clock, µs).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Replies {
+    pub origin: Origin,
+    pub sent: u64,
+    pub frame: Bytes,
+    pub k: u32,
+    pub failed: u32,
+    pub whole: bool,
+}
+
+/// Why a connection's reply stream cannot be followed: it must close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyFault {
+    /// Not valid RESP.
+    Bad(FrameError),
+    /// A reply with nothing in flight: the stream is out of sync.
+    OutOfSync,
+}
+
+impl std::fmt::Display for ReplyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyFault::Bad(e) => write!(f, "bad reply: {e}"),
+            ReplyFault::OutOfSync => f.write_str("reply with nothing in flight (out of sync)"),
+        }
+    }
 }
 
 /// What a connection that is going away held.
@@ -130,6 +152,7 @@ impl Pipeline {
     }
 
     /// The bytes still to write, in order.
+    #[inline]
     pub fn unsent_slices(&self) -> impl Iterator<Item = &[u8]> {
         let off = self.write_off;
         self.unsent
@@ -140,6 +163,7 @@ impl Pipeline {
 
     /// The socket took `n` more bytes: requests written whole move to `inflight`, stamped with
     /// `now_us` (the leading pieces of a streamed request are owed no reply of their own).
+    #[inline]
     pub fn written(&mut self, mut n: usize, now_us: u64) {
         while n > 0 {
             let Some((origin, front)) = self.unsent.front() else {
@@ -179,17 +203,18 @@ impl Pipeline {
     /// every frame is a push; `resp3`: out-of-band push frames are nobody's reply and dropped.
     /// `Ok(None)`: nothing whole yet. `Err`: the stream is broken (a bad reply, or a reply
     /// nobody waits for): the connection must close.
+    #[inline]
     pub fn next_replies(
         &mut self,
         subscribed: bool,
         resp3: bool,
         now_us: u64,
-    ) -> Result<Option<Framed>, String> {
+    ) -> Result<Option<Framed>, ReplyFault> {
         loop {
             let len = match self.scanner.scan(&self.rbuf) {
                 Ok(Some(len)) => len,
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(format!("bad reply: {e}")),
+                Err(e) => return Err(ReplyFault::Bad(e)),
             };
             if subscribed {
                 return Ok(Some(Framed::Push(self.rbuf.split_to(len).freeze())));
@@ -204,9 +229,10 @@ impl Pipeline {
 
     /// The replies for the front origin, starting with the one of `len` bytes at the front of
     /// the buffer: as many of those it is owed as are whole.
-    fn run_replies(&mut self, len: usize, now_us: u64) -> Result<Framed, String> {
+    #[inline]
+    fn run_replies(&mut self, len: usize, now_us: u64) -> Result<Framed, ReplyFault> {
         let Some(&(origin, sent)) = self.inflight.front() else {
-            return Err("reply with nothing in flight (out of sync)".into());
+            return Err(ReplyFault::OutOfSync);
         };
         let want = origin.replies() - self.front_done;
         let (mut off, mut k, mut failed) = (len, 1, u32::from(self.rbuf[0] == b'-'));
@@ -218,7 +244,7 @@ impl Pipeline {
                     k += 1;
                 }
                 Ok(None) => break,
-                Err(e) => return Err(format!("bad reply: {e}")),
+                Err(e) => return Err(ReplyFault::Bad(e)),
             }
         }
         // When the read ends inside a run, the replies so far are handed over now.
@@ -231,14 +257,14 @@ impl Pipeline {
             self.front_done += k;
             self.front_progress = now_us;
         }
-        Ok(Framed::Replies {
+        Ok(Framed::Replies(Replies {
             origin,
             sent,
             frame: self.rbuf.split_to(off).freeze(),
             k,
             failed,
             whole,
-        })
+        }))
     }
 
     /// Empties both queues for a connection that is going away. A partly written request
@@ -354,14 +380,7 @@ mod tests {
 
     fn replies(framed: Option<Framed>) -> (Origin, Vec<u8>, u32, u32, bool) {
         match framed {
-            Some(Framed::Replies {
-                origin,
-                frame,
-                k,
-                failed,
-                whole,
-                ..
-            }) => (origin, frame.to_vec(), k, failed, whole),
+            Some(Framed::Replies(r)) => (r.origin, r.frame.to_vec(), r.k, r.failed, r.whole),
             other => panic!("{other:?}"),
         }
     }
@@ -392,10 +411,12 @@ mod tests {
         assert_eq!(frame, b"$1\r\nx\r\n-ERR y\r\n");
         assert!(p.is_idle());
         p.rbuf.extend_from_slice(b"+OK\r\n");
-        assert!(p
-            .next_replies(false, false, 9)
-            .unwrap_err()
-            .contains("out of sync"));
+        let fault = p.next_replies(false, false, 9).unwrap_err();
+        assert_eq!(fault, ReplyFault::OutOfSync);
+        assert_eq!(
+            fault.to_string(),
+            "reply with nothing in flight (out of sync)"
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn read_into(
 /// Writes as much of `queue` as the socket takes, starting `offset` bytes into its front, with
 /// one vectored write per call of the kernel. Returns the bytes written and whether the socket
 /// would block (the rest waits for WRITABLE).
+#[inline]
 pub fn write_queue<'a, I>(stream: &mut TcpStream, mut bufs: impl FnMut() -> I) -> io::Result<usize>
 where
     I: Iterator<Item = &'a [u8]>,

@@ -122,19 +122,21 @@ impl Proxy {
         let mut run = Run::default();
         let mut stream = false;
         loop {
-            match self.input_gate(token, &run) {
-                Gate::Closed => return,
-                Gate::Stop => break,
-                Gate::Again => continue,
-                Gate::Open => {}
-            }
             let (frame, id) = match self.gather(token, &mut run) {
+                Step::Gone => return,
                 Step::Stop => break,
                 Step::Recheck => continue,
                 Step::SendRun => {
                     self.send_run(token, &mut run);
                     continue;
                 }
+                Step::StreamAnswered => {
+                    // The streamed request is answered: its connection is done.
+                    self.close_session_of(token);
+                    continue;
+                }
+                Step::Streaming if self.stream_input(token) => continue,
+                Step::Streaming => break,
                 Step::Frame(frame, id) => (frame, id),
             };
             if run.n > 0 {
@@ -160,50 +162,10 @@ impl Proxy {
         }
     }
 
-    /// Whether the client's input may be framed now: backpressure pauses it, a barrier holds it
-    /// until the requests before it are answered, a streaming request takes what arrived.
-    fn input_gate(&mut self, token: usize, run: &Run) -> Gate {
-        let max_pending = self.config.client_max_pending;
-        let Some(c) = self.conns.client_mut(token) else {
-            return Gate::Closed;
-        };
-        if c.close_after_flush {
-            return Gate::Stop;
-        }
-        if c.pending.len() + run.n as usize >= max_pending || c.out.bytes() > OUTPUT_PAUSE_BYTES {
-            if !c.paused {
-                debug!(
-                    "client={token} paused (pending={} out={})",
-                    c.pending.len(),
-                    c.out.bytes()
-                );
-            }
-            c.paused = true;
-            return Gate::Stop;
-        }
-        if c.barrier {
-            if c.pending.waiting() > 0 {
-                return Gate::Stop;
-            }
-            c.barrier = false;
-            if c.session.is_some_and(|s| s.streamed) {
-                // The streamed request is answered: its connection is done.
-                self.close_session_of(token);
-                return Gate::Again;
-            }
-        }
-        if c.streaming() {
-            return if self.stream_input(token) {
-                Gate::Again
-            } else {
-                Gate::Stop
-            };
-        }
-        Gate::Open
-    }
-
     /// Gathers the plain requests at the front of the client's buffer into `run` while they
-    /// come, and says what ended the gathering.
+    /// come, and says what ended the gathering — unless its input may not be framed now
+    /// (`gate`).
+    #[inline]
     fn gather(&mut self, token: usize, run: &mut Run) -> Step {
         let Proxy {
             conns,
@@ -212,8 +174,11 @@ impl Proxy {
             ..
         } = self;
         let Some(c) = conns.client_mut(token) else {
-            return Step::Stop;
+            return Step::Gone;
         };
+        if let Some(step) = gate(c, run, config.client_max_pending, token) {
+            return step;
+        }
         let plain = c.plain();
         let room = config.client_max_pending.saturating_sub(c.pending.len());
         loop {
@@ -360,22 +325,44 @@ impl Proxy {
     }
 }
 
-/// What `process_input` does next, before framing.
-enum Gate {
-    /// Frame the buffer.
-    Open,
-    /// Look again (something changed: a barrier cleared, a streamed piece went out).
-    Again,
-    /// Stop framing for now.
-    Stop,
-    /// The client is gone.
-    Closed,
+/// Whether the client's input may be framed now: backpressure pauses it, a barrier holds it
+/// until the requests before it are answered, a request streaming in takes what arrived.
+#[inline]
+fn gate(c: &mut ClientConn, run: &Run, max_pending: usize, token: usize) -> Option<Step> {
+    if c.close_after_flush {
+        return Some(Step::Stop);
+    }
+    if c.pending.len() + run.n as usize >= max_pending || c.out.bytes() > OUTPUT_PAUSE_BYTES {
+        if !c.paused {
+            let (pending, out) = (c.pending.len(), c.out.bytes());
+            debug!("client={token} paused (pending={pending} out={out})");
+        }
+        c.paused = true;
+        return Some(Step::Stop);
+    }
+    if c.barrier {
+        if c.pending.waiting() > 0 {
+            return Some(Step::Stop);
+        }
+        c.barrier = false;
+        if c.session.is_some_and(|s| s.streamed) {
+            return Some(Step::StreamAnswered);
+        }
+    }
+    c.streaming().then_some(Step::Streaming)
 }
 
 /// What gathering a run stopped at (`process_input`).
 enum Step {
-    /// The buffer holds no more complete request.
+    /// The client is gone.
+    Gone,
+    /// Nothing more to frame now: the buffer holds no more complete request, or the client
+    /// is paused, closing, or waiting at a barrier.
     Stop,
+    /// The barrier of a streamed request cleared: its connection closes.
+    StreamAnswered,
+    /// A request is streaming in: send on what arrived.
+    Streaming,
     /// The pending limit: check again (and pause).
     Recheck,
     /// A request of another command: send the run, then gather the next.

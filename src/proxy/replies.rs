@@ -267,34 +267,24 @@ impl Proxy {
             let Some(bc) = self.conns.backend_mut(token) else {
                 return false;
             };
-            let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
-            let framed = match bc.pipe.next_replies(bc.subscribed, bc.resp3, clock_us) {
-                Ok(Some(framed)) => framed,
-                Ok(None) => return true,
-                Err(why) => {
-                    self.fail_backend_conn(token, &why, false);
-                    return false;
-                }
-            };
-            let (origin, sent, frame, k, failed, whole) = match framed {
-                Framed::Push(frame) => {
+            let r = match bc.pipe.next_replies(bc.subscribed, bc.resp3, clock_us) {
+                Ok(Some(Framed::Replies(r))) => r,
+                Ok(Some(Framed::Push(frame))) => {
                     if self.on_push_frame(token, frame) {
                         return false;
                     }
                     continue;
                 }
-                Framed::Replies {
-                    origin,
-                    sent,
-                    frame,
-                    k,
-                    failed,
-                    whole,
-                } => (origin, sent, frame, k, failed, whole),
+                Ok(None) => return true,
+                Err(fault) => {
+                    self.fail_backend_conn(token, &fault.to_string(), false);
+                    return false;
+                }
             };
-            if origin == Origin::Auth {
-                if failed > 0 {
-                    let msg = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
+            let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
+            if r.origin == Origin::Auth {
+                if r.failed > 0 {
+                    let msg = String::from_utf8_lossy(&r.frame[1..r.frame.len() - 2]).into_owned();
                     self.fail_backend_conn(token, &format!("AUTH refused: {msg}"), true);
                     return false;
                 }
@@ -302,10 +292,10 @@ impl Proxy {
             }
             if !session {
                 let latency = &mut self.ups.get_mut(u).latency;
-                latency.record_n(clock_us.saturating_sub(sent), k);
+                latency.record_n(clock_us.saturating_sub(r.sent), r.k);
             }
-            self.complete_with(origin, frame, k, failed, native);
-            if !whole {
+            self.complete_with(r.origin, r.frame, r.k, r.failed, native);
+            if !r.whole {
                 return true;
             }
         }
