@@ -1,16 +1,22 @@
-//! respite: a RESP proxy that balances every request over equivalent Redis backends.
+//! respite: a RESP proxy in front of a sharded Redis fleet.
 //!
 //! ```text
 //!  clients ──RESP──▶ listener ─▶ ClientConn ─frame─▶ route ─┬─ Local: answered here
-//!                                   ▲                       └─ Forward: picker ─▶ BackendConn
+//!                                   ▲                       ├─ Forward: picker ─▶ BackendConn
+//!                                   │                       ├─ Fanout: every shard master
+//!                                   │                       └─ Session: a connection of its own
 //!                                   │ replies in request order      (unsent → inflight FIFO)
 //!                                   └──── PendingQueue ◀── reply ◀──────────────┘
-//!  probes: one connection per backend, PING every interval; rise/fall flips health
+//!  probes: one connection per backend and shard, a round every interval; rise/fall flips health
 //! ```
 //!
-//! One `mio` event loop on one thread owns every connection (`proxy.rs`). A request's raw bytes
-//! are forwarded unchanged; a reply's raw bytes are returned unchanged, cut at frame boundaries by
-//! a resumable scanner (`resp.rs`). See `README.md` for the architecture and configuration.
+//! One `mio` event loop on one thread owns every connection; everything that needs the whole
+//! loop is in `proxy/`. Every other module holds data and pure logic, unit-tested with bytes:
+//! framing (`resp`), the command table (`command`), a request (`request`), the connection slab
+//! (`conns`), clients (`client`, `pending`), backend connections (`backend`), the upstream lists
+//! (`upstream`, `picker`, `health`), fan-out plans and merges (`fanout`), RESP3 shapes (`resp3`),
+//! counters (`stats`, `histogram`), `/metrics` HTTP (`metrics`), configuration (`config`). See
+//! `README.md` for the architecture and configuration.
 
 pub mod backend;
 pub mod client;

@@ -1,4 +1,6 @@
-//! Counters, and the `INFO` text built from them and from the live state of the loop.
+//! `Stats`: the counters of one loop — per command calls, latency and failures, the slow log,
+//! connection and error counts — and the `INFO` sections and Prometheus lines built from them
+//! alone (the sections that need the live loop are in `proxy/info.rs`).
 
 use std::fmt::Write;
 

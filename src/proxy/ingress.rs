@@ -1,5 +1,11 @@
-//! Ingress: accepting clients, reading them, framing their requests, gathering runs, and
-//! dispatching each request to its route.
+//! Ingress: accepting clients, reading them, framing their requests, gathering runs of plain
+//! requests (forwarded whole), and taking every other request off the buffer as a `Request`
+//! for `route.rs`.
+//!
+//! ```text
+//!  read ─▶ gate (paused? at a barrier? streaming?) ─▶ gather: GET GET GET │ SET ─▶ send_run
+//!                                                             └ not plain ─▶ take_request ─▶ dispatch
+//! ```
 
 use super::{Proxy, MAX_RUN, OUTPUT_PAUSE_BYTES, STREAM_MIN_BYTES};
 use crate::backend::Origin;

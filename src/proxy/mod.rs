@@ -2,12 +2,14 @@
 //! the whole proxy is an `impl Proxy` in this folder, one concern per file:
 //!
 //! ```text
-//!  ingress    accept, read, frame, gather runs, dispatch each request to its route
+//!  ingress    accept, read, frame, gather runs of plain requests, take whole requests off
+//!  route      one Request to where it runs: by its mode, then by its command's route
 //!  forward    choose a backend and a pooled connection, take the reply slot, queue the bytes
 //!  replies    read backend replies, complete slots, flush clients and backends
 //!  failover   a failed or late backend connection: eject or probe, re-route, fail in order
 //!  streaming  a large request sent on piece by piece as it arrives
-//!  session    transactions, blocking commands and pub/sub on connections of their own
+//!  session    transactions and blocking commands on connections of their own
+//!  pubsub     subscribed mode on a connection to the pub/sub target; PUBLISH
 //!  fanout     cluster-wide commands: one part per shard, merged into one reply
 //!  local      commands respite answers itself
 //!  probe      health probes, roles, RESP3 discovery
@@ -26,9 +28,11 @@
 //!
 //! Every socket is registered once, edge-triggered, for READABLE|WRITABLE; readiness is kept in
 //! user space (`readable`/`writable` flags cleared only on `WouldBlock`), and backpressure only
-//! stops reading. Connections live in one `Slab`; every entry has a generation, carried by every
-//! origin, so a reply for a departed client is read and dropped, never delivered to a newcomer
-//! that reused the slab key.
+//! stops reading. Connections live in one slab (`conns.rs`); every entry has a generation,
+//! carried by every origin, so a reply for a departed client is read and dropped, never
+//! delivered to a newcomer that reused the slab key. What can be decided from bytes alone (the
+//! framing, the pipeline of a backend connection, a probe's answers, a fan-out's plan and
+//! merge) lives outside this folder and is unit-tested there; the handlers here apply it.
 
 mod failover;
 mod fanout;

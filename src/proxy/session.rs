@@ -2,7 +2,7 @@
 //! client (pub/sub, the other user of sessions, is in `pubsub.rs`).
 //!
 //! ```text
-//!  WATCH/MULTI ──▶ Watching/Multi: every request ──▶ session conn ──▶ EXEC/DISCARD/UNWATCH: Normal
+//!  WATCH/MULTI ──▶ Watching/Multi: every request ──▶ session conn ─▶ EXEC/DISCARD/UNWATCH: Normal
 //!  BLPOP...    ──▶ session conn (reused while the client keeps blocking; later requests wait)
 //! ```
 //!
