@@ -30,8 +30,6 @@ pub enum Origin {
         seq: u64,
         n: u32,
     },
-    /// A request sent on a subscribed connection: its answers stream to the client.
-    Push,
     /// One part of a fan-out (`fanout.rs`).
     Fanout { id: usize, part: usize },
     /// respite's own `AUTH` on a new connection: its reply is checked and dropped.
@@ -193,9 +191,22 @@ impl Pipeline {
         })
     }
 
-    /// Forgets what a subscribed connection was owed: everything on it streams to the client.
-    pub fn forget_inflight(&mut self) {
-        self.inflight.clear();
+    /// On a subscribed connection, where every frame is handed over as it is (`Framed::Push`):
+    /// counts one that is a reply (not a published message) against the front origin. Returns
+    /// that origin, when its request was written, and whether it is now fully answered; `None`
+    /// if nothing is in flight.
+    pub fn count_reply(&mut self, now_us: u64) -> Option<(Origin, u64, bool)> {
+        let &(origin, sent) = self.inflight.front()?;
+        self.front_done += 1;
+        let whole = self.front_done >= origin.replies();
+        if whole {
+            self.inflight.pop_front();
+            self.front_done = 0;
+            self.front_progress = 0;
+        } else {
+            self.front_progress = now_us;
+        }
+        Some((origin, sent, whole))
     }
 
     /// Cuts the next reply off the read buffer — with the rest of a run's replies that are
@@ -316,10 +327,9 @@ pub struct BackendConn {
     pub owner: Option<ConnRef>,
     /// Said `HELLO 3`: serves RESP3 clients, whose replies then pass through untouched.
     pub resp3: bool,
-    /// In subscribed mode: every frame streams to the owner.
+    /// In subscribed mode: every frame is handed over as it comes (replies are told from
+    /// published messages by `pubsub.rs`).
     pub subscribed: bool,
-    /// The last request sent in subscribed mode was an UNSUBSCRIBE-family command.
-    pub last_push_unsub: bool,
 }
 
 impl BackendConn {
@@ -339,7 +349,6 @@ impl BackendConn {
             owner: None,
             resp3: false,
             subscribed: false,
-            last_push_unsub: false,
         }
     }
 

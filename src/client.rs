@@ -21,6 +21,7 @@ use crate::backend::Origin;
 use crate::conns::ConnRef;
 use crate::net::OutQueue;
 use crate::pending::PendingQueue;
+use crate::pubsub::Subscriptions;
 use crate::resp::RequestScanner;
 use crate::upstream::Upstream;
 use bytes::BytesMut;
@@ -64,8 +65,9 @@ pub struct Session {
     pub conn: ConnRef,
     /// Where it goes.
     pub target: Upstream,
-    /// Opened to stream one request: it closes once that request is answered.
-    pub streamed: bool,
+    /// It closes once the requests sent on it are answered: it was opened to stream one
+    /// request, or it carried a subscription that ended with requests still in flight.
+    pub closing: bool,
 }
 
 /// A downstream connection.
@@ -124,6 +126,8 @@ pub struct ClientConn {
     pub mode: Mode,
     /// Its connection of its own, if any.
     pub session: Option<Session>,
+    /// What it is subscribed to, as the confirmations reported it.
+    pub subs: Subscriptions,
     /// Queued in the loop's dirty list.
     pub dirty: bool,
 }
@@ -159,6 +163,7 @@ impl ClientConn {
             barrier: false,
             mode: Mode::Normal,
             session: None,
+            subs: Subscriptions::default(),
             dirty: false,
         }
     }

@@ -32,6 +32,7 @@ pub mod net;
 pub mod pending;
 pub mod picker;
 pub mod proxy;
+pub mod pubsub;
 pub mod request;
 pub mod resp;
 pub mod resp3;

@@ -135,7 +135,7 @@ impl Proxy {
                     self.send(origin, req);
                 }
                 Origin::Fanout { .. } => self.complete(origin, lost.clone()),
-                Origin::Auth | Origin::Push | Origin::Piece { .. } => {}
+                Origin::Auth | Origin::Piece { .. } => {}
             }
         }
     }

@@ -59,14 +59,15 @@ impl Proxy {
 
     /// Takes a waiting reply slot tagged `tag`: the origin its reply will carry.
     pub(super) fn take_slot(&mut self, token: usize, tag: Tag) -> Option<Origin> {
+        self.take_slot_for(token, tag, 1)
+    }
+
+    /// Takes a waiting reply slot tagged `tag` that `n` replies will fill (a request sent on a
+    /// subscribed connection may be answered by several).
+    pub(super) fn take_slot_for(&mut self, token: usize, tag: Tag, n: u32) -> Option<Origin> {
         let gen = self.conns.at(token)?.gen;
-        let seq = self.conns.client_mut(token)?.pending.push(tag);
-        Some(Origin::Client {
-            token,
-            gen,
-            seq,
-            n: 1,
-        })
+        let seq = self.conns.client_mut(token)?.pending.push_run(tag, n);
+        Some(Origin::Client { token, gen, seq, n })
     }
 
     /// Sends the request (or run) of a client's slot to its backend (or a fresh pick), trying
@@ -196,8 +197,16 @@ impl Proxy {
         if let Some(auth) = self.backend_auth() {
             conn.pipe.queue(Origin::Auth, auth);
         }
-        if owner.is_none() && self.ups.get(u).is_resp3_slot(slot) {
-            // The RESP3 half of the pool: replies to RESP3 clients pass through untouched.
+        let resp3 = match owner {
+            None => self.ups.get(u).is_resp3_slot(slot),
+            // A session of a RESP3 client, to a backend that speaks RESP3.
+            Some(o) => {
+                let client_resp3 = self.conns.live_client(o).is_some_and(|c| c.resp3);
+                client_resp3 && self.ups.get(u).resp3 == Some(true)
+            }
+        };
+        if resp3 {
+            // Replies to RESP3 clients then pass through untouched.
             conn.pipe.queue(
                 Origin::Auth,
                 Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),

@@ -137,7 +137,7 @@ impl Proxy {
                     continue;
                 }
                 Step::StreamAnswered => {
-                    // The streamed request is answered: its connection is done.
+                    // Its session was for what is now answered: it is done.
                     self.close_session_of(token);
                     continue;
                 }
@@ -230,7 +230,12 @@ impl Proxy {
         frame: Result<Option<Frame>, FrameError>,
         id: Option<CommandId>,
     ) -> Taken {
-        let barrier = id.is_some_and(|id| self.is_barrier(self.commands.route(id)));
+        let argc = match &frame {
+            Ok(Some(Frame::Multibulk { argc, .. })) => *argc,
+            Ok(Some(Frame::Inline { args, .. })) => args.len(),
+            _ => 0,
+        };
+        let barrier = id.is_some_and(|id| self.is_barrier(self.commands.route(id), argc));
         let clock_us = self.clock_us;
         let Some(c) = self.conns.client_mut(token) else {
             return Taken::Wait;
@@ -351,7 +356,7 @@ fn gate(c: &mut ClientConn, run: &Run, max_pending: usize, token: usize) -> Opti
             return Some(Step::Stop);
         }
         c.barrier = false;
-        if c.session.is_some_and(|s| s.streamed) {
+        if c.session.is_some_and(|s| s.closing) {
             return Some(Step::StreamAnswered);
         }
     }
@@ -365,7 +370,8 @@ enum Step {
     /// Nothing more to frame now: the buffer holds no more complete request, or the client
     /// is paused, closing, or waiting at a barrier.
     Stop,
-    /// The barrier of a streamed request cleared: its connection closes.
+    /// The barrier before a closing session cleared (a streamed request, or the last requests
+    /// of a subscription, answered): its connection closes.
     StreamAnswered,
     /// A request is streaming in: send on what arrived.
     Streaming,

@@ -5,6 +5,7 @@
 use super::Proxy;
 use crate::client::Mode;
 use crate::command::Local;
+use crate::pubsub::Subscriptions;
 use crate::request::Request;
 use crate::resp::{self, reply};
 use crate::stats::REDIS_VERSION;
@@ -79,6 +80,8 @@ impl Proxy {
                         c.authed = false;
                     }
                     c.mode = Mode::Normal;
+                    c.subs = Subscriptions::default();
+                    c.resp3 = false;
                 }
                 reply::RESET
             }
@@ -154,8 +157,9 @@ impl Proxy {
             );
         };
         let ok = user == b"default" && constant_time_eq(pass, expected.as_bytes());
-        if let Some(c) = self.conns.client_mut(token) {
-            c.authed = ok;
+        // As in Redis, a failed AUTH leaves an authenticated client authenticated.
+        if let Some(c) = self.conns.client_mut(token).filter(|_| ok) {
+            c.authed = true;
         }
         if ok {
             reply::OK

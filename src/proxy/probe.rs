@@ -40,8 +40,8 @@ impl Proxy {
         self.ups.get_mut(u).next_probe = next;
         let be = self.ups.get(u);
         let ask = match u.group {
-            // Once per backend (again after it comes back), after a good PING.
-            Group::Backend if be.resp3.is_none() && be.health.oks > 0 => Ask::Hello,
+            // Once (again after it comes back), after a good PING.
+            _ if be.resp3.is_none() && be.health.oks > 0 => Ask::Hello,
             Group::Shard => Ask::PingRole,
             _ => Ask::Ping,
         };

@@ -1,17 +1,24 @@
 //! Pub/sub: a subscriber's connection of its own to the pub/sub target, its subscribed mode,
-//! and the messages that stream back to it.
+//! and the frames that come back on it.
 //!
 //! ```text
-//!  SUBSCRIBE ──▶ session conn to the pub/sub target (Origin::Push): Mode::Subscribed
-//!  every frame on it ──▶ straight to the client's output (a push frame for RESP3 clients)
-//!  the UNSUBSCRIBE whose count reaches 0 ──▶ the connection closes, Mode::Normal
+//!  SUBSCRIBE ──▶ session conn to the pub/sub target ──▶ Mode::Subscribed
+//!  each request sent on it takes a reply slot for the frames that answer it (`pubsub.rs`)
+//!  published messages ──▶ to the client as they come (behind replies still owed to it)
+//!  the confirmation that leaves nothing subscribed ──▶ Mode::Normal, the connection closes
 //!  PUBLISH, PUBSUB ──▶ the same target over a shared connection, so publishers and subscribers meet
 //! ```
+//!
+//! Because replies fill slots like any other, a pipeline that mixes the subscribe family with
+//! other commands (`SUBSCRIBE ch; GET x; PING`) is answered in its order; a message only ever
+//! follows the confirmation of its channel.
 
 use super::Proxy;
-use crate::backend::Origin;
 use crate::client::Mode;
 use crate::command::{Local, Route, Session};
+use crate::conns::ConnRef;
+use crate::pending::Tag;
+use crate::pubsub::PushFrame;
 use crate::request::Request;
 use crate::resp;
 use crate::resp3::{convert, Shape};
@@ -30,13 +37,12 @@ impl Proxy {
         let resp3 = self.conns.client(token)?.resp3;
         match route {
             Route::Session(Session::Subscribe | Session::Unsubscribe) => {
-                let unsub = matches!(route, Route::Session(Session::Unsubscribe));
-                self.send_push(token, req, unsub);
+                self.send_subscribed(token, req)
             }
             Route::Local(Local::Quit | Local::Reset) => return Some(req),
             // In RESP3 any command may run on a subscribed connection (PING gets +PONG).
             _ if resp3 => return Some(req),
-            Route::Local(Local::Ping) => self.send_push(token, req, false),
+            Route::Local(Local::Ping) => self.send_subscribed(token, req),
             _ => {
                 let name = req
                     .spec()
@@ -57,8 +63,27 @@ impl Proxy {
             if let Some(c) = self.conns.client_mut(token) {
                 c.mode = Mode::Subscribed;
             }
-            self.send_push(token, req, false);
+            self.send_subscribed(token, req);
         }
+    }
+
+    /// Sends a request on the subscribed connection, with a slot for the frames that answer it.
+    fn send_subscribed(&mut self, token: usize, req: Request) {
+        let Some(conn) = self.open_session(token, &req, true) else {
+            return;
+        };
+        let Some(c) = self.conns.client(token) else {
+            return;
+        };
+        let n = c.subs.replies_to(&req);
+        let shape = if c.resp3 { Shape::Push } else { Shape::Plain };
+        let Some(origin) = self.take_slot_for(token, Tag::of(&req, shape), n) else {
+            return;
+        };
+        if let Some(bc) = self.conns.backend_mut(conn) {
+            bc.subscribed = true;
+        }
+        self.enqueue(conn, origin, req.bytes);
     }
 
     /// An UNSUBSCRIBE-family command from a client that is not subscribed: answered as Redis
@@ -99,81 +124,79 @@ impl Proxy {
         self.forward_to(token, req, u, slot);
     }
 
-    /// Sends a request on the subscribed session connection; its answers stream to the client.
-    fn send_push(&mut self, token: usize, req: Request, unsub: bool) {
-        let Some(conn) = self.open_session(token, &req, true) else {
-            return;
-        };
-        if let Some(bc) = self.conns.backend_mut(conn) {
-            bc.subscribed = true;
-            bc.last_push_unsub = unsub;
-        }
-        self.enqueue(conn, Origin::Push, req.bytes);
-    }
-
-    /// A frame from a subscribed session connection: straight to its owner. Returns true if the
-    /// connection left subscribed mode and was closed.
+    /// A frame from a subscribed session connection: a published message goes to its owner as
+    /// it comes; anything else answers the request at the front (and a confirmation updates the
+    /// owner's subscriptions). Returns true if the connection closed: the subscription ended.
     pub(super) fn on_push_frame(&mut self, conn: usize, frame: Bytes) -> bool {
+        let clock_us = self.clock_us;
         let Some(bc) = self.conns.backend_mut(conn) else {
             return true;
         };
-        bc.pipe.forget_inflight();
-        let leave = bc.last_push_unsub && !bc.pipe.has_unsent() && unsubscribed_all(&frame);
-        let Some(owner) = bc.owner else {
+        let (Some(owner), native) = (bc.owner, bc.resp3) else {
             return false;
         };
+        let kind = PushFrame::of(&frame);
+        let counted = match kind {
+            PushFrame::Message => None,
+            _ => bc.pipe.count_reply(clock_us),
+        };
+        let Some((origin, _, _)) = counted else {
+            // A message, or a frame nothing asked for: it streams to the client.
+            self.deliver_message(owner, frame, native);
+            return false;
+        };
+        let failed = u32::from(frame.first() == Some(&b'-'));
+        let ended = match (kind, self.conns.live_client_mut(owner)) {
+            (PushFrame::Confirmation(sub, count), Some(c)) => {
+                c.subs.confirm(sub, count);
+                c.mode == Mode::Subscribed && c.subs.is_empty()
+            }
+            _ => false,
+        };
+        self.complete_with(origin, frame, 1, failed, native);
+        ended && self.end_subscription(owner, conn)
+    }
+
+    /// A published message for `owner`: behind the replies still owed to it, so that it never
+    /// overtakes the confirmation of its channel.
+    fn deliver_message(&mut self, owner: ConnRef, frame: Bytes, native: bool) {
+        let clock_us = self.clock_us;
         let Some(c) = self.conns.live_client_mut(owner) else {
-            return false;
+            return;
         };
-        let frame = if c.resp3 && frame.first() == Some(&b'*') {
+        let frame = if c.resp3 && !native && frame.first() == Some(&b'*') {
             convert(Shape::Push, &frame)
         } else {
             frame
         };
-        c.out.push(frame);
-        if leave {
-            c.mode = Mode::Normal;
+        if c.pending.waiting() == 0 {
+            c.out.push(frame);
+        } else {
+            c.pending.push_ready(frame, Tag::unknown(clock_us));
         }
         self.mark_client_dirty(owner.token);
-        if leave {
-            self.close_session_of(owner.token);
-        }
-        leave
     }
-}
 
-/// True for an `unsubscribe`/`punsubscribe`/`sunsubscribe` message whose count is 0.
-fn unsubscribed_all(frame: &[u8]) -> bool {
-    let Some(rest) = frame.strip_prefix(b"*3\r\n") else {
-        return false;
-    };
-    let kind = [
-        &b"$11\r\nunsubscribe\r\n"[..],
-        b"$12\r\npunsubscribe\r\n",
-        b"$12\r\nsunsubscribe\r\n",
-    ]
-    .iter()
-    .any(|k| rest.starts_with(k));
-    kind && frame.ends_with(b"\r\n:0\r\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_the_last_unsubscribe() {
-        assert!(unsubscribed_all(
-            b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"
-        ));
-        assert!(unsubscribed_all(
-            b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"
-        ));
-        assert!(!unsubscribed_all(
-            b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:1\r\n"
-        ));
-        assert!(!unsubscribed_all(
-            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\n:0\r\n"
-        ));
+    /// The owner is subscribed to nothing any more: back to normal mode, and the connection
+    /// closes — at once if it owes nothing more, else once what was pipelined on it is
+    /// answered (a barrier: later requests wait). Returns true if it closed now.
+    fn end_subscription(&mut self, owner: ConnRef, conn: usize) -> bool {
+        let idle = self.conns.backend(conn).is_none_or(|bc| bc.pipe.is_idle());
+        if let Some(bc) = self.conns.backend_mut(conn) {
+            bc.subscribed = false;
+        }
+        let Some(c) = self.conns.live_client_mut(owner) else {
+            return false;
+        };
+        c.mode = Mode::Normal;
+        if idle {
+            self.close_session_of(owner.token);
+            return true;
+        }
+        c.barrier = true;
+        if let Some(s) = c.session.as_mut() {
+            s.closing = true;
+        }
+        false
     }
 }

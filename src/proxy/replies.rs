@@ -58,13 +58,20 @@ impl Proxy {
 
     /// Gives `origin`'s slot `k` more replies (in order in `replies`), `failed` of them errors;
     /// `native` replies already speak the client's protocol.
-    fn complete_with(&mut self, origin: Origin, replies: Bytes, k: u32, failed: u32, native: bool) {
+    pub(super) fn complete_with(
+        &mut self,
+        origin: Origin,
+        replies: Bytes,
+        k: u32,
+        failed: u32,
+        native: bool,
+    ) {
         let (token, gen, seq) = match origin {
             Origin::Client {
                 token, gen, seq, ..
             } => (token, gen, seq),
             Origin::Fanout { id, part } => return self.fanout_part_done(id, part, replies),
-            Origin::Auth | Origin::Push | Origin::Piece { .. } => return,
+            Origin::Auth | Origin::Piece { .. } => return,
         };
         let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
         if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {

@@ -32,7 +32,7 @@ impl Proxy {
         c.last_active = now;
         let allowed = matches!(
             route,
-            Route::Local(Local::Auth | Local::Hello | Local::Quit)
+            Route::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
         );
         if must_auth && !c.authed && !allowed {
             self.reply_now(token, &req, reply::NOAUTH);
@@ -86,10 +86,15 @@ impl Proxy {
         self.start_fanout(ConnRef { token, gen }, seq, cmd, req, info);
     }
 
-    /// True if a request on `route` is a barrier in its client's stream: it waits until the
-    /// client's earlier requests are answered, and later requests wait for it.
-    pub(super) fn is_barrier(&self, route: Route) -> bool {
+    /// True if a request on `route` with `argc` arguments is a barrier in its client's
+    /// stream: it waits until the client's earlier requests are answered, and later requests
+    /// wait for it.
+    pub(super) fn is_barrier(&self, route: Route, argc: usize) -> bool {
         match route {
+            // RESET closes the session its earlier requests may still be waiting on.
+            Route::Local(Local::Reset) => true,
+            // How many confirmations answer it depends on what the earlier ones subscribed.
+            Route::Session(Session::Unsubscribe) => argc == 1,
             Route::Fanout(FanoutCmd::Script) => true,
             Route::Fanout(_) => self.ups.have_shards(),
             // Switching protocol switches backend connections: earlier requests finish first.

@@ -204,13 +204,13 @@ impl Proxy {
     }
 
     /// Opens a session connection for client `token` to `target` and makes it the client's
-    /// (`streamed`: for one streamed request); returns its token, or the error reply if the
+    /// (`closing`: for one streamed request); returns its token, or the error reply if the
     /// target's session limit is reached or the connection cannot be started.
     pub(super) fn connect_session(
         &mut self,
         token: usize,
         target: Upstream,
-        streamed: bool,
+        closing: bool,
     ) -> Result<usize, Bytes> {
         let limit = self.config.max_session_connections;
         let label = &self.ups.get(target).label;
@@ -239,7 +239,7 @@ impl Proxy {
             c.session = Some(ClientSession {
                 conn: r,
                 target,
-                streamed,
+                closing,
             });
         }
         Ok(r.token)
@@ -322,7 +322,7 @@ impl Proxy {
                 subscribed += 1;
                 continue;
             }
-            let Some(s) = c.session.filter(|s| !s.streamed && c.mode == Mode::Normal) else {
+            let Some(s) = c.session.filter(|s| !s.closing && c.mode == Mode::Normal) else {
                 continue;
             };
             if self

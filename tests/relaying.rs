@@ -1,0 +1,176 @@
+//! Faithful relaying: the same bytes sent straight to redis-server and through respite get the
+//! same bytes back — pipelines that mix pub/sub with other commands, RESET, transactions and
+//! blocking reads for RESP3 clients.
+
+mod support;
+
+use respite::resp::encode_request;
+use std::time::Duration;
+use support::*;
+
+/// Sends `pipeline` in one write to `raw` and reads `replies` frames back.
+fn exchange(raw: &mut RawClient, pipeline: &[&[&[u8]]], replies: usize) -> Vec<String> {
+    let bytes: Vec<u8> = pipeline
+        .iter()
+        .flat_map(|c| encode_request(c).to_vec())
+        .collect();
+    raw.send(&bytes);
+    (0..replies)
+        .map(|_| String::from_utf8_lossy(&raw.reply()).into_owned())
+        .collect()
+}
+
+/// The replies of `pipeline` from Redis directly and through respite, after `setup` ran on
+/// both (its replies are not compared: respite answers HELLO with its own id).
+fn both(
+    redis: &RedisServer,
+    proxy: &TestProxy,
+    setup: &[&[&[u8]]],
+    pipeline: &[&[&[u8]]],
+    replies: usize,
+) -> (Vec<String>, Vec<String>) {
+    let run = |mut raw: RawClient| {
+        exchange(&mut raw, setup, setup.len());
+        let got = exchange(&mut raw, pipeline, replies);
+        // Nothing more may follow: the pipeline was answered exactly.
+        raw.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        assert!(raw.try_reply().is_err(), "an extra reply after {got:?}");
+        got
+    };
+    (run(RawClient::connect(redis.addr())), run(proxy.raw()))
+}
+
+/// A proxy over `redis` that knows whether it speaks RESP3 before the test starts.
+fn proxy_over(redis: &RedisServer) -> TestProxy {
+    let proxy = TestProxy::over(&[redis]);
+    // The probe learns RESP3 in its second round (the first checks PING).
+    std::thread::sleep(Duration::from_millis(700));
+    proxy
+}
+
+#[test]
+fn subscribe_pipelined_with_other_commands_is_answered_in_redis_order() {
+    let redis = RedisServer::start();
+    let proxy = proxy_over(&redis);
+    let pipeline: &[&[&[u8]]] = &[
+        &[b"SUBSCRIBE", b"ch", b"other"],
+        &[b"GET", b"x"],
+        &[b"PING"],
+        &[b"PSUBSCRIBE", b"p*"],
+        &[b"UNSUBSCRIBE"],
+        &[b"PING", b"hi"],
+        &[b"PUNSUBSCRIBE"],
+        &[b"GET", b"x"],
+    ];
+    let (direct, via) = both(&redis, &proxy, &[], pipeline, 10);
+    assert_eq!(via, direct);
+    assert!(direct[2].contains("Can't execute 'get'"), "{direct:?}");
+    assert_eq!(direct[9], "$-1\r\n", "back in normal mode: {direct:?}");
+}
+
+#[test]
+fn subscribe_pipelined_with_other_commands_is_answered_in_redis_order_in_resp3() {
+    let redis = RedisServer::start();
+    let proxy = proxy_over(&redis);
+    let pipeline: &[&[&[u8]]] = &[
+        &[b"SUBSCRIBE", b"ch"],
+        &[b"GET", b"x"],
+        &[b"PING"],
+        &[b"UNSUBSCRIBE", b"ch"],
+        &[b"PING"],
+    ];
+    let (direct, via) = both(&redis, &proxy, &[&[b"HELLO", b"3"]], pipeline, 5);
+    assert_eq!(via, direct);
+    assert_eq!(direct[1], "_\r\n", "{direct:?}");
+}
+
+#[test]
+fn reset_while_subscribed_leaves_subscribed_mode_and_keeps_the_connection() {
+    let redis = RedisServer::start();
+    let proxy = proxy_over(&redis);
+    let pipeline: &[&[&[u8]]] = &[&[b"SUBSCRIBE", b"ch"], &[b"RESET"], &[b"GET", b"x"]];
+    let (direct, via) = both(&redis, &proxy, &[], pipeline, 3);
+    assert_eq!(via, direct);
+    assert_eq!(direct[1..], ["+RESET\r\n", "$-1\r\n"]);
+}
+
+#[test]
+fn messages_follow_the_confirmation_of_their_channel() {
+    let redis = RedisServer::start();
+    let proxy = proxy_over(&redis);
+    let mut publisher = proxy.client();
+    let mut sub = proxy.raw();
+    // A publisher floods the channel while the subscriber's pipeline is still being answered.
+    let flood = std::thread::spawn(move || {
+        for i in 0..2000 {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("busy")
+                .arg(i)
+                .query(&mut publisher)
+                .expect("publish");
+        }
+    });
+    let pipeline: &[&[&[u8]]] = &[&[b"PING"], &[b"SUBSCRIBE", b"busy"], &[b"PING"]];
+    let got = exchange(&mut sub, pipeline, 2);
+    assert_eq!(got[0], "+PONG\r\n", "{got:?}");
+    assert!(got[1].contains("subscribe\r\n$4\r\nbusy\r\n:1"), "{got:?}");
+    flood.join().expect("publisher");
+    let _ = redis;
+}
+
+#[test]
+fn reset_before_auth_is_answered_and_a_wrong_auth_does_not_log_a_client_out() {
+    let redis = RedisServer::start();
+    let proxy = TestProxy::over_with(&[&redis], |c| c.password = Some("secret".into()));
+    let mut raw = proxy.raw();
+    assert_eq!(raw.cmd(&[b"RESET"]), b"+RESET\r\n");
+    assert!(raw.cmd(&[b"GET", b"x"]).starts_with(b"-NOAUTH"));
+    assert_eq!(raw.cmd(&[b"AUTH", b"secret"]), b"+OK\r\n");
+    assert!(raw.cmd(&[b"AUTH", b"wrong"]).starts_with(b"-WRONGPASS"));
+    assert_eq!(
+        raw.cmd(&[b"GET", b"x"]),
+        b"$-1\r\n",
+        "still authenticated, as in Redis"
+    );
+}
+
+#[test]
+fn transactions_and_blocking_reads_have_their_resp3_shapes() {
+    let redis = RedisServer::start();
+    let proxy = proxy_over(&redis);
+    let mut c = redis.client();
+    let () = redis::cmd("HSET")
+        .arg("h")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .expect("hset");
+    let _: i64 = redis::cmd("ZADD")
+        .arg("z")
+        .arg(1.5)
+        .arg("m")
+        .query(&mut c)
+        .expect("zadd");
+    let _: String = redis::cmd("XADD")
+        .arg("s")
+        .arg("1-1")
+        .arg("a")
+        .arg("1")
+        .query(&mut c)
+        .expect("xadd");
+    let pipeline: &[&[&[u8]]] = &[
+        &[b"MULTI"],
+        &[b"HGETALL", b"h"],
+        &[b"ZSCORE", b"z", b"m"],
+        &[b"ZRANGE", b"z", b"0", b"-1", b"WITHSCORES"],
+        &[b"EXEC"],
+        &[b"XREAD", b"BLOCK", b"100", b"STREAMS", b"s", b"0"],
+        &[b"XREAD", b"COUNT", b"5", b"STREAMS", b"s", b"0"],
+    ];
+    let (direct, via) = both(&redis, &proxy, &[&[b"HELLO", b"3"]], pipeline, 7);
+    assert_eq!(via, direct);
+    assert!(direct[4].starts_with("*3\r\n%1\r\n"), "{direct:?}");
+    assert!(direct[5].starts_with("%1\r\n"), "{direct:?}");
+}
