@@ -325,6 +325,9 @@ pub struct BackendConn {
     pub dirty: bool,
     /// A session connection: the client that owns it (never shared, never re-routed).
     pub owner: Option<ConnRef>,
+    /// Opened for one request that must not wait behind others (SCRIPT KILL): closed once
+    /// answered; its failure never ejects its backend.
+    pub oneshot: bool,
     /// Said `HELLO 3`: serves RESP3 clients, whose replies then pass through untouched.
     pub resp3: bool,
     /// In subscribed mode: every frame is handed over as it comes (replies are told from
@@ -347,6 +350,7 @@ impl BackendConn {
             stalled_since: None,
             dirty: false,
             owner: None,
+            oneshot: false,
             resp3: false,
             subscribed: false,
         }

@@ -93,9 +93,14 @@ pub enum FanoutCmd {
     Randomkey,
     /// FLUSHDB and FLUSHALL.
     Flush,
-    /// SCRIPT LOAD / FLUSH / EXISTS (other SCRIPT subcommands are forwarded).
+    /// SCRIPT LOAD / FLUSH / EXISTS / KILL (other SCRIPT subcommands are forwarded).
     Script,
     Lastsave,
+    /// FUNCTION LOAD / DELETE / FLUSH / RESTORE / KILL (other FUNCTION subcommands are
+    /// forwarded).
+    Function,
+    /// `CONFIG GET` on one backend, its secrets dropped from the answer.
+    ConfigGet,
 }
 
 /// Commands that need a connection of their own, or the pub/sub target.
@@ -130,9 +135,55 @@ pub enum Route {
     Session(Session),
     /// `XREAD`/`XREADGROUP`: a session command only with `BLOCK`.
     ForwardUnlessBlock,
-    /// Never forwarded: it would break a shared backend connection.
+    /// Never forwarded: it would break a shared backend connection, or change one server of
+    /// the fleet behind the others' backs.
     Reject(&'static str),
+    /// `CONFIG`, `ACL`: what runs depends on the subcommand (`admin_policy`).
+    Admin,
+    /// Refused: it would change one server's role, databases or persistence behind the fleet's
+    /// back (`REPLICAOF`, `SWAPDB`, `DEBUG`, `SAVE`...).
+    AdminRefused,
 }
+
+/// What respite does with an administrative request (`Route::Admin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admin {
+    /// Forward it like any command.
+    Allow,
+    /// Refuse it with this error (after `ERR `).
+    Refuse(&'static str),
+    /// `CONFIG GET`: forward it, and drop the secrets from the answer.
+    RedactConfig,
+}
+
+/// The policy for a `CONFIG` or `ACL` request: a change to one server's configuration or
+/// users, or a read of its secrets, is refused; a plain read is forwarded.
+pub fn admin_policy(container: &str, sub: &[u8]) -> Admin {
+    let is = |names: &[&str]| names.iter().any(|n| sub.eq_ignore_ascii_case(n.as_bytes()));
+    match container {
+        "CONFIG" if is(&["GET"]) => Admin::RedactConfig,
+        "CONFIG" if is(&["SET", "REWRITE", "RESETSTAT"]) => Admin::Refuse(
+            "CONFIG SET, REWRITE and RESETSTAT are refused by respite: they would change one \
+             server of the fleet behind it (run them on each server)",
+        ),
+        "ACL"
+            if is(&[
+                "SETUSER", "DELUSER", "LOAD", "SAVE", "LIST", "GETUSER", "USERS", "LOG",
+            ]) =>
+        {
+            Admin::Refuse(
+                "ACL changes and user listings are refused by respite: they concern one server \
+                 of the fleet behind it (run them on each server)",
+            )
+        }
+        _ => Admin::Allow,
+    }
+}
+
+/// The refusal of a command that changes one server's role, databases or persistence (after
+/// `ERR <NAME> `).
+pub const ADMIN_REFUSED: &str =
+    "is refused by respite: it would change one server of the fleet behind it (run it on the server itself)";
 
 /// Index of a command in `COMMANDS`.
 pub type CommandId = u16;
@@ -333,6 +384,7 @@ fn route_of(spec: &Spec) -> Route {
         "RANDOMKEY" => Route::Fanout(FanoutCmd::Randomkey),
         "FLUSHDB" | "FLUSHALL" => Route::Fanout(FanoutCmd::Flush),
         "SCRIPT" => Route::Fanout(FanoutCmd::Script),
+        "FUNCTION" => Route::Fanout(FanoutCmd::Function),
         "LASTSAVE" => Route::Fanout(FanoutCmd::Lastsave),
         "MULTI" => Route::Session(Session::Multi),
         "EXEC" => Route::Session(Session::Exec),
@@ -344,6 +396,9 @@ fn route_of(spec: &Spec) -> Route {
         "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "SUNSUBSCRIBE" => Route::Session(Session::Unsubscribe),
         "SYNC" | "PSYNC" | "REPLCONF" => Route::Reject("replication commands are not proxied"),
         "SHUTDOWN" => Route::Reject("SHUTDOWN is not forwarded by respite"),
+        "REPLICAOF" | "SLAVEOF" | "FAILOVER" | "SWAPDB" | "MOVE" | "DEBUG" | "MODULE" | "SAVE"
+        | "BGSAVE" | "BGREWRITEAOF" => Route::AdminRefused,
+        "CONFIG" | "ACL" => Route::Admin,
         "ASKING" | "READONLY" | "READWRITE" => {
             Route::Reject("cluster connection modes are not supported by respite")
         }

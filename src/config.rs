@@ -61,7 +61,7 @@ pub struct Config {
     pub rise: u32,
     /// A request older than this fails its backend connection.
     pub backend_timeout: Duration,
-    /// Most clients connected at once.
+    /// Most clients connected at once (0: sized from the open-file limit when the loop starts).
     pub maxclients: usize,
     /// Idle time after which a client is closed (`None`: never).
     pub timeout: Option<Duration>,
@@ -149,7 +149,8 @@ pub struct Cli {
     /// Milliseconds a request may wait for its backend [default: 5000].
     #[arg(long)]
     pub backend_timeout_ms: Option<u64>,
-    /// Most clients at once [default: 10000].
+    /// Most clients at once; 0 = as many as the open-file limit allows (raised to the hard
+    /// limit at start) [default: 0].
     #[arg(long)]
     pub maxclients: Option<usize>,
     /// Close clients idle this many seconds; 0 = never [default: 0].
@@ -417,7 +418,7 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
             "backend_timeout_ms",
             pick!(cli, file, backend_timeout_ms, 5000),
         )?),
-        maxclients: positive("maxclients", pick!(cli, file, maxclients, 10_000))?,
+        maxclients: pick!(cli, file, maxclients, 0),
         timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
         client_output_limit: positive(
             "client_output_limit",

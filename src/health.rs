@@ -161,6 +161,8 @@ pub struct ProbeRound {
     ask: Ask,
     /// The first error reply of the round.
     error: Option<String>,
+    /// The server answered `-BUSY` (running a script): alive, its role unchanged.
+    busy: bool,
     /// When the round must have been answered.
     pub deadline: Option<Instant>,
 }
@@ -174,6 +176,7 @@ impl ProbeRound {
             expect: 0,
             ask: Ask::Ping,
             error: None,
+            busy: false,
             deadline: None,
         }
     }
@@ -183,6 +186,7 @@ impl ProbeRound {
         self.ask = ask;
         self.expect = expect;
         self.error = None;
+        self.busy = false;
         self.deadline = Some(deadline);
     }
 
@@ -226,7 +230,10 @@ impl ProbeRound {
             return;
         }
         let asks_role = self.ask == Ask::PingRole;
-        if frame.first() == Some(&b'-') {
+        if frame.starts_with(b"-BUSY ") {
+            // A script or function is running: the server is alive (SCRIPT KILL reaches it).
+            self.busy = true;
+        } else if frame.first() == Some(&b'-') {
             let text = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
             self.error.get_or_insert(text);
         } else if asks_role && left == 0 {
@@ -237,9 +244,12 @@ impl ProbeRound {
         }
         if left == 0 {
             self.deadline = None;
+            let busy = std::mem::take(&mut self.busy);
             report.result = Some(match self.error.take() {
                 Some(err) => Err(err),
-                None if asks_role && report.role.is_none() => Err("unreadable ROLE reply".into()),
+                None if asks_role && report.role.is_none() && !busy => {
+                    Err("unreadable ROLE reply".into())
+                }
                 None => Ok(()),
             });
         }
@@ -385,5 +395,14 @@ mod tests {
         );
         let closed = round(Ask::Hello, false, b"", true);
         assert_eq!((closed.resp3, closed.cut_short), (Some(false), false));
+    }
+
+    #[test]
+    fn a_server_busy_with_a_script_is_alive() {
+        let busy = b"-BUSY Redis is busy running a script.\r\n";
+        assert_eq!(round(Ask::Ping, false, busy, false).result, Some(Ok(())));
+        let both = [&busy[..], &busy[..]].concat();
+        let r = round(Ask::PingRole, false, &both, false);
+        assert_eq!((r.result, r.role), (Some(Ok(())), None), "its role is kept");
     }
 }

@@ -202,6 +202,40 @@ impl OutQueue {
     }
 }
 
+/// How many clients one loop may accept: `requested` (0: as many as the open-file limit
+/// allows), after raising the process's soft limit on open files toward its hard limit as far
+/// as needed, less `reserve` descriptors kept for backend connections, probes and listeners,
+/// shared by `loops` loops. Like Redis, a request the limit cannot meet is lowered (the second
+/// value says so).
+pub fn client_capacity(requested: usize, reserve: usize, loops: usize) -> (usize, bool) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    let loops = loops.max(1) as u64;
+    let needed = match requested {
+        0 => hard,
+        n => (n as u64 + reserve as u64).saturating_mul(loops),
+    };
+    let soft = lim.current.unwrap_or(u64::MAX);
+    if needed > soft {
+        let raised = Rlimit {
+            current: Some(needed.min(hard)),
+            maximum: lim.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+    let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let fit = usize::try_from(limit / loops)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(reserve)
+        .max(1);
+    match requested {
+        0 => (fit, false),
+        n if n > fit => (fit, true),
+        n => (n, false),
+    }
+}
+
 /// After WRITABLE on a connecting socket: `Ok(true)` once connected, `Ok(false)` if still
 /// connecting (a spurious event), `Err` if the connect failed.
 pub fn connect_finished(stream: &TcpStream) -> io::Result<bool> {
@@ -215,5 +249,21 @@ pub fn connect_finished(stream: &TcpStream) -> io::Result<bool> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_capacity_follows_the_open_file_limit() {
+        let (auto, lowered) = client_capacity(0, 100, 1);
+        assert!(auto >= 1 && !lowered);
+        assert_eq!(client_capacity(10, 100, 1), (10, false));
+        let (huge, lowered) = client_capacity(usize::MAX / 4, 100, 1);
+        assert!(lowered && huge <= auto, "{huge} {auto}");
+        let (half, _) = client_capacity(0, 100, 2);
+        assert!(half <= auto / 2 + 100);
     }
 }

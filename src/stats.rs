@@ -149,8 +149,9 @@ impl Stats {
         name: Option<&[u8]>,
         max: usize,
     ) {
-        // Like Redis: at most 32 arguments, each cut at 128 bytes.
-        let all = crate::resp::frame_args(req);
+        // Like Redis: secrets redacted, at most 32 arguments, each cut at 128 bytes.
+        let mut all = crate::resp::frame_args(req);
+        redact(&mut all);
         let mut args: Vec<Vec<u8>> = all
             .iter()
             .take(if all.len() > 32 { 31 } else { 32 })
@@ -296,9 +297,152 @@ impl Stats {
     }
 }
 
+/// What the process uses, as the kernel reports it (zeros where it cannot be read).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessUsage {
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// CPU time in user space.
+    pub user_seconds: f64,
+    /// CPU time in the kernel.
+    pub sys_seconds: f64,
+}
+
+impl ProcessUsage {
+    /// Reads `/proc/self/statm` and `/proc/self/stat`.
+    pub fn read() -> Self {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        Self::parse(
+            &statm,
+            &stat,
+            rustix::param::page_size() as u64,
+            rustix::param::clock_ticks_per_second(),
+        )
+    }
+
+    /// From the text of `statm` and `stat`, with the page size and clock ticks per second.
+    pub fn parse(statm: &str, stat: &str, page: u64, ticks: u64) -> Self {
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        // The command name (field 2) may hold spaces: fields are counted after its `)`.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let field = |n: usize| -> u64 {
+            after
+                .split_whitespace()
+                .nth(n)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let secs = |t: u64| t as f64 / ticks.max(1) as f64;
+        ProcessUsage {
+            rss_bytes: pages * page,
+            // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+            user_seconds: secs(field(11)),
+            sys_seconds: secs(field(12)),
+        }
+    }
+}
+
+/// Replaces the secrets in a request's arguments with `(redacted)`, as Redis does before a
+/// request reaches the slow log: every argument of `AUTH`, the credentials after `AUTH` in
+/// `HELLO`, the password after `AUTH` (and user and password after `AUTH2`) in `MIGRATE`.
+pub fn redact(args: &mut [&[u8]]) {
+    const REDACTED: &[u8] = b"(redacted)";
+    let Some(name) = args.first() else {
+        return;
+    };
+    // (first argument redacted, how many), after the word that introduces the secret.
+    let after = |word: &[u8], n: usize| {
+        let at = args.iter().position(|a| a.eq_ignore_ascii_case(word))?;
+        Some((at + 1, n))
+    };
+    let spans: Vec<(usize, usize)> = if name.eq_ignore_ascii_case(b"AUTH") {
+        vec![(1, args.len() - 1)]
+    } else if name.eq_ignore_ascii_case(b"HELLO") {
+        after(b"AUTH", 2).into_iter().collect()
+    } else if name.eq_ignore_ascii_case(b"MIGRATE") {
+        after(b"AUTH", 1)
+            .into_iter()
+            .chain(after(b"AUTH2", 2))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (at, n) in spans {
+        for a in args.iter_mut().skip(at).take(n) {
+            *a = REDACTED;
+        }
+    }
+}
+
 /// The name of command id `i` for stats (lower case), `unknown` past the table.
 pub fn command_name(i: usize) -> String {
     crate::command_table::COMMANDS
         .get(i)
         .map_or_else(|| "unknown".to_string(), |s| s.name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redacted(args: &[&[u8]]) -> Vec<String> {
+        let mut args = args.to_vec();
+        redact(&mut args);
+        args.iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn secrets_never_reach_the_slow_log() {
+        assert_eq!(
+            redacted(&[b"auth", b"user", b"pw"]),
+            ["auth", "(redacted)", "(redacted)"]
+        );
+        assert_eq!(
+            redacted(&[b"HELLO", b"3", b"AUTH", b"u", b"pw", b"SETNAME", b"n"]),
+            [
+                "HELLO",
+                "3",
+                "AUTH",
+                "(redacted)",
+                "(redacted)",
+                "SETNAME",
+                "n"
+            ]
+        );
+        assert_eq!(
+            redacted(&[
+                b"MIGRATE", b"h", b"1", b"", b"0", b"5", b"AUTH2", b"u", b"pw", b"KEYS", b"k"
+            ]),
+            [
+                "MIGRATE",
+                "h",
+                "1",
+                "",
+                "0",
+                "5",
+                "AUTH2",
+                "(redacted)",
+                "(redacted)",
+                "KEYS",
+                "k"
+            ]
+        );
+        assert_eq!(redacted(&[b"GET", b"auth"]), ["GET", "auth"]);
+    }
+
+    #[test]
+    fn reads_memory_and_cpu_from_proc() {
+        let stat = "42 (a name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0";
+        let u = ProcessUsage::parse("100 7 3", stat, 4096, 100);
+        assert_eq!(u.rss_bytes, 7 * 4096);
+        assert_eq!((u.user_seconds, u.sys_seconds), (2.5, 0.5));
+        assert!(ProcessUsage::read().rss_bytes > 0);
+    }
 }

@@ -239,11 +239,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let a = RedisServer::start();
     let mut child = RespiteProcess::start(&["--backends", &a.addr().to_string()]);
     let mut raw = RawClient::connect(child.addr);
-    raw.send(&respite::resp::encode_request(&[
-        &b"DEBUG"[..],
-        b"SLEEP",
-        b"0.5",
-    ]));
+    raw.send(&sleep_request(500_000));
     raw.send(&respite::resp::encode_request(&[
         &b"SET"[..],
         b"after-sleep",

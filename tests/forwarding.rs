@@ -317,7 +317,7 @@ fn a_client_leaving_with_requests_in_flight_does_not_disturb_others() {
     let mut other = proxy.raw();
     for round in 0..5 {
         let mut leaver = proxy.raw();
-        let mut p = encode_request(&[&b"DEBUG"[..], b"SLEEP", b"0.05"]).to_vec();
+        let mut p = sleep_request(50_000);
         for i in 0..100 {
             p.extend_from_slice(&encode_request(&[
                 b"SET".as_slice(),

@@ -226,7 +226,7 @@ fn reads_are_retried_once_on_another_backend_and_writes_never() {
         let proxy = TestProxy::over_with(&[&a, &b], |c| c.retry_reads = retry);
         let mut raw = proxy.raw();
         // The first pick is backend 0 (a): the GET and SET queue behind a slow command there.
-        let mut p = encode_request(&[&b"DEBUG"[..], b"SLEEP", b"0.5"]).to_vec();
+        let mut p = sleep_request(500_000);
         p.extend_from_slice(&encode_request(&[&b"GET"[..], b"k"]));
         p.extend_from_slice(&encode_request(&[&b"SET"[..], b"w", b"1"]));
         raw.send(&p);
@@ -234,7 +234,7 @@ fn reads_are_retried_once_on_another_backend_and_writes_never() {
         a.kill();
         assert!(
             raw.reply().starts_with(b"-ERR backend"),
-            "DEBUG SLEEP fails"
+            "the slow script fails"
         );
         let get = raw.reply();
         if retry {

@@ -107,6 +107,48 @@ fn info_has_every_section_and_field_in_redis_format() {
     assert_eq!(sections, vec!["Stats"]);
 }
 
+#[test]
+fn info_keeps_the_redis_fields_tools_and_scripts_read() {
+    let a = RedisServer::start();
+    let proxy = TestProxy::over(&[&a]);
+    let text: String = redis::cmd("INFO").query(&mut proxy.client()).unwrap();
+    let (sections, f) = parse_info(&text);
+    for s in ["Memory", "Persistence", "CPU"] {
+        assert!(
+            sections.iter().any(|x| x == s),
+            "section {s} in {sections:?}"
+        );
+    }
+    let used: u64 = f["used_memory"].parse().expect("used_memory");
+    assert!(used > 1 << 20, "respite's own resident memory: {used}");
+    assert_eq!(f["mem_allocator"], "libc");
+    for k in [
+        "loading",
+        "aof_rewrite_in_progress",
+        "rdb_bgsave_in_progress",
+    ] {
+        assert_eq!(f[k], "0", "{k}");
+    }
+    let cpu: f64 = f["used_cpu_user"].parse().expect("used_cpu_user");
+    assert!(cpu >= 0.0 && f["used_cpu_sys"].parse::<f64>().is_ok());
+    // Sized from the open-file limit (raised to the hard limit), not a fixed 10,000.
+    let maxclients: u64 = f["maxclients"].parse().expect("maxclients");
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("line");
+    let soft: u64 = open_files
+        .split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        maxclients + 64 <= soft && maxclients + 1024 >= soft.min(1 << 40),
+        "{maxclients} of {soft}"
+    );
+}
+
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -238,16 +280,28 @@ fn slowlog_records_slow_commands_as_redis_formats_them() {
     let mut raw = proxy.raw();
     assert_eq!(raw.cmd(&[b"CLIENT", b"SETNAME", b"slowpoke"]), b"+OK\r\n");
     assert_eq!(raw.cmd(&[b"SET", b"fast", b"1"]), b"+OK\r\n");
-    assert_eq!(raw.cmd(&[b"DEBUG", b"SLEEP", b"0.05"]), b"+OK\r\n");
+    raw.send(&sleep_request(50_000));
+    assert_eq!(raw.reply(), b"+OK\r\n");
     assert_eq!(raw.cmd(&[b"SLOWLOG", b"LEN"]), b":1\r\n");
     let entry = String::from_utf8_lossy(&raw.cmd(&[b"SLOWLOG", b"GET"])).into_owned();
     let lines: Vec<&str> = entry.split("\r\n").collect();
     assert_eq!(&lines[..3], &["*1", "*6", ":0"], "{entry}");
     let usec: u64 = lines[4][1..].parse().unwrap();
     assert!((40_000..2_000_000).contains(&usec), "{usec}");
+    let script = String::from_utf8_lossy(SLEEP_SCRIPT);
     assert_eq!(
-        &lines[5..12],
-        &["*3", "$5", "DEBUG", "$5", "SLEEP", "$4", "0.05"]
+        &lines[5..14],
+        &[
+            "*4",
+            "$4",
+            "EVAL",
+            &format!("${}", script.len()),
+            &script,
+            "$1",
+            "0",
+            "$5",
+            "50000"
+        ]
     );
     assert!(entry.contains(&raw.stream.local_addr().unwrap().to_string()));
     assert!(entry.ends_with("$8\r\nslowpoke\r\n"));

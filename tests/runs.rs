@@ -126,8 +126,8 @@ fn a_backend_lost_with_runs_in_flight_fails_each_unanswered_request_in_order() {
     for _ in 0..3 {
         assert_eq!(raw.reply(), b"$1\r\n1\r\n");
     }
-    // [DEBUG SLEEP] [GET x3], written together: the backend dies while it sleeps.
-    let mut pipeline = encode_request(&[b"DEBUG".as_slice(), b"SLEEP", b"2"]).to_vec();
+    // [a 2 s script] [GET x3], written together: the backend dies while it runs.
+    let mut pipeline = sleep_request(2_000_000);
     pipeline.extend(gets(["here"; 3]));
     raw.send(&pipeline);
     std::thread::sleep(Duration::from_millis(300));

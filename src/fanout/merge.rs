@@ -37,7 +37,15 @@ pub enum Merge {
     },
     /// respite's INFO text followed by the keyspace summed over the parts.
     InfoKeyspace(String),
+    /// SCRIPT KILL, FUNCTION KILL: `+OK` if any part killed one; else a part's error other
+    /// than `NOTBUSY` (`UNKILLABLE`), else `NOTBUSY`. Parts' errors are answers here.
+    AnyKilled,
+    /// CONFIG GET: the one part's answer without the parameters that hold secrets.
+    RedactConfig,
 }
+
+/// Configuration parameters whose values are never shown to clients.
+const SECRET_PARAMETERS: [&[u8]; 3] = [b"requirepass", b"masterauth", b"masteruser"];
 
 fn error_text(frame: &[u8]) -> String {
     let body = frame.strip_prefix(b"-").unwrap_or(frame);
@@ -71,6 +79,9 @@ pub fn merge(
     labels: &[String],
     random: &mut dyn FnMut(usize) -> usize,
 ) -> Bytes {
+    if *merge == Merge::AnyKilled {
+        return any_killed(parts);
+    }
     if let Some(i) = parts.iter().position(|p| p.first() == Some(&b'-')) {
         return shard_error(&labels[i], &error_text(&parts[i]));
     }
@@ -85,8 +96,49 @@ pub fn merge(
             return merge_scan(&parts[0], &labels[0], *index, *shards, *tag)
         }
         Merge::InfoKeyspace(text) => info_keyspace(text, parts),
+        Merge::RedactConfig => redact_config(&parts[0]).ok_or(0),
+        Merge::AnyKilled => unreachable!("answered above"),
     };
     merged.unwrap_or_else(|i| shard_error(&labels[i], "unexpected reply"))
+}
+
+/// SCRIPT KILL, FUNCTION KILL over every server that may run the script.
+fn any_killed(parts: &[Bytes]) -> Bytes {
+    if parts.iter().any(|p| p.first() != Some(&b'-')) {
+        return resp::reply::OK;
+    }
+    let telling = parts.iter().find(|p| !p.starts_with(b"-NOTBUSY"));
+    telling
+        .or(parts.first())
+        .cloned()
+        .unwrap_or(resp::reply::OK)
+}
+
+/// CONFIG GET's `[name, value, ...]` without the pairs whose name is a secret; `None` if the
+/// answer is not that shape.
+fn redact_config(part: &[u8]) -> Option<Bytes> {
+    let Ok(Some((OwnedFrame::Array(items), _))) = decode(part) else {
+        return None;
+    };
+    let mut kept = Vec::with_capacity(items.len());
+    for pair in items.chunks(2) {
+        let [OwnedFrame::BulkString(name), OwnedFrame::BulkString(value)] = pair else {
+            return None;
+        };
+        if !SECRET_PARAMETERS
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s))
+        {
+            kept.push((name, value));
+        }
+    }
+    let mut out = BytesMut::new();
+    resp::put_array_header(&mut out, 2 * kept.len());
+    for (name, value) in kept {
+        resp::put_bulk(&mut out, name);
+        resp::put_bulk(&mut out, value);
+    }
+    Some(out.freeze())
 }
 
 /// KEYS: the arrays concatenated. `Err(i)`: part `i` is not an array.
@@ -296,5 +348,27 @@ mod tests {
         let mid = encode_cursor(17, 5, 2).to_string();
         assert_eq!(run(&m(2), &[&reply("17")]), reply(&mid));
         assert_eq!(run(&m(2), &[&reply("0")]), reply("0"));
+    }
+
+    #[test]
+    fn a_kill_succeeds_if_any_server_killed_and_config_secrets_never_show() {
+        let notbusy = &b"-NOTBUSY No scripts in execution right now.\r\n"[..];
+        assert_eq!(run(&Merge::AnyKilled, &[notbusy, b"+OK\r\n"]), b"+OK\r\n");
+        assert_eq!(run(&Merge::AnyKilled, &[notbusy, notbusy]), notbusy);
+        let unkillable = &b"-UNKILLABLE Sorry the script already executed write commands\r\n"[..];
+        assert_eq!(run(&Merge::AnyKilled, &[notbusy, unkillable]), unkillable);
+        let all = resp::encode_request(&[
+            &b"maxmemory"[..],
+            b"0",
+            b"requirepass",
+            b"pw",
+            b"MasterAuth",
+            b"x",
+        ]);
+        assert_eq!(
+            run(&Merge::RedactConfig, &[&all]),
+            resp::encode_request(&[&b"maxmemory"[..], b"0"]).to_vec()
+        );
+        assert_eq!(run(&Merge::RedactConfig, &[b"*0\r\n"]), b"*0\r\n");
     }
 }

@@ -61,7 +61,11 @@ pub fn plan(
         (FanoutCmd::Randomkey, None) => (Merge::AnyNonNil, whole(), all),
         (FanoutCmd::Flush, None) => (Merge::AllOk, whole(), all),
         (FanoutCmd::Script, None) if req.arg_is(1, b"EXISTS") => (Merge::And, whole(), all),
-        (FanoutCmd::Script, None) => (Merge::AllOk, whole(), all),
+        (FanoutCmd::Script | FanoutCmd::Function, None) if req.arg_is(1, b"KILL") => {
+            (Merge::AnyKilled, whole(), all)
+        }
+        (FanoutCmd::Script | FanoutCmd::Function, None) => (Merge::AllOk, whole(), all),
+        (FanoutCmd::ConfigGet, None) => (Merge::RedactConfig, whole(), vec![0]),
     };
     Ok(Plan { merge, sub, parts })
 }

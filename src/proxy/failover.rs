@@ -21,12 +21,10 @@ impl Proxy {
     /// does not support): it is reconnected on demand and probed at once, and a refused
     /// reconnect ejects it.
     pub(super) fn fail_backend_conn(&mut self, token: usize, why: &str, eject: bool) {
-        if self
-            .conns
-            .backend(token)
-            .is_some_and(|bc| bc.owner.is_some())
-        {
-            return self.fail_session_conn(token, why);
+        match self.conns.backend(token) {
+            Some(bc) if bc.owner.is_some() => return self.fail_session_conn(token, why),
+            Some(bc) if bc.oneshot => return self.fail_oneshot_conn(token, why),
+            _ => {}
         }
         let Some(Conn::Backend(mut bc)) = self.remove(token) else {
             return;
@@ -77,6 +75,27 @@ impl Proxy {
         );
         let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
         self.drop_session_conn(token, Some(lost));
+    }
+
+    /// A connection opened for one request failed: that request gets an error; the backend
+    /// is not ejected for it (the probe judges the backend).
+    fn fail_oneshot_conn(&mut self, token: usize, why: &str) {
+        let Some(Conn::Backend(mut bc)) = self.remove(token) else {
+            return;
+        };
+        let u = bc.upstream;
+        let label = &self.ups.get(u).label;
+        debug!(
+            "{}={} addr={label} conn={token} failed: {why}",
+            u.kind(),
+            u.index
+        );
+        let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
+        let drained = bc.pipe.drain();
+        let written = drained.written.into_iter().map(|(o, _)| o);
+        for origin in written.chain(drained.unsent.into_iter().map(|(o, _)| o)) {
+            self.complete(origin, lost.clone());
+        }
     }
 
     /// Forgets `u` as the sticky backend of the clients with requests on a failed connection,

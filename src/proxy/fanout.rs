@@ -5,7 +5,7 @@ use super::Proxy;
 use crate::backend::Origin;
 use crate::command::FanoutCmd;
 use crate::conns::ConnRef;
-use crate::fanout::{self, merge, Fanout};
+use crate::fanout::{self, merge, Fanout, Merge};
 use crate::request::Request;
 use crate::resp;
 use crate::upstream::Upstream;
@@ -27,7 +27,7 @@ impl Proxy {
             seq,
             n: 1,
         };
-        let targets = match self.fanout_targets() {
+        let targets = match self.fanout_targets(cmd) {
             Ok(targets) => targets,
             Err(answer) => return self.complete(origin, answer),
         };
@@ -40,12 +40,19 @@ impl Proxy {
             Err(answer) => return self.complete(origin, answer),
         };
         let part_labels = plan.parts.iter().map(|&i| labels[i].clone()).collect();
+        // A kill must not queue behind the script it kills: it goes on a connection of its own.
+        let own_connection = plan.merge == Merge::AnyKilled;
         let id = self
             .fanouts
             .insert(Fanout::new(client, seq, plan.merge, part_labels));
         for (part, &i) in plan.parts.iter().enumerate() {
             let u = targets[i];
-            match self.backend_conn(u, 0) {
+            let conn = if own_connection {
+                self.open_oneshot_conn(u)
+            } else {
+                self.backend_conn(u, 0)
+            };
+            match conn {
                 Some(conn) => {
                     self.ups.get_mut(u).requests += 1;
                     self.enqueue(conn, Origin::Fanout { id, part }, plan.sub.clone());
@@ -60,9 +67,13 @@ impl Proxy {
     }
 
     /// Where a fan-out goes: the shard masters, sorted by address, or (without shards, for
-    /// `SCRIPT`) every healthy backend. `Err` is the reply when there is nowhere to go.
-    fn fanout_targets(&self) -> Result<Vec<Upstream>, Bytes> {
-        let targets = if self.ups.have_shards() {
+    /// `SCRIPT`, `FUNCTION`) every healthy backend; `CONFIG GET` asks one backend. `Err` is the
+    /// reply when there is nowhere to go.
+    fn fanout_targets(&mut self, cmd: FanoutCmd) -> Result<Vec<Upstream>, Bytes> {
+        let targets = if cmd == FanoutCmd::ConfigGet {
+            let picked = self.ups.pick(&mut self.picker);
+            picked.map(Upstream::backend).into_iter().collect()
+        } else if self.ups.have_shards() {
             let set = self
                 .ups
                 .shard_set()
@@ -98,6 +109,10 @@ impl Proxy {
 
     /// True if `cmd` has fan-out targets here (else it is forwarded like any command).
     pub(super) fn fans_out(&self, cmd: FanoutCmd) -> bool {
-        self.ups.have_shards() || cmd == FanoutCmd::Script
+        self.ups.have_shards()
+            || matches!(
+                cmd,
+                FanoutCmd::Script | FanoutCmd::Function | FanoutCmd::ConfigGet
+            )
     }
 }

@@ -183,6 +183,15 @@ impl Proxy {
         Some(r.token)
     }
 
+    /// A connection of its own to `u` for one request, closed once it is answered.
+    pub(super) fn open_oneshot_conn(&mut self, u: Upstream) -> Option<usize> {
+        let r = self.open_data_conn(u, 0, None).ok()?;
+        if let Some(bc) = self.conns.backend_mut(r.token) {
+            bc.oneshot = true;
+        }
+        Some(r.token)
+    }
+
     /// Starts a connection to `u` (pool `slot`, or a session of `owner`) with respite's own
     /// AUTH, and `HELLO 3` for the RESP3 half of a backend's pool, queued first.
     pub(crate) fn open_data_conn(

@@ -2,14 +2,17 @@
 //! of the loop, and one `CLIENT LIST` line per client.
 
 use super::Proxy;
-use crate::stats::REDIS_VERSION;
+use crate::stats::{ProcessUsage, REDIS_VERSION};
 use crate::upstream::Role;
 use std::fmt::Write;
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 11] = [
     "server",
     "clients",
+    "memory",
+    "persistence",
     "stats",
+    "cpu",
     "backends",
     "shards",
     "commandstats",
@@ -55,6 +58,28 @@ impl Proxy {
                     out,
                     "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{blocked}\r\npubsub_clients:{subscribed}\r\n",
                     self.clients, self.config.maxclients
+                );
+            }
+            "memory" => {
+                let rss = ProcessUsage::read().rss_bytes;
+                let _ = write!(
+                    out,
+                    "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\n\
+                     maxmemory:0\r\nmem_allocator:libc\r\n",
+                    rss as f64 / (1 << 20) as f64
+                );
+            }
+            // respite persists nothing; the fields say so for scripts that wait on them.
+            "persistence" => out.push_str(
+                "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\n\
+                 rdb_bgsave_in_progress:0\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n",
+            ),
+            "cpu" => {
+                let usage = ProcessUsage::read();
+                let _ = write!(
+                    out,
+                    "# CPU\r\nused_cpu_sys:{:.6}\r\nused_cpu_user:{:.6}\r\n",
+                    usage.sys_seconds, usage.user_seconds
                 );
             }
             "stats" => self.stats.write_info(out),

@@ -55,11 +55,11 @@ pub use shutdown::ShutdownHandle;
 use crate::command::CommandTable;
 use crate::config::Config;
 use crate::conns::{Conn, ConnRef, Conns};
-use crate::net::READ_CHUNK_BYTES;
+use crate::net::{self, READ_CHUNK_BYTES};
 use crate::picker::Picker;
 use crate::stats::Stats;
 use crate::upstream::Upstreams;
-use log::info;
+use log::{info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -87,6 +87,22 @@ const BACKEND_QUEUE_RESUME_BYTES: usize = 2 << 20;
 const STREAM_MIN_BYTES: usize = 4 << 20;
 /// Most requests in one run (`process_input`).
 const MAX_RUN: u32 = 256;
+
+/// `--maxclients` against the open-file limit: descriptors are kept for the backend pools,
+/// probes, listeners and a margin, the rest shared by the loops.
+fn client_limit(config: &Config) -> usize {
+    let upstreams = config.backends.len() + config.shards.len() + 1;
+    let reserve = 64 + upstreams * (2 * config.backend_connections + 1);
+    let (limit, lowered) = net::client_capacity(config.maxclients, reserve, config.workers);
+    if lowered {
+        warn!(
+            "maxclients {} lowered to {limit}: the open-file limit cannot be raised further \
+             (raise `ulimit -n` or LimitNOFILE)",
+            config.maxclients
+        );
+    }
+    limit
+}
 
 /// The sockets a proxy serves, bound before it starts.
 #[derive(Debug)]
@@ -192,6 +208,8 @@ impl Proxy {
             config.pubsub,
             now,
         );
+        let mut config = config;
+        config.maxclients = client_limit(&config);
         Ok(Proxy {
             poll,
             listener: Some(listener),

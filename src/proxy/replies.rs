@@ -289,6 +289,7 @@ impl Proxy {
                 }
             };
             let (u, session, native) = (bc.upstream, bc.owner.is_some(), bc.resp3);
+            let oneshot = bc.oneshot;
             if r.origin == Origin::Auth {
                 if r.failed > 0 {
                     let msg = String::from_utf8_lossy(&r.frame[1..r.frame.len() - 2]).into_owned();
@@ -304,6 +305,15 @@ impl Proxy {
             self.complete_with(r.origin, r.frame, r.k, r.failed, native);
             if !r.whole {
                 return true;
+            }
+            if oneshot
+                && self
+                    .conns
+                    .backend(token)
+                    .is_some_and(|bc| bc.pipe.is_idle())
+            {
+                self.remove(token);
+                return false;
             }
         }
     }

@@ -13,10 +13,11 @@
 use super::Proxy;
 use crate::backend::Origin;
 use crate::client::Mode;
-use crate::command::{FanoutCmd, Local, Route, Session};
+use crate::command::{admin_policy, Admin, FanoutCmd, Local, Route, Session, ADMIN_REFUSED};
 use crate::conns::ConnRef;
 use crate::request::Request;
 use crate::resp::{self, reply};
+use log::warn;
 
 impl Proxy {
     /// Routes one request.
@@ -25,6 +26,14 @@ impl Proxy {
         let route = req.cmd.map_or(Route::Forward, |id| self.commands.route(id));
         let must_auth = self.config.password.is_some();
         let now = self.now;
+        if req.cmd.is_none() && is_cross_protocol(&req) {
+            let peer = self.conns.client(token).map(|c| c.peer);
+            warn!(
+                "client={token} peer={peer:?} sent POST or Host:, as a browser does: possible \
+                 cross-protocol attack (a web page reaching respite); closing it"
+            );
+            return self.close_client(token, "cross-protocol attack");
+        }
         let Some(c) = self.conns.client_mut(token) else {
             return;
         };
@@ -72,6 +81,21 @@ impl Proxy {
             Route::Fanout(_) => self.forward(token, req),
             Route::Session(which) => self.dispatch_session(token, which, req),
             Route::Reject(why) => self.reply_now(token, &req, resp::error(&format!("ERR {why}"))),
+            Route::AdminRefused => {
+                let name = req.spec().map_or("", |s| s.name);
+                let refusal = resp::error(&format!("ERR {name} {ADMIN_REFUSED}"));
+                self.reply_now(token, &req, refusal);
+            }
+            Route::Admin => {
+                let container = req.spec().map_or("", |s| s.name);
+                match admin_policy(container, req.arg(1).unwrap_or_default()) {
+                    Admin::Allow => self.forward(token, req),
+                    Admin::Refuse(why) => {
+                        self.reply_now(token, &req, resp::error(&format!("ERR {why}")))
+                    }
+                    Admin::RedactConfig => self.fanout(token, FanoutCmd::ConfigGet, &req, None),
+                }
+            }
         }
     }
 
@@ -95,7 +119,7 @@ impl Proxy {
             Route::Local(Local::Reset) => true,
             // How many confirmations answer it depends on what the earlier ones subscribed.
             Route::Session(Session::Unsubscribe) => argc == 1,
-            Route::Fanout(FanoutCmd::Script) => true,
+            Route::Fanout(FanoutCmd::Script | FanoutCmd::Function) => true,
             Route::Fanout(_) => self.ups.have_shards(),
             // Switching protocol switches backend connections: earlier requests finish first.
             Route::Local(Local::Hello) => true,
@@ -108,12 +132,22 @@ impl Proxy {
     }
 }
 
-/// `SCRIPT` fans out only for LOAD, FLUSH and EXISTS; every other fan-out command always does.
+/// `SCRIPT` and `FUNCTION` fan out only for what loads, removes or kills scripts (so that a
+/// script is found, or killed, wherever it runs); every other fan-out command always does.
 fn fanout_applies(cmd: FanoutCmd, req: &Request) -> bool {
-    cmd != FanoutCmd::Script
-        || [&b"LOAD"[..], b"FLUSH", b"EXISTS"]
-            .iter()
-            .any(|s| req.arg_is(1, s))
+    let subs: &[&[u8]] = match cmd {
+        FanoutCmd::Script => &[b"LOAD", b"FLUSH", b"EXISTS", b"KILL"],
+        FanoutCmd::Function => &[b"LOAD", b"DELETE", b"FLUSH", b"RESTORE", b"KILL"],
+        _ => return true,
+    };
+    subs.iter().any(|s| req.arg_is(1, s))
+}
+
+/// Redis's guard against cross-protocol scripting: a request named `POST` or `Host:` is an HTTP
+/// request a browser was made to send; the client is closed without an answer.
+fn is_cross_protocol(req: &Request) -> bool {
+    req.arg(0)
+        .is_some_and(|n| n.eq_ignore_ascii_case(b"post") || n.eq_ignore_ascii_case(b"host:"))
 }
 
 /// True if an `INFO` request includes the keyspace section.

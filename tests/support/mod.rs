@@ -55,6 +55,16 @@ pub fn bulk(v: &[u8]) -> Vec<u8> {
     b
 }
 
+/// A Lua loop on the server's clock that keeps it busy for `ARGV[1]` microseconds, then
+/// answers `+OK`: what `DEBUG SLEEP` did before respite refused DEBUG.
+pub const SLEEP_SCRIPT: &[u8] = b"local s=redis.call('TIME')repeat local n=redis.call('TIME')until(n[1]-s[1])*1e6+n[2]-s[2]>=ARGV[1]+0 return{ok='OK'}";
+
+/// A request that keeps the server busy for `micros` and answers `+OK`.
+pub fn sleep_request(micros: u64) -> Vec<u8> {
+    let micros = micros.to_string();
+    respite::resp::encode_request(&[&b"EVAL"[..], SLEEP_SCRIPT, b"0", micros.as_bytes()]).to_vec()
+}
+
 /// A `redis` crate client with timeouts.
 pub fn client_at(addr: SocketAddr) -> redis::Connection {
     let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
