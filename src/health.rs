@@ -112,9 +112,26 @@ pub enum Ask {
     Ping,
     /// `PING` and `ROLE`: is it healthy, and a master or a replica? (shards)
     PingRole,
-    /// `HELLO 3` alone, once per backend after a good PING: can it speak RESP3? Refused, or the
-    /// connection closed (twemproxy does that), means RESP2 only. Not a health check.
+    /// `SLOTSMAPPING 0` alone, once after a good PING: what is it? Redis refuses the command
+    /// (a plain Redis), Codis's proxy answers it, twemproxy closes the connection. Not a health
+    /// check.
+    Tier,
+    /// `HELLO 3` alone, once a server is known to be a Redis: can it speak RESP3? Refused, or
+    /// the connection closed, means RESP2 only. Never sent to Codis, whose proxy passes it to
+    /// its own shared connections and breaks them. Not a health check.
     Hello,
+}
+
+/// What answers on a backend's address: the tier respite is in front of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// A Redis server (or anything that answers unknown commands with an error): it serves
+    /// every command.
+    Redis,
+    /// A proxy that closes the connection on commands it does not serve (twemproxy).
+    Twemproxy,
+    /// A Codis proxy: refuses what it does not serve with an error.
+    Codis,
 }
 
 /// One probe round's request (after respite's `auth`, if any) and the replies it expects.
@@ -127,6 +144,7 @@ pub fn probe_request(auth: Option<&[u8]>, ask: Ask) -> (BytesMut, u8) {
     }
     match ask {
         Ask::Hello => out.put_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+        Ask::Tier => out.put_slice(b"*2\r\n$12\r\nSLOTSMAPPING\r\n$1\r\n0\r\n"),
         Ask::Ping => out.put_slice(b"*1\r\n$4\r\nPING\r\n"),
         Ask::PingRole => {
             out.put_slice(b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nROLE\r\n");
@@ -145,6 +163,8 @@ pub struct ProbeReport {
     pub role: Option<Role>,
     /// Whether the backend speaks RESP3 (a `HELLO` round).
     pub resp3: Option<bool>,
+    /// What it is (a tier round).
+    pub tier: Option<Tier>,
     /// The connection closed with replies still owed: the round failed.
     pub cut_short: bool,
 }
@@ -216,6 +236,11 @@ impl ProbeRound {
             report.resp3 = Some(false);
             report.cut_short = false;
         }
+        if self.ask == Ask::Tier && eof && report.tier.is_none() {
+            // Closed on a command it does not know: twemproxy. Not a health failure.
+            report.tier = Some(Tier::Twemproxy);
+            report.cut_short = false;
+        }
         report
     }
 
@@ -225,6 +250,14 @@ impl ProbeRound {
         if self.ask == Ask::Hello {
             if left == 0 {
                 report.resp3 = Some(matches!(frame.first(), Some(b'%' | b'*')));
+                self.deadline = None;
+            }
+            return;
+        }
+        if self.ask == Ask::Tier {
+            if left == 0 {
+                let codis = frame.first() == Some(&b'*');
+                report.tier = Some(if codis { Tier::Codis } else { Tier::Redis });
                 self.deadline = None;
             }
             return;
@@ -404,5 +437,32 @@ mod tests {
         let both = [&busy[..], &busy[..]].concat();
         let r = round(Ask::PingRole, false, &both, false);
         assert_eq!((r.result, r.role), (Some(Ok(())), None), "its role is kept");
+    }
+
+    #[test]
+    fn a_tier_round_tells_redis_codis_and_twemproxy_apart() {
+        let redis = round(
+            Ask::Tier,
+            true,
+            b"+OK\r\n-ERR unknown command 'SLOTSMAPPING'\r\n",
+            false,
+        );
+        assert_eq!(
+            (redis.tier, redis.result),
+            (Some(Tier::Redis), None),
+            "not a health check"
+        );
+        let codis = round(
+            Ask::Tier,
+            false,
+            b"*1\r\n*4\r\n:0\r\n$14\r\n127.0.0.1:6379\r\n$0\r\n\r\n*0\r\n",
+            false,
+        );
+        assert_eq!(codis.tier, Some(Tier::Codis));
+        let twemproxy = round(Ask::Tier, false, b"", true);
+        assert_eq!(
+            (twemproxy.tier, twemproxy.cut_short),
+            (Some(Tier::Twemproxy), false)
+        );
     }
 }

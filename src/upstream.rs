@@ -11,10 +11,12 @@
 //! Entries are never removed while running: a reload retires what is gone and appends what is
 //! new, so an index held by a connection or an origin stays valid. A retired entry is skipped.
 
+use crate::backend::Origin;
 use crate::conns::ConnRef;
-use crate::health::Health;
+use crate::health::{Ask, Health, Tier};
 use crate::histogram::Histogram;
 use crate::picker::Picker;
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -110,8 +112,16 @@ pub struct Backend {
     pub retired: bool,
     /// Connections of their own open to it.
     pub sessions: usize,
-    /// Backends: speaks RESP3 (`HELLO 3` accepted), learned by the probe.
+    /// Speaks RESP3 (`HELLO 3` accepted), learned by the probe.
     pub resp3: Option<bool>,
+    /// What it is, learned by the probe.
+    pub tier: Option<Tier>,
+    /// The probe is still learning its tier and whether it speaks RESP3 (at start, and again
+    /// once it is back up): requests of RESP3 clients wait for the answer (`parked`) rather
+    /// than being served by conversion from a backend that speaks RESP3 itself.
+    pub discovering: bool,
+    /// Requests of RESP3 clients waiting for discovery to end, in order.
+    pub parked: Vec<(Origin, Bytes)>,
     /// Time from writing a request to reading its reply.
     pub latency: Histogram,
     /// Shards only: the role from the last probe.
@@ -146,6 +156,9 @@ impl Backend {
             retired: false,
             sessions: 0,
             resp3: None,
+            tier: None,
+            discovering: true,
+            parked: Vec::new(),
             latency: Default::default(),
             role: Role::Unknown,
             promoted_from: None,
@@ -167,6 +180,44 @@ impl Backend {
     /// True if the connection in `slot` says `HELLO 3` when it opens.
     pub fn is_resp3_slot(&self, slot: usize) -> bool {
         self.halves && slot >= self.conns.len() / 2
+    }
+
+    /// True if a request of a RESP3 client should wait for discovery rather than be sent now
+    /// (to be converted from RESP2 if the backend turns out not to speak RESP3).
+    pub fn parks_resp3(&self) -> bool {
+        self.discovering && self.resp3.is_none() && self.health.up
+    }
+
+    /// The next probe round: discovery (tier, then RESP3) once a PING was answered, else a
+    /// health check (with `ROLE` for shards).
+    pub fn next_ask(&self, shard: bool) -> Ask {
+        let answered = self.health.oks > 0;
+        match (self.tier, self.resp3) {
+            (None, _) if answered => Ask::Tier,
+            (Some(Tier::Redis), None) if answered => Ask::Hello,
+            _ if shard => Ask::PingRole,
+            _ => Ask::Ping,
+        }
+    }
+
+    /// Takes what the probe learned; returns true once discovery is over (nothing more to ask,
+    /// or the probe failed).
+    pub fn learn(&mut self, tier: Option<Tier>, resp3: Option<bool>, failed: bool) -> bool {
+        if let Some(tier) = tier {
+            self.tier = Some(tier);
+            if tier != Tier::Redis {
+                // Only a Redis is asked HELLO 3: the proxies speak RESP2.
+                self.resp3 = Some(false);
+            }
+        }
+        if resp3.is_some() {
+            self.resp3 = resp3;
+        }
+        let over = failed || self.resp3.is_some();
+        if over {
+            self.discovering = false;
+        }
+        over
     }
 
     /// Forgets the pool connection in `slot` if it is still `token` (it closed or failed).

@@ -174,3 +174,37 @@ fn transactions_and_blocking_reads_have_their_resp3_shapes() {
     assert!(direct[4].starts_with("*3\r\n%1\r\n"), "{direct:?}");
     assert!(direct[5].starts_with("%1\r\n"), "{direct:?}");
 }
+
+#[test]
+fn resp3_clients_are_served_natively_from_the_first_request() {
+    let redis = RedisServer::start();
+    // No wait: the first requests arrive while the probe is still learning the backend.
+    let proxy = TestProxy::over(&[&redis]);
+    let pipeline: &[&[&[u8]]] = &[&[b"COMMAND", b"DOCS", b"GET"], &[b"HGETALL", b"nothing"]];
+    let (direct, via) = both(&redis, &proxy, &[&[b"HELLO", b"3"]], pipeline, 2);
+    assert_eq!(
+        via, direct,
+        "nested maps only come from a backend speaking RESP3"
+    );
+    assert!(direct[0].starts_with("%1\r\n$3\r\nget\r\n%"), "{direct:?}");
+}
+
+#[test]
+fn resp3_clients_of_a_twemproxy_backend_are_converted_without_waiting_long() {
+    let redis = RedisServer::start();
+    let twemproxy = Nutcracker::start(&[redis.addr()]);
+    let proxy = TestProxy::start(config_over(vec![twemproxy.addr()]));
+    let mut raw = proxy.raw();
+    let started = std::time::Instant::now();
+    raw.cmd(&[b"HELLO", b"3"]);
+    raw.cmd(&[b"HSET", b"h", b"f", b"v"]);
+    assert_eq!(
+        raw.cmd(&[b"HGETALL", b"h"]),
+        b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}

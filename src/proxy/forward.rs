@@ -81,6 +81,10 @@ impl Proxy {
                 break;
             };
             let u = Upstream::backend(b);
+            if resp3 && self.ups.get(u).parks_resp3() {
+                // Until the probe knows whether it speaks RESP3 (a few round trips at start).
+                return self.ups.get_mut(u).parked.push((origin, req));
+            }
             match self.backend_conn(u, self.ups.get(u).slot_for(token, resp3)) {
                 Some(conn_token) => {
                     self.enqueue(conn_token, origin, req);

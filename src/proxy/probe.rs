@@ -5,7 +5,7 @@
 
 use super::Proxy;
 use crate::conns::Conn;
-use crate::health::{probe_request, Ask, Flip, ProbeConn, ProbeReport};
+use crate::health::{probe_request, Flip, ProbeConn, ProbeReport, Tier};
 use crate::net;
 use crate::upstream::{Group, Role, Upstream};
 use log::{debug, info, warn};
@@ -38,13 +38,7 @@ impl Proxy {
             .random_below(interval.as_millis() as u64 / 10 + 1);
         let next = self.now + interval + Duration::from_millis(jitter);
         self.ups.get_mut(u).next_probe = next;
-        let be = self.ups.get(u);
-        let ask = match u.group {
-            // Once (again after it comes back), after a good PING.
-            _ if be.resp3.is_none() && be.health.oks > 0 => Ask::Hello,
-            Group::Shard => Ask::PingRole,
-            _ => Ask::Ping,
-        };
+        let ask = self.ups.get(u).next_ask(u.group == Group::Shard);
         let (out, expect) = probe_request(self.backend_auth().as_deref(), ask);
         let deadline = self.now + self.config.health_timeout;
         let Some(token) = self.probe_conn(u) else {
@@ -135,23 +129,13 @@ impl Proxy {
         self.apply_probe_report(u, token, report, eof);
     }
 
-    /// What a probe's answers change.
+    /// What a probe's answers change. Discovery (tier, then RESP3) runs its rounds back to
+    /// back, not an interval apart, so that RESP3 clients wait for it only a few round trips.
     fn apply_probe_report(&mut self, u: Upstream, token: usize, report: ProbeReport, eof: bool) {
         if let Some(role) = report.role {
             self.set_role(u, role);
         }
-        if let Some(resp3) = report.resp3 {
-            let be = self.ups.get_mut(u);
-            if be.resp3 != Some(resp3) {
-                info!(
-                    "{}={} addr={} speaks RESP3: {resp3}",
-                    u.kind(),
-                    u.index,
-                    be.label
-                );
-            }
-            be.resp3 = Some(resp3);
-        }
+        let complete = report.result.is_some() || report.tier.is_some() || report.resp3.is_some();
         let failed = match report.result {
             Some(result) => {
                 let failed = result.is_err();
@@ -163,8 +147,41 @@ impl Proxy {
         if report.cut_short && !failed {
             self.probe_done(u, Err("connection closed"));
         }
+        if report.tier.is_some() || report.resp3.is_some() {
+            self.discovered(u, report.tier, report.resp3);
+        }
         if failed || eof {
             self.close_probe(token);
+        }
+        let ok = complete && !failed && !report.cut_short;
+        if ok && self.ups.get(u).discovering {
+            self.start_probe(u);
+        }
+    }
+
+    /// Takes in what a discovery round learned; once discovery is over, the requests of RESP3
+    /// clients that waited for it go.
+    fn discovered(&mut self, u: Upstream, tier: Option<Tier>, resp3: Option<bool>) {
+        let be = self.ups.get_mut(u);
+        let (kind, index, label) = (u.kind(), u.index, &be.label);
+        if tier.is_some() && be.tier != tier {
+            info!("{kind}={index} addr={label} is {}", tier_name(tier));
+        }
+        if resp3.is_some() && be.resp3 != resp3 {
+            info!(
+                "{kind}={index} addr={label} speaks RESP3: {}",
+                resp3 == Some(true)
+            );
+        }
+        if be.learn(tier, resp3, false) {
+            self.release_parked(u);
+        }
+    }
+
+    /// Sends the requests that waited for `u`'s discovery (to `u`, or elsewhere if it is down).
+    pub(super) fn release_parked(&mut self, u: Upstream) {
+        for (origin, req) in std::mem::take(&mut self.ups.get_mut(u).parked) {
+            self.send(origin, req);
         }
     }
 
@@ -174,10 +191,15 @@ impl Proxy {
             return;
         }
         let (kind, label) = (u.kind(), &shard.label);
-        warn!(
-            "{kind}={} addr={label} role {:?} -> {role:?}",
-            u.index, shard.role
-        );
+        if shard.role == Role::Unknown {
+            // The first answer: news only when it changes later.
+            info!("{kind}={} addr={label} role {role:?}", u.index);
+        } else {
+            warn!(
+                "{kind}={} addr={label} role {:?} -> {role:?}",
+                u.index, shard.role
+            );
+        }
         if let (Role::Replica(master), Role::Master) = (&shard.role, &role) {
             shard.promoted_from = Some(master.clone());
         }
@@ -197,6 +219,8 @@ impl Proxy {
     /// sessions, which would otherwise wait forever on a hung one.
     fn probe_done(&mut self, u: Upstream, result: Result<(), &str>) {
         let (rise, fall) = (self.config.rise, self.config.fall);
+        // A failed round ends discovery: waiting requests go, converted if need be.
+        let discovery_over = result.is_err() && self.ups.get_mut(u).learn(None, None, true);
         let be = self.ups.get_mut(u);
         let (kind, index, label) = (u.kind(), u.index, &be.label);
         if let Err(why) = result {
@@ -207,10 +231,15 @@ impl Proxy {
             Flip::Down => {
                 let why = result.err().unwrap_or_default();
                 warn!("{kind}={index} addr={label} DOWN after {fall} failed probes: {why}");
+                // Learned again once it is back: it may not be the same server.
                 be.resp3 = None;
+                be.discovering = true;
                 self.fail_sessions_of(u);
             }
             Flip::None => {}
+        }
+        if discovery_over {
+            self.release_parked(u);
         }
     }
 
@@ -227,5 +256,14 @@ impl Proxy {
             let lost = crate::resp::error(&format!("ERR {} {label} is down", u.kind()));
             self.drop_session_conn(t, Some(lost));
         }
+    }
+}
+
+fn tier_name(tier: Option<Tier>) -> &'static str {
+    match tier {
+        Some(Tier::Redis) => "a Redis",
+        Some(Tier::Twemproxy) => "a twemproxy (it closes on commands it does not serve)",
+        Some(Tier::Codis) => "a Codis proxy",
+        None => "unknown",
     }
 }
