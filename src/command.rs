@@ -7,6 +7,8 @@
 //! upper-case entry under a mask that ignores the case bit of its letters, so it is never folded.
 
 use crate::command_table::{COMMANDS, SUBCOMMANDS};
+use crate::health::Tier;
+use crate::request::Request;
 
 /// Command flags, as bits (from the specs' `command_flags`).
 pub mod flag {
@@ -55,6 +57,57 @@ pub struct Spec {
     pub step: u8,
     /// The RESP3 shape of its reply, from the reply schema (`resp3.rs`).
     pub resp3: crate::resp3::Shape,
+    /// How twemproxy 0.5 parses it, if it serves it at all.
+    pub twemproxy: Twem,
+}
+
+/// The argument rule twemproxy 0.5 parses a command with (the `redis_arg*` helper of
+/// nutcracker's `nc_redis.c`; `scripts/dialects/twemproxy-0.5.0.txt`). A request outside its
+/// rule — or a command it does not know — makes twemproxy close the connection, failing
+/// everything else in flight on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Twem {
+    /// Not served.
+    No,
+    /// No arguments (`COMMAND`, `PING`, `QUIT`).
+    Argz,
+    /// Any arguments, no key (`LOLWUT`).
+    NoKey,
+    /// A key and exactly 0, 1, 2 or 3 more arguments.
+    Arg0,
+    Arg1,
+    Arg2,
+    Arg3,
+    /// A key and any more arguments (only the first key is hashed).
+    Argn,
+    /// One or more keys (split per server: DEL, MGET, TOUCH, UNLINK).
+    Argx,
+    /// Key/value pairs (MSET).
+    Argkvx,
+    /// `script numkeys key [key ...] [arg ...]` with `numkeys ≥ 1` (EVAL, EVALSHA).
+    Argeval,
+}
+
+impl Twem {
+    /// True if twemproxy accepts the command with `argc` arguments (its name included); for
+    /// `Argeval`, also `numkeys`, the request's third argument.
+    pub fn accepts(self, argc: usize, numkeys: Option<&[u8]>) -> bool {
+        match self {
+            Twem::No => false,
+            Twem::Argz => argc == 1,
+            Twem::NoKey => argc >= 1,
+            Twem::Arg0 => argc == 2,
+            Twem::Arg1 => argc == 3,
+            Twem::Arg2 => argc == 4,
+            Twem::Arg3 => argc == 5,
+            Twem::Argn | Twem::Argx => argc >= 2,
+            Twem::Argkvx => argc >= 3 && argc % 2 == 1,
+            Twem::Argeval => {
+                let keys = numkeys.and_then(crate::resp::parse_i64).unwrap_or(0);
+                argc >= 4 && keys >= 1 && keys as usize <= argc - 3
+            }
+        }
+    }
 }
 
 impl Spec {
@@ -67,6 +120,45 @@ impl Spec {
             argc as isize >= -a
         }
     }
+}
+
+/// Where a request may travel to the backends, given what they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// On a shared connection, like any request.
+    Shared,
+    /// On a connection of its own: the backends' tier is not known yet and this request may
+    /// make a twemproxy close the connection it travels on.
+    Alone,
+    /// Not at all: the backends would close the connection on it. The error to answer.
+    Refuse(String),
+}
+
+/// How `req` fits backends of tier `tier` (`None`: not known yet). Redis serves everything
+/// and Codis refuses what it does not serve with an error; twemproxy closes the connection on
+/// any request outside its dialect (`Spec::twemproxy`), failing every other request on it.
+pub fn fit(tier: Option<Tier>, req: &Request) -> Fit {
+    if matches!(tier, Some(Tier::Redis | Tier::Codis)) {
+        return Fit::Shared;
+    }
+    let spec = req.spec();
+    if spec.is_some_and(|s| s.twemproxy.accepts(req.argc(), req.arg(2))) {
+        return Fit::Shared;
+    }
+    if tier.is_none() {
+        return Fit::Alone;
+    }
+    Fit::Refuse(match spec {
+        Some(s) if s.twemproxy != Twem::No => format!(
+            "ERR {} with these arguments is not supported by the twemproxy backends",
+            s.name
+        ),
+        Some(s) => format!("ERR {} is not supported by the twemproxy backends", s.name),
+        None => format!(
+            "ERR unknown command '{}': the twemproxy backends serve only the commands they know",
+            String::from_utf8_lossy(req.arg(0).unwrap_or_default())
+        ),
+    })
 }
 
 /// Commands respite answers itself.
@@ -492,5 +584,35 @@ mod tests {
         let s = CommandTable::subcommand("CLIENT", b"setname").unwrap();
         assert_eq!((s.name, s.arity), ("SETNAME", 3));
         assert!(CommandTable::subcommand("CLIENT", b"nope").is_none());
+    }
+
+    #[test]
+    fn requests_fit_the_tier_of_the_backends() {
+        let t = CommandTable::new();
+        let req =
+            |args: &[&[u8]]| Request::new(crate::resp::encode_request(args), t.lookup(args[0]), 0);
+        let twem = Some(Tier::Twemproxy);
+        assert_eq!(fit(twem, &req(&[b"GET", b"k"])), Fit::Shared);
+        assert_eq!(
+            fit(twem, &req(&[b"MSET", b"a", b"1", b"b", b"2"])),
+            Fit::Shared
+        );
+        assert_eq!(fit(twem, &req(&[b"EVAL", b"s", b"1", b"k"])), Fit::Shared);
+        let refused = |args: &[&[u8]]| matches!(fit(twem, &req(args)), Fit::Refuse(_));
+        assert!(
+            refused(&[b"EVAL", b"s", b"0"]),
+            "twemproxy needs a key to hash"
+        );
+        assert!(refused(&[b"EXPIRE", b"k", b"1", b"NX"]));
+        assert!(refused(&[b"COMMAND", b"DOCS"]));
+        assert!(refused(&[b"CONFIG", b"GET", b"x"]));
+        assert!(refused(&[b"NOSUCH"]));
+        assert_eq!(fit(None, &req(&[b"COMMAND", b"DOCS"])), Fit::Alone);
+        assert_eq!(fit(None, &req(&[b"GET", b"k"])), Fit::Shared);
+        assert_eq!(fit(Some(Tier::Redis), &req(&[b"NOSUCH"])), Fit::Shared);
+        let Fit::Refuse(why) = fit(twem, &req(&[b"MULTI"])) else {
+            panic!("refused");
+        };
+        assert_eq!(why, "ERR MULTI is not supported by the twemproxy backends");
     }
 }

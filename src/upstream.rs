@@ -13,7 +13,8 @@
 
 use crate::backend::Origin;
 use crate::conns::ConnRef;
-use crate::health::{Ask, Health, Tier};
+pub use crate::health::Tier;
+use crate::health::{Ask, Health};
 use crate::histogram::Histogram;
 use crate::picker::Picker;
 use bytes::Bytes;
@@ -246,6 +247,9 @@ pub struct Upstreams {
     pub shards: Vec<Backend>,
     /// The configured pub/sub target, if any (at most one).
     pub pubsub: Vec<Backend>,
+    /// What the backends are, together (`refresh_tier`): the most restrictive tier among those
+    /// known, `None` while none is.
+    pub tier: Option<Tier>,
 }
 
 impl Upstreams {
@@ -265,7 +269,21 @@ impl Upstreams {
                 .collect(),
             shards: shards.iter().map(|&a| Backend::single(a, now)).collect(),
             pubsub: pubsub.iter().map(|&a| Backend::single(a, now)).collect(),
+            tier: None,
         }
+    }
+
+    /// Recomputes `tier` after a backend's tier was learned or the list changed. A fleet that
+    /// mixes tiers is taken as its most restrictive one: twemproxy, then Codis, then Redis. A
+    /// backend not learned yet (unreachable since the start) does not count.
+    pub fn refresh_tier(&mut self) {
+        let rank = |t: &Tier| match t {
+            Tier::Redis => 0,
+            Tier::Codis => 1,
+            Tier::Twemproxy => 2,
+        };
+        let live = self.backends.iter().filter(|b| !b.retired);
+        self.tier = live.filter_map(|b| b.tier).max_by_key(rank);
     }
 
     /// The backend, shard or pub/sub target `u` names.
@@ -384,6 +402,7 @@ impl Upstreams {
             Backend::pooled(a, pool, now)
         });
         let (sa, sr) = reconcile(&mut self.shards, shards, now, |a| Backend::single(a, now));
+        self.refresh_tier();
         (ba, br, sa, sr)
     }
 }
@@ -489,5 +508,25 @@ mod tests {
             "the promoted replica covers it"
         );
         assert_eq!(ups.pubsub_target(), Some(Upstream::shard(0)));
+    }
+
+    #[test]
+    fn the_fleet_takes_its_most_restrictive_tier_once_every_backend_is_known() {
+        let now = Instant::now();
+        let mut ups = Upstreams::new(&[addr(1), addr(2)], 1, &[], None, now);
+        ups.refresh_tier();
+        assert_eq!(ups.tier, None, "none is known");
+        ups.backends[0].tier = Some(Tier::Redis);
+        ups.refresh_tier();
+        assert_eq!(
+            ups.tier,
+            Some(Tier::Redis),
+            "one not learned yet does not count"
+        );
+        ups.backends[1].tier = Some(Tier::Twemproxy);
+        ups.refresh_tier();
+        assert_eq!(ups.tier, Some(Tier::Twemproxy));
+        ups.reconcile(&[addr(1)], 1, &[], now);
+        assert_eq!(ups.tier, Some(Tier::Redis), "the twemproxy left");
     }
 }

@@ -3,12 +3,12 @@
 
 use super::Proxy;
 use crate::backend::Origin;
-use crate::command::FanoutCmd;
+use crate::command::{fit, FanoutCmd, Fit};
 use crate::conns::ConnRef;
 use crate::fanout::{self, merge, Fanout, Merge};
 use crate::request::Request;
 use crate::resp;
-use crate::upstream::Upstream;
+use crate::upstream::{Group, Upstream};
 use bytes::Bytes;
 
 impl Proxy {
@@ -40,8 +40,19 @@ impl Proxy {
             Err(answer) => return self.complete(origin, answer),
         };
         let part_labels = plan.parts.iter().map(|&i| labels[i].clone()).collect();
-        // A kill must not queue behind the script it kills: it goes on a connection of its own.
-        let own_connection = plan.merge == Merge::AnyKilled;
+        // A kill must not queue behind the script it kills: it goes on a connection of its own;
+        // so does what may make backends of a tier not known yet close their connection.
+        let to_backends = targets.first().is_some_and(|u| u.group == Group::Backend);
+        let fits = if to_backends {
+            fit(self.ups.tier, req)
+        } else {
+            Fit::Shared
+        };
+        let own_connection = match fits {
+            Fit::Refuse(why) => return self.complete(origin, resp::error(&why)),
+            Fit::Alone => true,
+            Fit::Shared => plan.merge == Merge::AnyKilled,
+        };
         let id = self
             .fanouts
             .insert(Fanout::new(client, seq, plan.merge, part_labels));

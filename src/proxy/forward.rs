@@ -3,6 +3,7 @@
 
 use super::{Proxy, BACKEND_QUEUE_PAUSE_BYTES};
 use crate::backend::{BackendConn, Origin};
+use crate::command::{fit, Fit};
 use crate::conns::Conn;
 use crate::conns::ConnRef;
 use crate::pending::Tag;
@@ -10,7 +11,7 @@ use crate::request::Request;
 use crate::resp;
 use crate::resp::reply;
 use crate::resp3::{shape_for, Shape};
-use crate::upstream::Upstream;
+use crate::upstream::{Group, Upstream};
 use bytes::Bytes;
 use log::debug;
 use mio::net::TcpStream;
@@ -19,6 +20,9 @@ use std::io;
 impl Proxy {
     /// Sends a request with a reply slot to connection `slot` of `u` (the pub/sub target).
     pub(super) fn forward_to(&mut self, token: usize, req: Request, u: Upstream, slot: usize) {
+        if let Some(refusal) = self.backends_refuse(u, &req) {
+            return self.reply_now(token, &req, refusal);
+        }
         let Some(origin) = self.slot_origin(token, &req) else {
             return;
         };
@@ -31,8 +35,15 @@ impl Proxy {
         }
     }
 
-    /// Sends a request with a reply slot to a backend (the client's, or the picker's).
+    /// Sends a request with a reply slot to a backend (the client's, or the picker's) — on a
+    /// connection of its own, or not at all, if it would make the backends close their
+    /// connection (`command::fit`).
     pub(super) fn forward(&mut self, token: usize, req: Request) {
+        match fit(self.ups.tier, &req) {
+            Fit::Shared => {}
+            Fit::Alone => return self.forward_alone(token, req),
+            Fit::Refuse(why) => return self.reply_now(token, &req, resp::error(&why)),
+        }
         // After a blocking command, the client's requests stay on its session connection until
         // it is idle, so they keep their order.
         let session = self.conns.client(token).and_then(|c| c.session);
@@ -48,6 +59,36 @@ impl Proxy {
         }
         if let Some(origin) = self.slot_origin(token, &req) {
             self.send(origin, req.bytes);
+        }
+    }
+
+    /// The error to answer `req` with if `u` is a backend that would close the connection on it
+    /// (a session or the pub/sub target is a connection of its own: only a known twemproxy
+    /// refuses).
+    pub(super) fn backends_refuse(&self, u: Upstream, req: &Request) -> Option<Bytes> {
+        if u.group != Group::Backend {
+            return None;
+        }
+        match fit(self.ups.tier, req) {
+            Fit::Refuse(why) => Some(resp::error(&why)),
+            Fit::Shared | Fit::Alone => None,
+        }
+    }
+
+    /// Sends `req` to a backend on a connection of its own, closed once it is answered.
+    fn forward_alone(&mut self, token: usize, req: Request) {
+        let Some(b) = self.ups.pick(&mut self.picker) else {
+            return self.reply_now(token, &req, reply::NO_BACKEND);
+        };
+        let u = Upstream::backend(b);
+        let Some(conn) = self.open_oneshot_conn(u) else {
+            let label = &self.ups.get(u).label;
+            let failed = resp::error(&format!("ERR backend {label} connection failed"));
+            return self.reply_now(token, &req, failed);
+        };
+        if let Some(origin) = self.slot_origin(token, &req) {
+            self.ups.get_mut(u).requests += 1;
+            self.enqueue(conn, origin, req.bytes);
         }
     }
 

@@ -13,6 +13,7 @@ use crate::client::ClientConn;
 use crate::command::{CommandId, Route};
 use crate::command_table::COMMANDS;
 use crate::conns::{Conn, ConnRef};
+use crate::health::Tier;
 use crate::net;
 use crate::pending::Tag;
 use crate::request::Request;
@@ -177,6 +178,7 @@ impl Proxy {
             conns,
             commands,
             config,
+            ups,
             ..
         } = self;
         let Some(c) = conns.client_mut(token) else {
@@ -186,6 +188,8 @@ impl Proxy {
             return step;
         }
         let plain = c.plain();
+        // Behind twemproxy (or before the tier is known), only what it parses forms runs.
+        let any_request = matches!(ups.tier, Some(Tier::Redis | Tier::Codis));
         let room = config.client_max_pending.saturating_sub(c.pending.len());
         loop {
             if c.rbuf.len() == run.len {
@@ -205,8 +209,9 @@ impl Proxy {
                 }
                 _ => None,
             };
-            if let (Ok(Some(Frame::Multibulk { len, .. })), Some(id)) = (&frame, id) {
-                if plain && commands.route(id) == Route::Forward {
+            if let (Ok(Some(Frame::Multibulk { len, argc, .. })), Some(id)) = (&frame, id) {
+                let fits = || any_request || commands.spec(id).twemproxy.accepts(*argc, None);
+                if plain && commands.route(id) == Route::Forward && fits() {
                     if !run.takes(id) {
                         // Another command: it starts the next run (scanned again then).
                         return Step::SendRun;

@@ -177,6 +177,11 @@ pub struct Proxy {
     next_tick: Instant,
     next_idle_check: Instant,
     next_ops_sample: Instant,
+    /// Clients wait in the listen backlog until this, or until the probes have learned what
+    /// every backend is (`discovering`).
+    discovery_deadline: Instant,
+    /// A client arrived while discovering: accept once it is over.
+    accept_deferred: bool,
     pub(crate) started: Instant,
     pub(crate) port: u16,
     pub(crate) worker_id: usize,
@@ -237,6 +242,8 @@ impl Proxy {
             next_tick: now,
             next_idle_check: now,
             next_ops_sample: now,
+            discovery_deadline: now + 3 * config.health_timeout,
+            accept_deferred: false,
             started: now,
             port,
             worker_id: 0,
@@ -305,6 +312,10 @@ impl Proxy {
             if self.now >= self.next_tick {
                 self.on_tick();
             }
+            if self.accept_deferred && !self.discovering() {
+                self.accept_deferred = false;
+                self.accept();
+            }
             self.flush_dirty();
             if self.draining_until.is_some() && self.drained() {
                 info!("shutdown complete");
@@ -315,6 +326,7 @@ impl Proxy {
 
     fn on_event(&mut self, event: &mio::event::Event) {
         match event.token() {
+            LISTENER if self.discovering() => self.accept_deferred = true,
             LISTENER => self.accept(),
             METRICS => self.accept_http(),
             WAKER => {
@@ -397,6 +409,19 @@ impl Proxy {
                 _ => {}
             }
         }
+    }
+
+    /// True while the loop has just started and the probes are still learning what the
+    /// backends are (a few round trips; at most three probe timeouts): clients are accepted
+    /// once it is known, so that no request is sent before respite knows what the backends
+    /// serve and whether they speak RESP3.
+    fn discovering(&self) -> bool {
+        self.now < self.discovery_deadline
+            && self
+                .ups
+                .backends
+                .iter()
+                .any(|b| b.discovering && b.health.up && !b.retired)
     }
 
     /// Adds a connection to the slab and registers its socket once, for READABLE|WRITABLE.

@@ -173,7 +173,9 @@ impl Proxy {
                 resp3 == Some(true)
             );
         }
-        if be.learn(tier, resp3, false) {
+        let over = be.learn(tier, resp3, false);
+        self.ups.refresh_tier();
+        if over {
             self.release_parked(u);
         }
     }

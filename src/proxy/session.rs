@@ -188,6 +188,10 @@ impl Proxy {
                 return None;
             }
         };
+        if let Some(refusal) = self.backends_refuse(target, req) {
+            self.reply_now(token, req, refusal);
+            return None;
+        }
         if let Some(s) = existing {
             if s.target == target && live.is_some() {
                 return Some(s.conn.token);
