@@ -34,6 +34,16 @@ class Run:
             self.failures.append(what)
         return ok
 
+    def attempt(self, what, body):
+        """`body()`, or None when it raised: a failed check (its traceback goes to stderr), and
+        the run goes on with what does not depend on it."""
+        try:
+            return body()
+        except Exception as e:
+            traceback.print_exc()
+            self.check(False, f"{what}: {type(e).__name__}: {e}")
+            return None
+
     def main(self, body):
         """Runs `body(self)`: an exception it raises is a failed check, its traceback goes to
         stderr, and the summary line is printed whatever happened. Never returns."""
