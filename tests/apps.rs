@@ -1,5 +1,6 @@
 //! Real applications through respite, each with its default options: RQ, Celery, BullMQ,
-//! node-redis (RESP3 and RESP2) and redis-py's asyncio client (RESP3 and RESP2). A driver script
+//! node-redis (RESP3 and RESP2) and redis-py's asyncio client (RESP3 and RESP2); RQ and BullMQ
+//! also with their client switched to RESP2 (their defaults speak RESP3). A driver script
 //! per application (`tests/py/*.py`, `tests/node/*.js`, installed by `scripts/install-deps`) runs
 //! a fixed, bounded workload, verifies its results itself and prints one JSON line whose last key
 //! is `elapsed`. Each test runs its driver against a fresh redis-server directly, then through
@@ -188,6 +189,11 @@ fn rq_jobs_with_dependencies_failures_retries_and_scheduling_work_through_respit
 }
 
 #[test]
+fn rq_over_resp2_jobs_with_dependencies_failures_retries_and_scheduling_work_through_respite() {
+    direct_and_through_respite(App::python("rq resp2", "rq_app.py", &["2"]));
+}
+
+#[test]
 fn celery_groups_chords_retries_and_failures_work_through_respite() {
     direct_and_through_respite(App::python("celery", "celery_run.py", &[]));
 }
@@ -195,6 +201,11 @@ fn celery_groups_chords_retries_and_failures_work_through_respite() {
 #[test]
 fn bullmq_jobs_delays_backoff_and_queue_events_work_through_respite() {
     direct_and_through_respite(App::node("bullmq", "bullmq_app.js", &[]));
+}
+
+#[test]
+fn bullmq_over_resp2_jobs_delays_backoff_and_queue_events_work_through_respite() {
+    direct_and_through_respite(App::node("bullmq resp2", "bullmq_app.js", &["2"]));
 }
 
 #[test]

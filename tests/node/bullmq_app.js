@@ -3,9 +3,10 @@
 // third attempt with exponential backoff, and a job that fails for good. A QueueEvents counts
 // the `completed` and `failed` events, and `waitUntilFinished` awaits three of the jobs, asked
 // before the Worker starts so that only the events can answer. Prints one JSON line; exits 1
-// when a check fails or after 45 s.
+// when a check fails or after 45 s. With `2` after the port, ioredis speaks RESP2
+// (`protocol: 2`) instead of its default RESP3.
 //
-// usage: node bullmq_app.js PORT
+// usage: node bullmq_app.js PORT [2]
 const { Queue, QueueEvents, Worker } = require("bullmq");
 const { Run, waitFor, within } = require("./app_run");
 
@@ -13,6 +14,7 @@ const WAIT_MS = 10000;
 
 async function main(run) {
   const connection = { host: "127.0.0.1", port: Number(process.argv[2]) };
+  if (process.argv[3] === "2") connection.protocol = 2;
   const queue = new Queue("apps", { connection });
   const events = new QueueEvents("apps", { connection });
   const seen = { completed: 0, failed: 0 };

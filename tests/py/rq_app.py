@@ -4,8 +4,10 @@ on the scheduled one (`depends_on`, so they wait for it although they were enque
 that fails into the FailedJobRegistry and leaves its dependent deferred, and a job that succeeds
 on its retry. One `rq worker --with-scheduler` child runs them all; it is stopped by its PID once
 every job has settled (20 s at most). Prints one JSON line; exits 1 when a check fails.
+With `2` after the port, the driver and the worker speak RESP2 (`protocol=2`) instead of
+redis-py's default RESP3.
 
-usage: rq_app.py PORT
+usage: rq_app.py PORT [2]
 """
 import os
 import sys
@@ -24,7 +26,9 @@ SETTLE_SECONDS = 20
 
 def main(run):
     port = int(sys.argv[1])
-    redis = Redis(host="127.0.0.1", port=port)
+    resp2 = sys.argv[2:] == ["2"]
+    redis = Redis(host="127.0.0.1", port=port, **({"protocol": 2} if resp2 else {}))
+    url = f"redis://127.0.0.1:{port}" + ("?protocol=2" if resp2 else "")
     queue = Queue("apps", connection=redis)
 
     adds = [queue.enqueue(rq_jobs.add, i, i) for i in range(20)]
@@ -56,7 +60,7 @@ def main(run):
     here = os.path.dirname(os.path.abspath(__file__))
     rq = os.path.join(os.path.dirname(sys.executable), "rq")
     worker = Child(
-        [rq, "worker", "--with-scheduler", "--url", f"redis://127.0.0.1:{port}", "--path", here,
+        [rq, "worker", "--with-scheduler", "--url", url, "--path", here,
          "apps"]
     )
     settling = [j for j in adds + [first, at, second, third, flaky] if j is not None]
