@@ -392,3 +392,37 @@ fn max_session_connections_is_enforced_with_a_clear_error() {
     });
     assert!(freed, "the slot frees when its client leaves");
 }
+
+#[test]
+fn a_client_that_closes_while_blocked_is_dropped_at_once() {
+    let a = RedisServer::start();
+    let proxy = TestProxy::over(&[&a]);
+    let mut raw = proxy.raw();
+    raw.send(&encode_request(&[&b"BLPOP"[..], b"never", b"10"]));
+    std::thread::sleep(Duration::from_millis(100));
+    raw.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let started = std::time::Instant::now();
+    assert!(raw.is_closed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut a.client())
+        .unwrap();
+    let blocked = clients.lines().filter(|l| l.contains("cmd=blpop")).count();
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut a.client())
+                .unwrap();
+            !list.contains("cmd=blpop")
+        }),
+        "its session is gone from the backend too ({blocked} were blocked)"
+    );
+}

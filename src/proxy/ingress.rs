@@ -114,9 +114,27 @@ impl Proxy {
         let read_closed = c.read_closed;
         self.process_input(token);
         if read_closed {
-            // A client that half-closed with nothing pending is done now.
+            if self.blocked_on_session(token) {
+                // As Redis does: a client gone while blocked, in a transaction or subscribed is
+                // dropped at once, its blocking command with it.
+                return self.close_client(token, "closed while blocked");
+            }
+            // Else it is closed once its replies are written (at once with nothing pending).
             self.mark_client_dirty(token);
         }
+    }
+
+    /// True if the client waits on its session connection (a blocking command, a transaction,
+    /// a subscription) — not on a streamed request, whose answer it still wants.
+    fn blocked_on_session(&self, token: usize) -> bool {
+        let session = self.conns.client(token).and_then(|c| c.session);
+        session.is_some_and(|s| {
+            !s.closing
+                && self
+                    .conns
+                    .live_backend(s.conn)
+                    .is_some_and(|bc| !bc.pipe.is_idle())
+        })
     }
 
     /// Frames and routes every complete request in the client's read buffer, until backpressure
