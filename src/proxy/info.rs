@@ -3,7 +3,7 @@
 
 use super::Proxy;
 use crate::stats::{ProcessUsage, REDIS_VERSION};
-use crate::upstream::Role;
+use crate::upstream::{Role, Tier};
 use std::fmt::Write;
 
 const SECTIONS: [&str; 11] = [
@@ -127,9 +127,20 @@ impl Proxy {
                 .count();
             let _ = write!(
                 out,
-                "backend{i}:addr={},state={},fails={},connections={conns},requests={},errors={},transitions={},p50_usec={},p99_usec={}\r\n",
+                "backend{i}:addr={},state={},tier={},resp3={},fails={},connections={conns},requests={},errors={},transitions={},p50_usec={},p99_usec={}\r\n",
                 b.label,
                 if b.health.up { "up" } else { "down" },
+                match b.tier {
+                    Some(Tier::Redis) => "redis",
+                    Some(Tier::Twemproxy) => "twemproxy",
+                    Some(Tier::Codis) => "codis",
+                    None => "unknown",
+                },
+                match b.resp3 {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "unknown",
+                },
                 b.health.fails,
                 b.requests,
                 b.errors,
