@@ -10,7 +10,7 @@
 //!
 //! One `mio` event loop on one thread owns every connection (`proxy.rs`). A request's raw bytes
 //! are forwarded unchanged; a reply's raw bytes are returned unchanged, cut at frame boundaries by
-//! a resumable scanner (`resp.rs`). See `README.md` for the architecture and configuration.
+//! a resumable scanner (`resp/`). See `README.md` for the architecture and configuration.
 
 pub mod backend;
 pub mod client;
