@@ -526,7 +526,6 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
 /// Splits an inline command line into arguments like Redis's `sdssplitargs`: whitespace
 /// separated, with `"..."` (C escapes, `\xHH`) and `'...'` (only `\'`) quoting.
 pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
-    const UNBALANCED: FrameError = FrameError("unbalanced quotes in request");
     let mut args = Vec::new();
     let mut i = 0;
     loop {
@@ -538,71 +537,8 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
         }
         let mut arg = Vec::new();
         match line[i] {
-            b'"' => {
-                i += 1;
-                loop {
-                    match line.get(i) {
-                        None => return Err(UNBALANCED),
-                        Some(b'"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(b'\\')
-                            if line.get(i + 1) == Some(&b'x')
-                                && i + 3 < line.len()
-                                && hex(line[i + 2]).is_some()
-                                && hex(line[i + 3]).is_some() =>
-                        {
-                            let (h, l) =
-                                (hex(line[i + 2]).unwrap_or(0), hex(line[i + 3]).unwrap_or(0));
-                            arg.push(h << 4 | l);
-                            i += 4;
-                        }
-                        Some(b'\\') if i + 1 < line.len() => {
-                            arg.push(match line[i + 1] {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 8,
-                                b'a' => 7,
-                                c => c,
-                            });
-                            i += 2;
-                        }
-                        Some(&c) => {
-                            arg.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                // A closing quote must be followed by a space or the end of the line.
-                if i < line.len() && !line[i].is_ascii_whitespace() {
-                    return Err(UNBALANCED);
-                }
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    match line.get(i) {
-                        None => return Err(UNBALANCED),
-                        Some(b'\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
-                            arg.push(b'\'');
-                            i += 2;
-                        }
-                        Some(&c) => {
-                            arg.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                if i < line.len() && !line[i].is_ascii_whitespace() {
-                    return Err(UNBALANCED);
-                }
-            }
+            b'"' => i = double_quoted(line, i + 1, &mut arg)?,
+            b'\'' => i = single_quoted(line, i + 1, &mut arg)?,
             _ => {
                 while i < line.len() && !line[i].is_ascii_whitespace() {
                     arg.push(line[i]);
@@ -612,6 +548,79 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
         }
         args.push(arg);
     }
+}
+
+const UNBALANCED_QUOTES: FrameError = FrameError("unbalanced quotes in request");
+
+/// The rest of a `"..."` argument, from `line[i]` just past the opening quote, into `arg`:
+/// C escapes and `\xHH` are decoded. Returns the offset after the closing quote.
+fn double_quoted(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Result<usize, FrameError> {
+    loop {
+        match line.get(i) {
+            None => return Err(UNBALANCED_QUOTES),
+            Some(b'"') => {
+                i += 1;
+                break;
+            }
+            Some(b'\\')
+                if line.get(i + 1) == Some(&b'x')
+                    && i + 3 < line.len()
+                    && hex(line[i + 2]).is_some()
+                    && hex(line[i + 3]).is_some() =>
+            {
+                let (h, l) = (hex(line[i + 2]).unwrap_or(0), hex(line[i + 3]).unwrap_or(0));
+                arg.push(h << 4 | l);
+                i += 4;
+            }
+            Some(b'\\') if i + 1 < line.len() => {
+                arg.push(match line[i + 1] {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 8,
+                    b'a' => 7,
+                    c => c,
+                });
+                i += 2;
+            }
+            Some(&c) => {
+                arg.push(c);
+                i += 1;
+            }
+        }
+    }
+    // A closing quote must be followed by a space or the end of the line.
+    if i < line.len() && !line[i].is_ascii_whitespace() {
+        return Err(UNBALANCED_QUOTES);
+    }
+    Ok(i)
+}
+
+/// The rest of a `'...'` argument, from `line[i]` just past the opening quote, into `arg`:
+/// only `\'` is an escape. Returns the offset after the closing quote.
+fn single_quoted(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Result<usize, FrameError> {
+    loop {
+        match line.get(i) {
+            None => return Err(UNBALANCED_QUOTES),
+            Some(b'\'') => {
+                i += 1;
+                break;
+            }
+            Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                arg.push(b'\'');
+                i += 2;
+            }
+            Some(&c) => {
+                arg.push(c);
+                i += 1;
+            }
+        }
+    }
+    // A closing quote must be followed by a space or the end of the line.
+    if i < line.len() && !line[i].is_ascii_whitespace() {
+        return Err(UNBALANCED_QUOTES);
+    }
+    Ok(i)
 }
 
 fn hex(c: u8) -> Option<u8> {
