@@ -34,19 +34,13 @@ fn get_set_pipeline(n: usize) -> Vec<u8> {
     out
 }
 
-fn frame_len(frame: &Frame) -> usize {
-    match frame {
-        Frame::Multibulk { len, .. } | Frame::Empty { len } | Frame::Inline { len, .. } => *len,
-    }
-}
-
 /// Scans every request of `input` (all present at once); returns the request count.
 fn scan_requests(input: &[u8], limits: &Limits) -> usize {
     let mut sc = RequestScanner::new();
     let mut at = 0;
     let mut n = 0;
     while let Ok(Some(frame)) = sc.scan(&input[at..], limits) {
-        at += frame_len(&frame);
+        at += frame.consumed();
         n += 1;
     }
     n
@@ -59,7 +53,7 @@ fn scan_requests_in_reads(input: &[u8], limits: &Limits) -> usize {
     while end < input.len() {
         end = (end + READ_CHUNK_BYTES).min(input.len());
         while let Ok(Some(frame)) = sc.scan(&input[start..end], limits) {
-            start += frame_len(&frame);
+            start += frame.consumed();
             n += 1;
         }
     }

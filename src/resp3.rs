@@ -234,107 +234,133 @@ impl Walker<'_> {
         Some(Some(n / per))
     }
 
+    /// Copies one value rewritten into `shape`; `None` if it is not of that shape.
     fn value(&mut self, shape: Shape, out: &mut BytesMut) -> Option<()> {
         match shape {
             Shape::Plain => self.plain(out),
             Shape::Double => self.double(out),
-            Shape::Verbatim => {
-                let start = self.pos;
-                let (kind, line) = self.header()?;
-                let n = if kind == b'$' { parse_i64(line)? } else { -2 };
-                if n < 0 {
-                    self.pos = start;
-                    return self.plain(out);
-                }
-                out.put_u8(b'=');
-                crate::resp::put_decimal(out, n + 4);
-                out.put_slice(b"\r\ntxt:");
-                out.put_slice(self.buf.get(self.pos..self.pos + n as usize + 2)?);
-                self.pos += n as usize + 2;
-                Some(())
-            }
-            Shape::Map | Shape::Set | Shape::Push => {
-                let (kind, per) = match shape {
-                    Shape::Map => (b'%', 2),
-                    Shape::Set => (b'~', 1),
-                    _ => (b'>', 1),
-                };
-                let Some(n) = self.aggregate(kind, per, out)? else {
-                    return Some(());
-                };
-                for _ in 0..n * per {
-                    self.plain(out)?;
-                }
-                Some(())
-            }
+            Shape::Verbatim => self.verbatim(out),
+            Shape::Map => self.retyped(b'%', 2, out),
+            Shape::Set => self.retyped(b'~', 1, out),
+            Shape::Push => self.retyped(b'>', 1, out),
             Shape::ArrayOfDoubles | Shape::ArrayOfMaps | Shape::ArrayOfDoubleTuples => {
-                let Some(n) = self.aggregate(b'*', 1, out)? else {
-                    return Some(());
-                };
-                for _ in 0..n {
-                    match shape {
-                        Shape::ArrayOfDoubles => self.double(out)?,
-                        Shape::ArrayOfMaps => self.value(Shape::Map, out)?,
-                        _ => match self.peek_array() {
-                            Some(m) if m >= 0 => {
-                                self.header()?;
-                                out.put_u8(b'*');
-                                crate::resp::put_decimal(out, m);
-                                out.put_slice(b"\r\n");
-                                for _ in 0..m {
-                                    self.double(out)?;
-                                }
-                            }
-                            _ => self.plain(out)?,
-                        },
-                    }
-                }
-                Some(())
+                self.array_of(shape, out)
             }
-            Shape::ScorePairs | Shape::ValuePairs => {
-                let Some(n) = self.aggregate(b'*', 2, out)? else {
-                    return Some(());
-                };
-                for _ in 0..n {
-                    out.put_slice(b"*2\r\n");
-                    self.plain(out)?;
-                    if shape == Shape::ScorePairs {
-                        self.double(out)?;
-                    } else {
-                        self.plain(out)?;
-                    }
-                }
-                Some(())
-            }
-            Shape::ScorePair | Shape::KeyScorePair => {
-                let Some(n) = self.aggregate(b'*', 1, out)? else {
-                    return Some(());
-                };
-                if n == 0 {
-                    return Some(());
-                }
-                for _ in 0..n - 1 {
-                    self.plain(out)?;
-                }
-                self.double(out)
-            }
-            Shape::KeyScorePairs => {
-                let Some(n) = self.aggregate(b'*', 1, out)? else {
-                    return Some(());
-                };
-                if n != 2 {
-                    return None;
-                }
-                self.plain(out)?;
-                let Some(m) = self.aggregate(b'*', 1, out)? else {
-                    return Some(());
-                };
-                for _ in 0..m {
-                    self.value(Shape::ScorePair, out)?;
-                }
-                Some(())
+            Shape::ScorePairs | Shape::ValuePairs => self.pairs(shape, out),
+            Shape::ScorePair | Shape::KeyScorePair => self.ending_in_double(out),
+            Shape::KeyScorePairs => self.key_score_pairs(out),
+        }
+    }
+
+    /// A bulk string as a verbatim string (`=N`, `txt:`); anything else is copied as is.
+    fn verbatim(&mut self, out: &mut BytesMut) -> Option<()> {
+        let start = self.pos;
+        let (kind, line) = self.header()?;
+        let n = if kind == b'$' { parse_i64(line)? } else { -2 };
+        if n < 0 {
+            self.pos = start;
+            return self.plain(out);
+        }
+        out.put_u8(b'=');
+        crate::resp::put_decimal(out, n + 4);
+        out.put_slice(b"\r\ntxt:");
+        out.put_slice(self.buf.get(self.pos..self.pos + n as usize + 2)?);
+        self.pos += n as usize + 2;
+        Some(())
+    }
+
+    /// An array retyped as `kind` with `n / per` elements (a map of pairs, a set, a push); the
+    /// elements are copied with their nulls rewritten.
+    fn retyped(&mut self, kind: u8, per: i64, out: &mut BytesMut) -> Option<()> {
+        let Some(n) = self.aggregate(kind, per, out)? else {
+            return Some(());
+        };
+        for _ in 0..n * per {
+            self.plain(out)?;
+        }
+        Some(())
+    }
+
+    /// An array of doubles, of maps, or (GEOPOS) of arrays of doubles.
+    fn array_of(&mut self, shape: Shape, out: &mut BytesMut) -> Option<()> {
+        let Some(n) = self.aggregate(b'*', 1, out)? else {
+            return Some(());
+        };
+        for _ in 0..n {
+            match shape {
+                Shape::ArrayOfDoubles => self.double(out)?,
+                Shape::ArrayOfMaps => self.value(Shape::Map, out)?,
+                _ => self.double_tuple(out)?,
             }
         }
+        Some(())
+    }
+
+    /// One GEOPOS position: an array of doubles, or a null.
+    fn double_tuple(&mut self, out: &mut BytesMut) -> Option<()> {
+        match self.peek_array() {
+            Some(m) if m >= 0 => {
+                self.header()?;
+                out.put_u8(b'*');
+                crate::resp::put_decimal(out, m);
+                out.put_slice(b"\r\n");
+                for _ in 0..m {
+                    self.double(out)?;
+                }
+                Some(())
+            }
+            _ => self.plain(out),
+        }
+    }
+
+    /// A flat array of pairs as an array of 2-element arrays; with `ScorePairs`, the second of
+    /// each pair is a double.
+    fn pairs(&mut self, shape: Shape, out: &mut BytesMut) -> Option<()> {
+        let Some(n) = self.aggregate(b'*', 2, out)? else {
+            return Some(());
+        };
+        for _ in 0..n {
+            out.put_slice(b"*2\r\n");
+            self.plain(out)?;
+            if shape == Shape::ScorePairs {
+                self.double(out)?;
+            } else {
+                self.plain(out)?;
+            }
+        }
+        Some(())
+    }
+
+    /// `[member, score]` or `[key, member, score]`: an array whose last element is a double.
+    fn ending_in_double(&mut self, out: &mut BytesMut) -> Option<()> {
+        let Some(n) = self.aggregate(b'*', 1, out)? else {
+            return Some(());
+        };
+        if n == 0 {
+            return Some(());
+        }
+        for _ in 0..n - 1 {
+            self.plain(out)?;
+        }
+        self.double(out)
+    }
+
+    /// `[key, [[member, score], ...]]` (ZMPOP, BZMPOP).
+    fn key_score_pairs(&mut self, out: &mut BytesMut) -> Option<()> {
+        let Some(n) = self.aggregate(b'*', 1, out)? else {
+            return Some(());
+        };
+        if n != 2 {
+            return None;
+        }
+        self.plain(out)?;
+        let Some(m) = self.aggregate(b'*', 1, out)? else {
+            return Some(());
+        };
+        for _ in 0..m {
+            self.value(Shape::ScorePair, out)?;
+        }
+        Some(())
     }
 }
 
