@@ -131,7 +131,10 @@ fn respite_authenticates_to_backends_with_backend_password() {
     assert_eq!(raw.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
     std::thread::sleep(Duration::from_millis(700));
     let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"backends"])).into_owned();
-    assert!(info.contains("state=up,") && info.contains(",fails=0,"), "{info}");
+    assert!(
+        info.contains("state=up,") && info.contains(",fails=0,"),
+        "{info}"
+    );
 }
 
 #[test]

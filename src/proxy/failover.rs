@@ -56,7 +56,7 @@ impl Proxy {
         self.ups.get_mut(u).errors += failed;
         self.stats.backend_errors += failed;
         self.unstick(u, &drained);
-        let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
+        let lost = self.conn_lost(u);
         self.fail_written(u, drained.written, &lost);
         self.reroute(u, drained.unsent, &lost);
     }
@@ -73,7 +73,7 @@ impl Proxy {
             u.kind(),
             u.index
         );
-        let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
+        let lost = self.conn_lost(u);
         self.drop_session_conn(token, Some(lost));
     }
 
@@ -90,11 +90,20 @@ impl Proxy {
             u.kind(),
             u.index
         );
-        let lost = resp::error(&format!("ERR {} {label} connection lost", u.kind()));
-        let drained = bc.pipe.drain();
-        let written = drained.written.into_iter().map(|(o, _)| o);
-        for origin in written.chain(drained.unsent.into_iter().map(|(o, _)| o)) {
-            self.complete(origin, lost.clone());
+        let lost = self.conn_lost(u);
+        self.fail_all(bc.pipe.drain(), &lost);
+    }
+
+    /// The error each request on a lost connection to `u` gets.
+    fn conn_lost(&self, u: Upstream) -> Bytes {
+        let label = &self.ups.get(u).label;
+        resp::error(&format!("ERR {} {label} connection lost", u.kind()))
+    }
+
+    /// Every request of a connection that is going away gets `error`, in order.
+    pub(super) fn fail_all(&mut self, drained: Drained, error: &Bytes) {
+        for origin in drained.into_origins() {
+            self.complete(origin, error.clone());
         }
     }
 

@@ -280,11 +280,7 @@ impl Proxy {
         let error = lost
             .clone()
             .unwrap_or_else(|| resp::error("ERR session connection closed"));
-        let drained = bc.pipe.drain();
-        let written = drained.written.into_iter().map(|(o, _)| o);
-        for o in written.chain(drained.unsent.into_iter().map(|(o, _)| o)) {
-            self.complete(o, error.clone());
-        }
+        self.fail_all(bc.pipe.drain(), &error);
         let Some(c) = self.conns.live_client_mut(owner) else {
             return;
         };

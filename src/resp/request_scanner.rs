@@ -558,10 +558,7 @@ fn double_quoted(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Result<usize, 
     loop {
         match line.get(i) {
             None => return Err(UNBALANCED_QUOTES),
-            Some(b'"') => {
-                i += 1;
-                break;
-            }
+            Some(b'"') => return after_quote(line, i + 1),
             Some(b'\\')
                 if line.get(i + 1) == Some(&b'x')
                     && i + 3 < line.len()
@@ -589,11 +586,6 @@ fn double_quoted(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Result<usize, 
             }
         }
     }
-    // A closing quote must be followed by a space or the end of the line.
-    if i < line.len() && !line[i].is_ascii_whitespace() {
-        return Err(UNBALANCED_QUOTES);
-    }
-    Ok(i)
 }
 
 /// The rest of a `'...'` argument, from `line[i]` just past the opening quote, into `arg`:
@@ -602,10 +594,7 @@ fn single_quoted(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Result<usize, 
     loop {
         match line.get(i) {
             None => return Err(UNBALANCED_QUOTES),
-            Some(b'\'') => {
-                i += 1;
-                break;
-            }
+            Some(b'\'') => return after_quote(line, i + 1),
             Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
                 arg.push(b'\'');
                 i += 2;
@@ -616,11 +605,14 @@ fn single_quoted(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Result<usize, 
             }
         }
     }
-    // A closing quote must be followed by a space or the end of the line.
-    if i < line.len() && !line[i].is_ascii_whitespace() {
-        return Err(UNBALANCED_QUOTES);
+}
+
+/// `i` is just past a closing quote, which must be followed by a space or the end of the line.
+fn after_quote(line: &[u8], i: usize) -> Result<usize, FrameError> {
+    match line.get(i) {
+        Some(c) if !c.is_ascii_whitespace() => Err(UNBALANCED_QUOTES),
+        _ => Ok(i),
     }
-    Ok(i)
 }
 
 fn hex(c: u8) -> Option<u8> {
