@@ -22,7 +22,7 @@ use crate::conns::ConnRef;
 use crate::net::OutQueue;
 use crate::pending::PendingQueue;
 use crate::pubsub::Subscriptions;
-use crate::resp::RequestScanner;
+use crate::resp::{Limits, RequestScanner};
 use crate::upstream::Upstream;
 use bytes::BytesMut;
 use mio::net::TcpStream;
@@ -178,6 +178,15 @@ impl ClientConn {
         }
         if self.out.is_empty() {
             self.out.shrink();
+        }
+    }
+
+    /// The limits its requests are scanned with: Redis's small ones until it authenticates.
+    pub fn limits(&self, configured: Limits) -> Limits {
+        if self.authed {
+            configured
+        } else {
+            configured.before_auth()
         }
     }
 

@@ -344,6 +344,7 @@ fn limits(cli: &Cli, file: &FileConfig) -> Result<Limits, ConfigError> {
             "max_inline_bytes",
             pick!(cli, file, max_inline_bytes, 64 << 10),
         )?,
+        unauthenticated: false,
     })
 }
 

@@ -273,7 +273,7 @@ fn malformed_frames_get_a_protocol_error_and_a_close_while_others_keep_working()
         b"*1\r\n$-5\r\n",
         b"*1\r\n$x\r\n",
         b"*1\r\n:1\r\n",
-        b"$4\r\nPING\r\n",
+        b"*1\r\n$-0\r\n",
         b"*1\r\n$999999999999\r\n",
     ];
     for b in bad {

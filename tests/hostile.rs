@@ -34,7 +34,7 @@ fn hostile_frames_get_an_error_and_a_close_and_leave_others_alone() {
         b"*-x\r\n".to_vec(),
         b"*1\r\n$1x\r\n".to_vec(),
         b"*2\r\n$3\r\nGET\r\n+k\r\n".to_vec(),
-        b"%1\r\n+a\r\n+b\r\n".to_vec(),
+        b"*1\r\n$04\r\nPING\r\n".to_vec(),
         vec![b'a'; 70 * 1024],
     ];
     for case in &cases {

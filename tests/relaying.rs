@@ -208,3 +208,95 @@ fn resp3_clients_of_a_twemproxy_backend_are_converted_without_waiting_long() {
         started.elapsed()
     );
 }
+
+/// Sends `bytes` in one write and reads until the server closes the connection or is quiet
+/// for 300 ms: the bytes that came back, and whether it closed.
+fn replies_to(mut raw: RawClient, bytes: &[u8]) -> (String, bool) {
+    use std::io::Read;
+    raw.send(bytes);
+    raw.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    for _ in 0..1000 {
+        match raw.stream.read(&mut chunk) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&got).into_owned(), true)
+            }
+            Err(_) => break,
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), false)
+}
+
+#[test]
+fn broken_streams_get_redis_protocol_errors_and_type_bytes_start_inline_commands() {
+    let redis = RedisServer::start();
+    let proxy = TestProxy::over(&[&redis]);
+    let long_inline = vec![b'a'; 70 * 1024];
+    let cases: &[&[u8]] = &[
+        b"*1\r\n:1\r\n",
+        b"*2\r\n$3\r\nGET\r\n+k\r\n",
+        b"*1\r\n$04\r\nPING\r\n",
+        b"*01\r\n$4\r\nPING\r\n",
+        b"*-0\r\n",
+        b"*1\r\n$-0\r\n",
+        b"*1\r\n$-3\r\n",
+        b"*x\r\n",
+        b"*1\r\n$1x\r\n",
+        b"$4\r\nPING\r\n",
+        b"%1\r\n+a\r\n+b\r\n",
+        b":1\r\nPING\r\n",
+        b"ECHO \"unbalanced\r\n",
+        b"ECHO 'a'b\r\n",
+        &long_inline,
+        b"*0\r\n*-1\r\nPING\r\n",
+    ];
+    for case in cases {
+        let direct = replies_to(RawClient::connect(redis.addr()), case);
+        let via = replies_to(proxy.raw(), case);
+        assert_eq!(via, direct, "{:?}", String::from_utf8_lossy(case));
+    }
+}
+
+#[test]
+fn unauthenticated_clients_get_redis_small_limits() {
+    let redis = RedisServer::start_with(&["--requirepass", "secret"]);
+    let proxy = TestProxy::over_with(&[&redis], |c| {
+        c.password = Some("secret".into());
+        c.backend_password = Some("secret".into());
+    });
+    let value = vec![b'v'; 16385];
+    let big = encode_request(&[&b"SET"[..], b"k", &value]);
+    let keys: Vec<&[u8]> = [
+        &b"DEL"[..],
+        b"a",
+        b"b",
+        b"c",
+        b"d",
+        b"e",
+        b"f",
+        b"g",
+        b"h",
+        b"i",
+        b"j",
+    ]
+    .into();
+    let many = encode_request(&keys);
+    let auth = encode_request(&[&b"AUTH"[..], b"secret"]);
+    let cases: Vec<Vec<u8>> = vec![
+        big.to_vec(),
+        many.to_vec(),
+        b"*1\r\n$16385\r\n".to_vec(),
+        b"*11\r\n".to_vec(),
+        [&auth[..], &big[..], &many[..]].concat(),
+    ];
+    for case in &cases {
+        let direct = replies_to(RawClient::connect(redis.addr()), case);
+        let via = replies_to(proxy.raw(), case);
+        assert_eq!(via, direct, "{:?}", String::from_utf8_lossy(&case[..40]));
+    }
+}

@@ -171,7 +171,7 @@ fn a_protocol_error_mid_stream_answers_the_request_and_closes_the_client() {
     raw.send(b":4\r\nbig2\r\n");
     assert_eq!(
         raw.reply(),
-        b"-ERR Protocol error: expected '$' for a bulk string argument\r\n"
+        b"-ERR Protocol error: expected '$', got ':'\r\n"
     );
     assert!(raw.is_closed(), "the client was not closed");
     assert!(

@@ -167,6 +167,7 @@ pub fn check_request_scanner(data: &[u8]) {
             max_args: 4,
             max_bulk_bytes: 16,
             max_inline_bytes: 32,
+            ..Limits::default()
         }
     } else {
         Limits::default()
@@ -430,7 +431,7 @@ pub fn check_differential(data: &[u8]) {
 /// - skips the two bytes after a bulk body without checking that they are CRLF; respite checks
 ///   (`ours` is then that error).
 pub fn reference_leniency(frame: &[u8], ours: &Result<Option<usize>, FrameError>) -> bool {
-    if matches!(ours, Err(FrameError(why)) if why.contains("not terminated by CRLF")) {
+    if matches!(ours, Err(FrameError::Text(why)) if why.contains("not terminated by CRLF")) {
         return true;
     }
     let bare_cr = frame

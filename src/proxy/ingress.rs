@@ -209,6 +209,7 @@ impl Proxy {
         // Behind twemproxy (or before the tier is known), only what it parses forms runs.
         let any_request = matches!(ups.tier, Some(Tier::Redis | Tier::Codis));
         let room = config.client_max_pending.saturating_sub(c.pending.len());
+        let limits = c.limits(config.limits);
         loop {
             if c.rbuf.len() == run.len {
                 return Step::Stop;
@@ -216,7 +217,7 @@ impl Proxy {
             if run.n as usize >= room {
                 return Step::Recheck;
             }
-            let frame = c.scanner.scan(&c.rbuf[run.len..], &config.limits);
+            let frame = c.scanner.scan(&c.rbuf[run.len..], &limits);
             let id = match &frame {
                 Ok(Some(Frame::Multibulk { name, .. })) => {
                     let at = run.len + name.0;

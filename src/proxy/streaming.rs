@@ -85,7 +85,7 @@ impl Proxy {
         };
         let (origin, conn) = (*origin, session.conn);
         c.last_active = now;
-        let (piece, last) = match c.scanner.scan(&c.rbuf, &limits) {
+        let (piece, last) = match c.scanner.scan(&c.rbuf, &c.limits(limits)) {
             Ok(Some(Frame::Multibulk { len, .. })) => (c.rbuf.split_to(len).freeze(), true),
             Ok(None) if c.read_closed => {
                 // The rest can never come.

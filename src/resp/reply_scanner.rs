@@ -89,7 +89,7 @@ impl ReplyScanner {
                 }
                 let end = self.pos + self.body as usize;
                 if &buf[end - 2..end] != b"\r\n" {
-                    return Err(FrameError("bulk reply not terminated by CRLF"));
+                    return Err(FrameError::Text("bulk reply not terminated by CRLF"));
                 }
                 self.pos = end;
                 self.body = 0;
@@ -124,13 +124,13 @@ impl ReplyScanner {
                     b'$' | b'=' | b'!' => match parse_i64(line) {
                         Some(-1) => self.owed -= 1,
                         Some(n) if n >= 0 => self.body = n as u64 + 2,
-                        _ => return Err(FrameError("invalid bulk length in reply")),
+                        _ => return Err(FrameError::Text("invalid bulk length in reply")),
                     },
                     b'*' | b'~' | b'>' | b'%' | b'|' => {
                         let n = match parse_i64(line) {
                             Some(-1) => 0,
                             Some(n) if n >= 0 => n as u64,
-                            _ => return Err(FrameError("invalid aggregate length in reply")),
+                            _ => return Err(FrameError::Text("invalid aggregate length in reply")),
                         };
                         let children = if matches!(kind, b'%' | b'|') {
                             2 * n
@@ -142,9 +142,9 @@ impl ReplyScanner {
                         let consumed = u64::from(kind != b'|');
                         self.owed = (self.owed - consumed)
                             .checked_add(children)
-                            .ok_or(FrameError("aggregate too large"))?;
+                            .ok_or(FrameError::Text("aggregate too large"))?;
                     }
-                    _ => return Err(FrameError("unknown reply type")),
+                    _ => return Err(FrameError::Text("unknown reply type")),
                 }
             }
             if self.owed == 0 {
@@ -161,7 +161,7 @@ impl ReplyScanner {
         let from = self.searched.max(self.pos + 1);
         let Some(cr) = memchr(b'\r', &buf[from..]).map(|i| from + i) else {
             if buf.len() - self.pos > MAX_REPLY_LINE_BYTES {
-                return Err(FrameError("reply line too long"));
+                return Err(FrameError::Text("reply line too long"));
             }
             self.searched = buf.len();
             return Ok(None);
@@ -171,11 +171,11 @@ impl ReplyScanner {
             return Ok(None);
         };
         if lf != b'\n' {
-            return Err(FrameError("expected CRLF in reply"));
+            return Err(FrameError::Text("expected CRLF in reply"));
         }
         if cr - self.pos > MAX_REPLY_LINE_BYTES {
             // Same verdict however the line was split across reads.
-            return Err(FrameError("reply line too long"));
+            return Err(FrameError::Text("reply line too long"));
         }
         Ok(Some(cr))
     }

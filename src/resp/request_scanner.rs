@@ -38,6 +38,37 @@ pub struct Limits {
     pub max_bulk_bytes: u64,
     /// Longest inline command line (Redis `PROTO_INLINE_MAX_SIZE`: 64 KB).
     pub max_inline_bytes: usize,
+    /// The limits of a client that has not authenticated yet (see `before_auth`).
+    pub unauthenticated: bool,
+}
+
+impl Limits {
+    /// Redis's limits for a client that must authenticate and has not: at most 10 arguments of
+    /// at most 16 KB, so that no one can make the proxy buffer much before `AUTH`.
+    pub fn before_auth(self) -> Limits {
+        Limits {
+            max_args: self.max_args.min(10),
+            max_bulk_bytes: self.max_bulk_bytes.min(16 * 1024),
+            unauthenticated: true,
+            ..self
+        }
+    }
+
+    fn too_many_args(&self) -> FrameError {
+        FrameError::Text(if self.unauthenticated {
+            "unauthenticated multibulk length"
+        } else {
+            "invalid multibulk length"
+        })
+    }
+
+    fn too_long_bulk(&self) -> FrameError {
+        FrameError::Text(if self.unauthenticated {
+            "unauthenticated bulk length"
+        } else {
+            "invalid bulk length"
+        })
+    }
 }
 
 impl Default for Limits {
@@ -46,6 +77,7 @@ impl Default for Limits {
             max_args: 1024 * 1024,
             max_bulk_bytes: 512 * 1024 * 1024,
             max_inline_bytes: 64 * 1024,
+            unauthenticated: false,
         }
     }
 }
@@ -53,13 +85,28 @@ impl Default for Limits {
 /// Longest header line (`*N\r\n`, `$N\r\n`) a well-formed request can have, with slack.
 const MAX_HEADER_BYTES: usize = 64;
 
-/// Why a byte stream is not valid RESP. The text follows `-ERR Protocol error: `.
+/// Why a byte stream is not valid RESP, in Redis's words (they follow `-ERR Protocol error: `).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FrameError(pub &'static str);
+pub enum FrameError {
+    Text(&'static str),
+    /// A multibulk argument that does not start with `$`; Redis names the byte it got.
+    ExpectedBulk(u8),
+}
 
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Protocol error: {}", self.0)
+        match *self {
+            FrameError::Text(why) => write!(f, "Protocol error: {why}"),
+            // Redis prints the raw byte, with CR and LF made spaces like every error text.
+            FrameError::ExpectedBulk(b) => {
+                let got = if b == b'\r' || b == b'\n' {
+                    ' '
+                } else {
+                    char::from(b)
+                };
+                write!(f, "Protocol error: expected '$', got '{got}'")
+            }
+        }
     }
 }
 
@@ -209,16 +256,13 @@ impl RequestScanner {
                                 return Ok(Some(self.finish_empty(next)));
                             }
                             if n as u64 > limits.max_args {
-                                return Err(FrameError("invalid multibulk length"));
+                                return Err(limits.too_many_args());
                             }
                             self.pos = next;
                             self.argc = n as u64;
                             self.state = ReqState::ArgHeader { left: n as u64 };
                         }
-                        b'$' | b':' | b'+' | b'-' | b'%' | b'~' | b'#' | b',' | b'(' | b'='
-                        | b'!' | b'|' | b'>' | b'_' => {
-                            return Err(FrameError("expected '*' or an inline command"));
-                        }
+                        // Anything else starts an inline command, `$4` included, as in Redis.
                         _ => self.state = ReqState::Inline { searched: 0 },
                     }
                 }
@@ -227,14 +271,17 @@ impl RequestScanner {
                         return Ok(None);
                     };
                     if first != b'$' {
-                        return Err(FrameError("expected '$' for a bulk string argument"));
+                        return Err(FrameError::ExpectedBulk(first));
                     }
                     let Some((n, next)) = header_line(buf, self.pos, b"too big bulk count string")?
                     else {
                         return Ok(None);
                     };
-                    if n < 0 || n as u64 > limits.max_bulk_bytes {
-                        return Err(FrameError("invalid bulk length"));
+                    if n < 0 {
+                        return Err(FrameError::Text("invalid bulk length"));
+                    }
+                    if n as u64 > limits.max_bulk_bytes {
+                        return Err(limits.too_long_bulk());
                     }
                     if left == self.argc {
                         self.name = (next, n as usize);
@@ -253,7 +300,7 @@ impl RequestScanner {
                     }
                     let end = self.pos + body as usize;
                     if body < 2 || &buf[end - 2..end] != b"\r\n" {
-                        return Err(FrameError("bulk string not terminated by CRLF"));
+                        return Err(FrameError::Text("bulk string not terminated by CRLF"));
                     }
                     self.pos = end;
                     if left == 1 {
@@ -277,7 +324,7 @@ impl RequestScanner {
     ) -> Result<Option<Frame>, FrameError> {
         let Some(nl) = memchr(b'\n', &buf[searched..]).map(|i| searched + i) else {
             if buf.len() > limits.max_inline_bytes {
-                return Err(FrameError("too big inline request"));
+                return Err(FrameError::Text("too big inline request"));
             }
             self.state = ReqState::Inline {
                 searched: buf.len(),
@@ -286,7 +333,7 @@ impl RequestScanner {
             return Ok(None);
         };
         if nl > limits.max_inline_bytes {
-            return Err(FrameError("too big inline request"));
+            return Err(FrameError::Text("too big inline request"));
         }
         let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
         let args = split_inline(line)?;
@@ -353,7 +400,7 @@ fn small_multibulk(buf: &[u8], limits: &Limits) -> Option<Frame> {
             at += 6 + d;
         } else {
             let d0 = c[4].wrapping_sub(b'0');
-            if d0 >= 10 || c[5..7] != *b"\r\n" {
+            if d == 0 || d0 >= 10 || c[5..7] != *b"\r\n" {
                 return None;
             }
             at += 7 + d * 10 + usize::from(d0);
@@ -442,14 +489,15 @@ pub(super) fn small_header(buf: &[u8], mark: u8) -> Option<(u64, &[u8])> {
     // both be below 10, and the other bytes zero.
     let t = (w ^ u32::from_le_bytes([mark, b'0', b'0', b'\r'])).rotate_right(8);
     match rest.split_first() {
-        Some((b'\n', rest)) if t < 0x0A00 && t & 0xFF < 10 => {
+        // The first digit, at the bottom, is not a 0.
+        Some((b'\n', rest)) if t < 0x0A00 && (t & 0xFF).wrapping_sub(1) < 9 => {
             Some((u64::from(t & 0xFF) * 10 + u64::from(t >> 8), rest))
         }
         _ => None,
     }
 }
 
-/// 1 to 18 digits and CRLF at `buf[at..]`: the value and the offset past the CRLF.
+/// 1 to 18 digits, the first not a 0 unless alone, and CRLF at `buf[at..]`: the value and the offset past the CRLF.
 #[inline]
 pub(super) fn short_number(buf: &[u8], at: usize) -> Option<(u64, usize)> {
     let mut i = at;
@@ -459,7 +507,10 @@ pub(super) fn short_number(buf: &[u8], at: usize) -> Option<(u64, usize)> {
         n = n * 10 + u64::from(buf[i] - b'0');
         i += 1;
     }
-    (i > at && buf.get(i..i + 2) == Some(b"\r\n")).then_some((n, i + 2))
+    // No leading zero: `$04` is not a length (Redis's `string2ll`).
+    let digits = i - at;
+    let well_formed = digits == 1 || (digits > 1 && buf[at] != b'0');
+    (well_formed && buf.get(i..i + 2) == Some(b"\r\n")).then_some((n, i + 2))
 }
 
 /// Parses the header line at `buf[at..]` (`*N\r\n` or `$N\r\n`): the number and the offset just
@@ -477,7 +528,7 @@ fn header_line(
     let window = &buf[at + 1..buf.len().min(at + 1 + MAX_HEADER_BYTES)];
     let Some(cr) = memchr(b'\r', window) else {
         if window.len() >= MAX_HEADER_BYTES {
-            return Err(FrameError(static_str(too_big)));
+            return Err(FrameError::Text(static_str(too_big)));
         }
         return Ok(None);
     };
@@ -485,9 +536,9 @@ fn header_line(
         return Ok(None);
     };
     if lf != b'\n' {
-        return Err(FrameError("expected CRLF after a length"));
+        return Err(FrameError::Text("expected CRLF after a length"));
     }
-    let n = parse_i64(&window[..cr]).ok_or(FrameError(if buf[at] == b'*' {
+    let n = parse_i64(&window[..cr]).ok_or(FrameError::Text(if buf[at] == b'*' {
         "invalid multibulk length"
     } else {
         "invalid bulk length"
@@ -500,13 +551,17 @@ fn static_str(b: &'static [u8]) -> &'static str {
 }
 
 /// Parses a decimal integer the way Redis's `string2ll` does: optional `-`, digits, no spaces,
-/// no leading `+`, no overflow.
+/// no leading `+` or zero, no overflow.
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
     let (neg, digits) = match s.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, s),
     };
     if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    // `0` is the only number that starts with 0 (`04` and `-0` are not numbers).
+    if digits[0] == b'0' && (digits.len() > 1 || neg) {
         return None;
     }
     let mut v: i64 = 0;
@@ -550,7 +605,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
     }
 }
 
-const UNBALANCED_QUOTES: FrameError = FrameError("unbalanced quotes in request");
+const UNBALANCED_QUOTES: FrameError = FrameError::Text("unbalanced quotes in request");
 
 /// The rest of a `"..."` argument, from `line[i]` just past the opening quote, into `arg`:
 /// C escapes and `\xHH` are decoded. Returns the offset after the closing quote.
@@ -669,7 +724,8 @@ mod tests {
             b"*1\r\n$abc\r\n",
             b"*2147483647\r\n",
             b"*1\r\n$536870913\r\n",
-            b"$4\r\nPING\r\n",
+            b"*1\r\n$04\r\nPING\r\n",
+            b"*-0\r\n",
             b"*1\r\n$4\r\nPINGxx",
             b"set \"a b\r\n",
         ];
@@ -682,6 +738,22 @@ mod tests {
         }
         let long = vec![b'a'; 70 * 1024];
         assert!(scan_all(&long, 1000).is_err());
+    }
+
+    #[test]
+    fn unauthenticated_limits_use_redis_texts() {
+        let limits = Limits::default().before_auth();
+        let scan = |b: &[u8]| RequestScanner::new().scan(b, &limits);
+        let text = |e: Result<Option<Frame>, FrameError>| e.err().map(|e| e.to_string());
+        assert_eq!(
+            text(scan(b"*11\r\n")).as_deref(),
+            Some("Protocol error: unauthenticated multibulk length")
+        );
+        assert_eq!(
+            text(scan(b"*1\r\n$16385\r\n")).as_deref(),
+            Some("Protocol error: unauthenticated bulk length")
+        );
+        assert!(matches!(scan(b"*1\r\n$16384\r\n"), Ok(None)));
     }
 
     #[test]
@@ -764,7 +836,18 @@ mod tests {
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_i64(b"9223372036854775808"), None);
-        for bad in [&b""[..], b"-", b"+1", b" 1", b"1a"] {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1a",
+            b"04",
+            b"-0",
+            b"-01",
+            b"00",
+        ] {
             assert_eq!(parse_i64(bad), None);
         }
     }
