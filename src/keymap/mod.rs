@@ -17,3 +17,4 @@
 //! against the real `nutcracker` binary by `tests/keymap.rs`.
 
 pub mod hashkit;
+pub mod twemproxy;
