@@ -990,6 +990,11 @@ mod tests {
         );
         // 1:1:1:1:1:1:1 (pct 1/7 in float): floor(40.000004)*4.
         assert_eq!(ketama_point_count(1, 7, 7), 160);
+        // 1:29:30, where exact arithmetic would give the second server 232 points.
+        assert_eq!(
+            [1, 29, 30].map(|w| ketama_point_count(w, 60, 3)),
+            [8, 228, 240]
+        );
         // A weight too small for one digest gets no point at all.
         assert_eq!(ketama_point_count(1, 1000, 2), 0);
         let p = pool(
