@@ -27,6 +27,7 @@ pub mod conns;
 pub mod fanout;
 pub mod health;
 pub mod histogram;
+pub mod keymap;
 pub mod metrics;
 pub mod net;
 pub mod pending;

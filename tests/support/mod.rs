@@ -1,15 +1,16 @@
 //! Test harness, one concept per file: real `redis-server` and `nutcracker` processes on free
-//! ports (`servers`), respite on a listener bound to port 0 in a thread of the test and a raw
-//! client with read timeouts (`proxy`), the respite binary as a child process (`process`),
-//! backends that are not Redis (`fake_backend`) and a load generator (`load`). This file keeps
-//! the re-exports and the small helpers every part uses: ports, bounded waits, a bulk string,
-//! clients.
+//! ports (`servers`), nutcracker over a pool config a test writes (`nutcracker_pool`), respite
+//! on a listener bound to port 0 in a thread of the test and a raw client with read timeouts
+//! (`proxy`), the respite binary as a child process (`process`), backends that are not Redis
+//! (`fake_backend`) and a load generator (`load`). This file keeps the re-exports and the small
+//! helpers every part uses: ports, bounded waits, a bulk string, clients.
 
 // Each test binary uses a subset of the harness.
 #![allow(dead_code)]
 
 mod fake_backend;
 mod load;
+mod nutcracker_pool;
 mod process;
 mod proxy;
 mod servers;
@@ -18,6 +19,8 @@ mod servers;
 pub use fake_backend::{FakeBackend, RefusedPort, Reply};
 #[allow(unused_imports)]
 pub use load::{Load, LoadReport, Outcome};
+#[allow(unused_imports)]
+pub use nutcracker_pool::NutcrackerPool;
 #[allow(unused_imports)]
 pub use process::{signal, RespiteProcess};
 #[allow(unused_imports)]
