@@ -124,6 +124,9 @@ pub struct ClientConn {
     pub barrier: bool,
     /// What its requests mean beyond their commands.
     pub mode: Mode,
+    /// The reply shapes of the commands queued in its open MULTI (RESP3 clients): EXEC's
+    /// reply takes them.
+    pub queued: Vec<crate::resp3::Shape>,
     /// Its connection of its own, if any.
     pub session: Option<Session>,
     /// What it is subscribed to, as the confirmations reported it.
@@ -162,6 +165,7 @@ impl ClientConn {
             close_after_flush: false,
             barrier: false,
             mode: Mode::Normal,
+            queued: Vec::new(),
             session: None,
             subs: Subscriptions::default(),
             dirty: false,

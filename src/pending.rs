@@ -17,7 +17,7 @@
 
 use crate::net::OutQueue;
 use crate::request::Request;
-use crate::resp3::Shape;
+use crate::resp3::{self, Shape};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -35,6 +35,8 @@ pub struct Tag {
     pub retried: bool,
     /// The shape of its reply for a RESP3 client (`Plain` for RESP2 clients: never used).
     pub shape: Shape,
+    /// For an EXEC of a RESP3 client: the shapes of the replies of the commands it runs.
+    pub exec: Option<Box<[Shape]>>,
 }
 
 impl Tag {
@@ -46,6 +48,7 @@ impl Tag {
             req: req.bytes.clone(),
             retried: false,
             shape,
+            exec: None,
         }
     }
 
@@ -57,6 +60,15 @@ impl Tag {
             req,
             retried: false,
             shape: Shape::Plain,
+            exec: None,
+        }
+    }
+
+    /// A RESP2 reply to its request in the RESP3 shape it takes.
+    pub fn to_resp3(&self, reply: &Bytes) -> Bytes {
+        match &self.exec {
+            Some(shapes) => resp3::convert_exec(shapes, reply),
+            None => resp3::convert(self.shape, reply),
         }
     }
 

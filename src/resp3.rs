@@ -49,6 +49,13 @@ pub enum Shape {
     Verbatim,
     /// A pub/sub message: the array becomes a push (`>`).
     Push,
+    /// An array of `[key, value]` arrays becomes a map of key to value (XREAD, XREADGROUP).
+    KeyedMap,
+    /// GEOSEARCH and GEORADIUS items with WITHCOORD: each item's coordinate pair (its nested
+    /// array) becomes doubles; the distance stays a bulk string, as Redis sends it.
+    GeoItems,
+    /// EXEC: each element takes the shape of its queued command (`convert_exec`); alone, plain.
+    Exec,
 }
 
 /// The RESP3 shape of the reply to `req`.
@@ -78,6 +85,16 @@ pub fn shape_for(req: &Request) -> Shape {
         "ZMPOP" | "BZMPOP" => Shape::KeyScorePairs,
         "ZADD" if has(b"INCR") => Shape::Double,
         "SPOP" if req.argc() > 2 => Shape::Set,
+        "XREAD" | "XREADGROUP" => Shape::KeyedMap,
+        "GEOSEARCH"
+        | "GEORADIUS"
+        | "GEORADIUS_RO"
+        | "GEORADIUSBYMEMBER"
+        | "GEORADIUSBYMEMBER_RO"
+            if has(b"WITHCOORD") =>
+        {
+            Shape::GeoItems
+        }
         "INFO" => Shape::Verbatim,
         "CLIENT" if req.arg_is(1, b"INFO") || req.arg_is(1, b"LIST") => Shape::Verbatim,
         "CONFIG" | "XINFO" | "MEMORY" | "FUNCTION" | "ACL" | "COMMAND" | "CLUSTER" => {
@@ -110,6 +127,28 @@ pub fn convert(shape: Shape, frame: &Bytes) -> Bytes {
         }
     }
     out.freeze()
+}
+
+/// Rewrites a RESP2 EXEC reply into RESP3: element `i` takes `shapes[i]`, the shape of the
+/// `i`-th queued command. A reply of another length (an abort, an error) gets `Plain`.
+pub fn convert_exec(shapes: &[Shape], frame: &Bytes) -> Bytes {
+    let mut w = Walker { buf: frame, pos: 0 };
+    if w.peek_array() != Some(shapes.len() as i64) {
+        return convert(Shape::Plain, frame);
+    }
+    let mut out = BytesMut::with_capacity(frame.len() + 16);
+    let mut elements = || {
+        w.header()?;
+        out.put_slice(&frame[..w.pos]);
+        for &shape in shapes {
+            w.value_or_plain(shape, &mut out)?;
+        }
+        (w.pos == frame.len()).then_some(())
+    };
+    match elements() {
+        Some(()) => out.freeze(),
+        None => convert(Shape::Plain, frame),
+    }
 }
 
 /// Converts every frame in `buf` (local answers may hold several, like UNSUBSCRIBE's).
@@ -249,7 +288,21 @@ impl Walker<'_> {
             Shape::ScorePairs | Shape::ValuePairs => self.pairs(shape, out),
             Shape::ScorePair | Shape::KeyScorePair => self.ending_in_double(out),
             Shape::KeyScorePairs => self.key_score_pairs(out),
+            Shape::KeyedMap => self.keyed_map(out),
+            Shape::GeoItems => self.geo_items(out),
+            Shape::Exec => self.plain(out),
         }
+    }
+
+    /// `value` in `shape`, or else the same value copied plain.
+    fn value_or_plain(&mut self, shape: Shape, out: &mut BytesMut) -> Option<()> {
+        let (pos, len) = (self.pos, out.len());
+        if self.value(shape, out).is_some() {
+            return Some(());
+        }
+        self.pos = pos;
+        out.truncate(len);
+        self.plain(out)
     }
 
     /// A bulk string as a verbatim string (`=N`, `txt:`); anything else is copied as is.
@@ -345,6 +398,45 @@ impl Walker<'_> {
         self.double(out)
     }
 
+    /// `[[key, value], ...]` as a map `{key: value, ...}`.
+    fn keyed_map(&mut self, out: &mut BytesMut) -> Option<()> {
+        let Some(n) = self.aggregate(b'%', 1, out)? else {
+            return Some(());
+        };
+        for _ in 0..n {
+            if self.peek_array()? != 2 {
+                return None;
+            }
+            self.header()?;
+            self.plain(out)?;
+            self.plain(out)?;
+        }
+        Some(())
+    }
+
+    /// GEO items: a member alone, or `[member, dist?, hash?, [lon, lat]?]` whose coordinate
+    /// pair becomes two doubles.
+    fn geo_items(&mut self, out: &mut BytesMut) -> Option<()> {
+        let Some(n) = self.aggregate(b'*', 1, out)? else {
+            return Some(());
+        };
+        for _ in 0..n {
+            let Some(m) = self.peek_array().filter(|&m| m >= 0) else {
+                self.plain(out)?;
+                continue;
+            };
+            self.aggregate(b'*', 1, out)?;
+            for _ in 0..m {
+                if self.peek_array().is_some() {
+                    self.double_tuple(out)?;
+                } else {
+                    self.plain(out)?;
+                }
+            }
+        }
+        Some(())
+    }
+
     /// `[key, [[member, score], ...]]` (ZMPOP, BZMPOP).
     fn key_score_pairs(&mut self, out: &mut BytesMut) -> Option<()> {
         let Some(n) = self.aggregate(b'*', 1, out)? else {
@@ -425,6 +517,33 @@ mod tests {
             b">2\r\n$1\r\na\r\n:1\r\n"
         );
         assert_eq!(conv(Shape::Map, b"-ERR x\r\n"), b"-ERR x\r\n");
+    }
+
+    #[test]
+    fn stream_reads_geo_items_and_exec_elements_take_their_shapes() {
+        assert_eq!(
+            conv(Shape::KeyedMap, b"*1\r\n*2\r\n$1\r\ns\r\n*0\r\n"),
+            b"%1\r\n$1\r\ns\r\n*0\r\n"
+        );
+        assert_eq!(conv(Shape::KeyedMap, b"*-1\r\n"), b"_\r\n");
+        assert_eq!(
+            conv(
+                Shape::GeoItems,
+                b"*2\r\n*3\r\n$1\r\na\r\n$3\r\n0.5\r\n*2\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\nb\r\n"
+            ),
+            b"*2\r\n*3\r\n$1\r\na\r\n$3\r\n0.5\r\n*2\r\n,1\r\n,2\r\n$1\r\nb\r\n"
+        );
+        let exec = Bytes::from_static(b"*3\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n$3\r\n1.5\r\n-ERR x\r\n");
+        let shapes = [Shape::Map, Shape::Double, Shape::Map];
+        assert_eq!(
+            &convert_exec(&shapes, &exec)[..],
+            b"*3\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n,1.5\r\n-ERR x\r\n"
+        );
+        assert_eq!(&convert_exec(&shapes[..2], &exec)[..], &exec[..]);
+        assert_eq!(
+            &convert_exec(&shapes, &Bytes::from_static(b"*-1\r\n"))[..],
+            b"_\r\n"
+        );
     }
 
     #[test]

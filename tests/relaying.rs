@@ -300,3 +300,85 @@ fn unauthenticated_clients_get_redis_small_limits() {
         assert_eq!(via, direct, "{:?}", String::from_utf8_lossy(&case[..40]));
     }
 }
+
+#[test]
+fn resp3_clients_of_a_resp2_only_backend_get_redis_shapes_for_exec_streams_and_geo() {
+    let redis = RedisServer::start();
+    // A redis-server without HELLO answers in RESP2 only: respite converts for RESP3 clients.
+    let resp2 = RedisServer::start_with(&["--rename-command", "HELLO", ""]);
+    let proxy = proxy_over(&resp2);
+    let setup: &[&[&[u8]]] = &[
+        &[b"HSET", b"h", b"f", b"v"],
+        &[b"ZADD", b"z", b"1.5", b"m"],
+        &[b"XADD", b"s", b"1-1", b"a", b"1"],
+        &[b"XGROUP", b"CREATE", b"s", b"g", b"0"],
+        &[
+            b"GEOADD",
+            b"geo",
+            b"13.361389",
+            b"38.115556",
+            b"Palermo",
+            b"15.087269",
+            b"37.502669",
+            b"Catania",
+        ],
+    ];
+    for server in [&redis, &resp2] {
+        let mut raw = RawClient::connect(server.addr());
+        for cmd in setup {
+            assert!(!raw.cmd(cmd).starts_with(b"-"), "{cmd:?}");
+        }
+    }
+    let pipeline: &[&[&[u8]]] = &[
+        &[b"MULTI"],
+        &[b"HGETALL", b"h"],
+        &[b"ZSCORE", b"z", b"m"],
+        &[b"ZRANGE", b"z", b"0", b"-1", b"WITHSCORES"],
+        &[b"XREAD", b"STREAMS", b"s", b"0"],
+        &[b"GEOPOS", b"geo", b"Palermo"],
+        &[b"EXEC"],
+        &[b"MULTI"],
+        &[b"HGETALL", b"h"],
+        &[b"DISCARD"],
+        &[b"XREAD", b"BLOCK", b"100", b"STREAMS", b"s", b"0"],
+        &[b"XREAD", b"BLOCK", b"50", b"STREAMS", b"s", b"$"],
+        &[b"XREADGROUP", b"GROUP", b"g", b"c", b"STREAMS", b"s", b">"],
+        &[
+            b"GEOSEARCH",
+            b"geo",
+            b"FROMLONLAT",
+            b"15",
+            b"37",
+            b"BYRADIUS",
+            b"200",
+            b"km",
+            b"ASC",
+            b"WITHCOORD",
+            b"WITHDIST",
+            b"WITHHASH",
+        ],
+        &[
+            b"GEORADIUS",
+            b"geo",
+            b"15",
+            b"37",
+            b"200",
+            b"km",
+            b"WITHCOORD",
+        ],
+        &[
+            b"GEORADIUS",
+            b"geo",
+            b"15",
+            b"37",
+            b"200",
+            b"km",
+            b"WITHDIST",
+        ],
+    ];
+    let (direct, via) = both(&redis, &proxy, &[&[b"HELLO", b"3"]], pipeline, 16);
+    assert_eq!(via, direct);
+    assert!(direct[6].starts_with("*5\r\n%1\r\n"), "{direct:?}");
+    assert!(direct[10].starts_with("%1\r\n"), "{direct:?}");
+    assert_eq!(direct[11], "_\r\n", "{direct:?}");
+}

@@ -9,7 +9,6 @@ use crate::conns::ConnRef;
 use crate::net;
 use crate::pending::Tag;
 use crate::request::Request;
-use crate::resp3::convert;
 use crate::stats::Answered;
 use bytes::Bytes;
 use log::{debug, trace, warn};
@@ -23,7 +22,7 @@ impl Proxy {
         };
         let tag = tag_of(req, c.resp3);
         let answer = if c.resp3 {
-            convert(tag.shape, &answer)
+            tag.to_resp3(&answer)
         } else {
             answer
         };
@@ -78,7 +77,7 @@ impl Proxy {
             // RESP3 clients are never sent runs: one reply, converted to their protocol.
             let replies = if c.resp3 && !native && k == 1 {
                 match c.pending.waiting_tag_mut(seq) {
-                    Some(tag) => convert(tag.shape, &replies),
+                    Some(tag) => tag.to_resp3(&replies),
                     None => replies,
                 }
             } else {

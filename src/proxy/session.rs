@@ -15,10 +15,12 @@
 //! are barriers in the client's stream (`route.rs`), so a connection of its own never overtakes
 //! the client's earlier requests on a shared one.
 
+use super::forward::tag_of;
 use super::Proxy;
 use crate::client::{Mode, Session as ClientSession};
 use crate::command::{Local, Route, Session};
 use crate::conns::{Conn, ConnRef};
+use crate::pending::Tag;
 use crate::request::Request;
 use crate::resp::{self, reply};
 use crate::upstream::Upstream;
@@ -69,10 +71,25 @@ impl Proxy {
             Route::Session(Session::Multi) => Some(Mode::Multi),
             _ => None,
         };
-        if let (Some(mode), Some(c)) = (next, self.conns.client_mut(token)) {
+        let c = self.conns.client_mut(token)?;
+        let mut tag = tag_of(&req, c.resp3);
+        if c.resp3 && c.mode == Mode::Multi {
+            match route {
+                Route::Session(Session::Exec) => {
+                    tag.exec = Some(std::mem::take(&mut c.queued).into_boxed_slice());
+                }
+                // Not queued: Redis answers these at once.
+                Route::Session(Session::Discard | Session::Multi | Session::Watch) => {}
+                _ => c.queued.push(tag.shape),
+            }
+        }
+        if let Some(mode) = next {
+            if mode == Mode::Multi && c.mode != Mode::Multi {
+                c.queued.clear();
+            }
             c.mode = mode;
         }
-        self.send_session(token, req);
+        self.send_session_as(token, req, tag);
         None
     }
 
@@ -121,6 +138,9 @@ impl Proxy {
                     Mode::Watching
                 };
                 self.set_mode(token, mode);
+                if let Some(c) = self.conns.client_mut(token) {
+                    c.queued.clear();
+                }
                 if !self.send_session(token, req) {
                     self.set_mode(token, Mode::Normal);
                 }
@@ -148,10 +168,19 @@ impl Proxy {
     /// (opened on demand). Returns false (after answering the client with an error) if none
     /// could be had.
     pub(super) fn send_session(&mut self, token: usize, req: Request) -> bool {
+        let Some(c) = self.conns.client(token) else {
+            return false;
+        };
+        let tag = tag_of(&req, c.resp3);
+        self.send_session_as(token, req, tag)
+    }
+
+    /// `send_session` with the slot tagged `tag`.
+    fn send_session_as(&mut self, token: usize, req: Request, tag: Tag) -> bool {
         let Some(conn) = self.open_session(token, &req, false) else {
             return false;
         };
-        let Some(origin) = self.slot_origin(token, &req) else {
+        let Some(origin) = self.take_slot(token, tag) else {
             return false;
         };
         self.enqueue(conn, origin, req.bytes);
