@@ -49,12 +49,8 @@ pub struct Spec {
     pub arity: i16,
     /// `flag::*` bits.
     pub flags: u16,
-    /// Position of the first key (0 when the command takes none).
-    pub first_key: i8,
-    /// Position of the last key; negative counts from the end.
-    pub last_key: i8,
-    /// Step between keys.
-    pub step: u8,
+    /// Where its keys are (`keys.rs`).
+    pub keys: &'static [crate::keys::KeySpec],
     /// The RESP3 shape of its reply, from the reply schema (`resp3.rs`).
     pub resp3: crate::resp3::Shape,
     /// How twemproxy 0.5 parses it, if it serves it at all.
@@ -432,6 +428,14 @@ impl CommandTable {
         &COMMANDS[id as usize]
     }
 
+    /// The spec that places the keys of `args` (a command and its arguments): the
+    /// subcommand's for a container command (`OBJECT ENCODING key`), else the command's.
+    pub fn spec_of(args: &[&[u8]]) -> Option<&'static Spec> {
+        let spec = &COMMANDS[usize::from(lookup_long(args.first()?)?)];
+        let sub = args.get(1).and_then(|sub| Self::subcommand(spec.name, sub));
+        Some(sub.unwrap_or(spec))
+    }
+
     /// The spec of `container sub` (any case), if the specs know it.
     pub fn subcommand(container: &str, sub: &[u8]) -> Option<&'static Spec> {
         let sub = std::str::from_utf8(sub).ok()?.to_ascii_uppercase();
@@ -446,7 +450,7 @@ impl CommandTable {
 #[cold]
 #[inline(never)]
 fn lookup_long(name: &[u8]) -> Option<CommandId> {
-    let mut upper = [0u8; 32];
+    let mut upper = [0u8; 64];
     let upper = upper.get_mut(..name.len())?;
     for (u, c) in upper.iter_mut().zip(name) {
         *u = c.to_ascii_uppercase();

@@ -28,6 +28,7 @@ pub mod fanout;
 pub mod health;
 pub mod histogram;
 pub mod keymap;
+pub mod keys;
 pub mod metrics;
 pub mod net;
 pub mod pending;

@@ -12,7 +12,7 @@
 //! costs no allocation of its own. Runs of plain requests never become a `Request`: they are
 //! forwarded as one slice without looking past their command names.
 
-use crate::command::{CommandId, Spec};
+use crate::command::{CommandId, CommandTable, Spec};
 use crate::command_table::COMMANDS;
 use crate::resp::parse_i64;
 use bytes::Bytes;
@@ -120,22 +120,20 @@ impl Request {
         COMMANDS.get(usize::from(self.cmd?))
     }
 
-    /// The keys at the positions the command's spec gives (`first_key`, `last_key`, `step`;
-    /// a negative last key counts from the end). None for a command the specs give no simple
-    /// key range.
-    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let argc = self.argc() as isize;
-        let (first, last, step) = match self.spec() {
-            Some(s) if s.first_key > 0 && s.step > 0 => {
-                let last = isize::from(s.last_key);
-                let last = if last < 0 { argc + last } else { last };
-                (isize::from(s.first_key), last, s.step as usize)
-            }
-            _ => (1, 0, 1),
+    /// Its keys, where the key specs of its command (or subcommand) put them (`keys.rs`).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        let args = self.arg_list();
+        let Some(spec) = self.spec() else {
+            return Vec::new();
         };
-        (first..=last.min(argc - 1))
-            .step_by(step)
-            .filter_map(move |i| self.arg(i as usize))
+        let sub = args
+            .get(1)
+            .and_then(|a| CommandTable::subcommand(spec.name, a));
+        let spec = sub.unwrap_or(spec);
+        crate::keys::positions(spec.name, spec.keys, &args)
+            .into_iter()
+            .map(|i| args[i])
+            .collect()
     }
 }
 
@@ -223,7 +221,13 @@ mod tests {
         ]);
         assert!(r.has_word(b"BLOCK") && !r.has_word(b"XREAD"));
         assert!(req(&[b"SCRIPT", b"load", b"x"]).arg_is(1, b"LOAD"));
-        let keys = |args: &[&[u8]]| req(args).keys().map(<[u8]>::to_vec).collect::<Vec<_>>();
+        let keys = |args: &[&[u8]]| {
+            req(args)
+                .keys()
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(keys(&[b"GET", b"k"]), [b"k"]);
         assert_eq!(keys(&[b"MSET", b"a", b"1", b"b", b"2"]), [b"a", b"b"]);
         assert_eq!(keys(&[b"BLPOP", b"a", b"b", b"0"]), [b"a", b"b"]);
