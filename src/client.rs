@@ -91,6 +91,9 @@ pub struct ClientConn {
     pub out: OutQueue,
     /// Backend of the requests in flight (see the module invariant).
     pub backend: Option<usize>,
+    /// The path its last forwarded request took (through the backends, or straight to a shard
+    /// master): a request on the other path waits for the requests in flight.
+    pub path: crate::proxy::Path,
     /// Speaks RESP3 (`HELLO 3`): replies are converted to RESP3 shapes.
     pub resp3: bool,
     /// Passed `AUTH` (always true without `--password`).
@@ -165,6 +168,7 @@ impl ClientConn {
             close_after_flush: false,
             barrier: false,
             mode: Mode::Normal,
+            path: crate::proxy::Path::Backends,
             queued: Vec::new(),
             session: None,
             subs: Subscriptions::default(),
@@ -199,6 +203,7 @@ impl ClientConn {
     pub fn plain(&self) -> bool {
         self.authed
             && !self.resp3
+            && self.path == crate::proxy::Path::Backends
             && self.mode == Mode::Normal
             && !self.barrier
             && self.session.is_none()

@@ -3,6 +3,7 @@
 //! Flags override the file; the file overrides the defaults. Keys in the file are the flag names
 //! with underscores (`backend_timeout_ms = 5000`). Every error is one line a person can act on.
 
+use crate::keymap::twemproxy::Pool;
 use crate::picker::PickerKind;
 use crate::resp::Limits;
 use clap::Parser;
@@ -35,6 +36,9 @@ pub struct Config {
     pub shards: Vec<SocketAddr>,
     /// Where pub/sub goes (`None`: the first healthy shard master, else the first healthy backend).
     pub pubsub: Option<SocketAddr>,
+    /// The nutcracker pool the twemproxy backends run (`--twemproxy-config FILE[:POOL]`):
+    /// with it, what twemproxy refuses goes to the shard master that owns its key.
+    pub twemproxy: Option<Pool>,
     /// Connections of their own (transactions, blocking, pub/sub) per backend.
     pub max_session_connections: usize,
     /// Queued output over which a subscriber is disconnected.
@@ -110,6 +114,10 @@ pub struct Cli {
     /// Pub/sub target [default: first healthy shard master, else first healthy backend].
     #[arg(long)]
     pub pubsub: Option<String>,
+    /// The nutcracker config of the twemproxy backends, FILE[:POOL] (default: its first pool):
+    /// commands twemproxy refuses then go to the shard master that owns their key.
+    #[arg(long)]
+    pub twemproxy_config: Option<String>,
     /// Connections of their own (transactions, blocking, pub/sub) per backend [default: 1024].
     #[arg(long)]
     pub max_session_connections: Option<usize>,
@@ -199,6 +207,7 @@ struct FileConfig {
     backends: Option<Vec<String>>,
     shards: Option<Vec<String>>,
     pubsub: Option<String>,
+    twemproxy_config: Option<String>,
     max_session_connections: Option<usize>,
     pubsub_output_limit: Option<usize>,
     picker: Option<PickerKind>,
@@ -382,11 +391,26 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
     let (backend_user, backend_password) = backend_credentials(cli, file)?;
     let millis = |ms| Duration::from_millis(ms);
     let timeout = pick!(cli, file, timeout, 0);
+    let twemproxy = cli
+        .twemproxy_config
+        .clone()
+        .or(file.twemproxy_config.clone());
+    let twemproxy = twemproxy
+        .map(|spec| Pool::load(&spec).map_err(ConfigError))
+        .transpose()?;
+    if twemproxy.is_some() && shards.is_empty() {
+        return Err(ConfigError(
+            "--twemproxy-config needs --shards: the Redis servers of the pool, where respite \
+             sends what twemproxy refuses"
+                .into(),
+        ));
+    }
     Ok(Config {
         listen,
         backends,
         shards,
         pubsub,
+        twemproxy,
         max_session_connections: positive(
             "max_session_connections",
             pick!(cli, file, max_session_connections, 1024),

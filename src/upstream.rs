@@ -16,6 +16,8 @@ use crate::conns::ConnRef;
 pub use crate::health::Tier;
 use crate::health::{Ask, Health};
 use crate::histogram::Histogram;
+use crate::keymap::twemproxy::Pool;
+use crate::keymap::KeyMap;
 use crate::picker::Picker;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -250,6 +252,9 @@ pub struct Upstreams {
     /// What the backends are, together (`refresh_tier`): the most restrictive tier among those
     /// known, `None` while none is.
     pub tier: Option<Tier>,
+    /// Where each key lives among the shards, when the backends' rule is known
+    /// (`--twemproxy-config`): what the backends refuse then goes to the key's shard master.
+    pub keymap: Option<KeyMap>,
 }
 
 impl Upstreams {
@@ -267,10 +272,29 @@ impl Upstreams {
                 .iter()
                 .map(|&a| Backend::pooled(a, pool, now))
                 .collect(),
-            shards: shards.iter().map(|&a| Backend::single(a, now)).collect(),
+            // Two connections each: a RESP2 one (fan-outs, RESP2 clients) and a RESP3 one.
+            shards: shards.iter().map(|&a| Backend::pooled(a, 1, now)).collect(),
             pubsub: pubsub.iter().map(|&a| Backend::single(a, now)).collect(),
             tier: None,
+            keymap: None,
         }
+    }
+
+    /// Follows `pool` (the twemproxy backends' rule) to place keys on the live shards; returns
+    /// the pool servers that are not among them.
+    pub fn map_keys(&mut self, pool: Option<&Pool>) -> Vec<String> {
+        let shards = self.shards.iter().enumerate();
+        let live: Vec<(usize, SocketAddr)> = shards
+            .filter(|(_, s)| !s.retired)
+            .map(|(i, s)| (i, s.addr))
+            .collect();
+        self.keymap = pool.map(|p| KeyMap::twemproxy(p.clone(), &live));
+        let missing = self
+            .keymap
+            .as_ref()
+            .map(KeyMap::missing)
+            .unwrap_or_default();
+        missing.into_iter().map(str::to_string).collect()
     }
 
     /// Recomputes `tier` after a backend's tier was learned or the list changed. A fleet that
@@ -359,6 +383,36 @@ impl Upstreams {
             .map(Upstream::backend)
     }
 
+    /// The shard that serves shard `i`'s keys now: `i` while it is up and not a replica, else
+    /// the master promoted from it; or why none does.
+    pub fn master_for(&self, i: usize) -> Result<usize, String> {
+        let s = self.shards.get(i).ok_or("no such shard")?;
+        if s.health.up && !matches!(s.role, Role::Replica(_)) && !s.retired {
+            return Ok(i);
+        }
+        self.shards
+            .iter()
+            .position(|t| {
+                t.health.up
+                    && t.role == Role::Master
+                    && t.promoted_from.as_deref() == Some(&s.label)
+            })
+            .ok_or_else(|| format!("shard {} is down", s.label))
+    }
+
+    /// A healthy shard master, the same one while it stays so: the first by address (for a
+    /// keyless command that must run on one master).
+    pub fn any_master(&self) -> Option<usize> {
+        let masters = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.health.up && s.role == Role::Master && !s.retired);
+        masters
+            .min_by(|a, b| a.1.label.cmp(&b.1.label))
+            .map(|(i, _)| i)
+    }
+
     /// The shards that take part in a fan-out right now, sorted by address, or why a fan-out is
     /// impossible (a master that is down and not replaced, a shard not probed yet).
     pub fn shard_set(&self) -> Result<Vec<usize>, String> {
@@ -401,7 +455,9 @@ impl Upstreams {
         let (ba, br) = reconcile(&mut self.backends, backends, now, |a| {
             Backend::pooled(a, pool, now)
         });
-        let (sa, sr) = reconcile(&mut self.shards, shards, now, |a| Backend::single(a, now));
+        let (sa, sr) = reconcile(&mut self.shards, shards, now, |a| {
+            Backend::pooled(a, 1, now)
+        });
         self.refresh_tier();
         (ba, br, sa, sr)
     }

@@ -42,7 +42,10 @@ impl Proxy {
         match fit(self.ups.tier, &req) {
             Fit::Shared => {}
             Fit::Alone => return self.forward_alone(token, req),
-            Fit::Refuse(why) => return self.reply_now(token, &req, resp::error(&why)),
+            Fit::Refuse(why) => return self.forward_refused(token, req, &why),
+        }
+        if let Some(c) = self.conns.client_mut(token) {
+            c.path = super::Path::Backends;
         }
         // After a blocking command, the client's requests stay on its session connection until
         // it is idle, so they keep their order.

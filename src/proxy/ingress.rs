@@ -259,7 +259,8 @@ impl Proxy {
             Ok(Some(Frame::Inline { args, .. })) => args.len(),
             _ => 0,
         };
-        let barrier = id.is_some_and(|id| self.is_barrier(self.commands.route(id), argc));
+        let barrier = id.is_some_and(|id| self.is_barrier(self.commands.route(id), argc))
+            || self.changes_path(token, &frame, id);
         let clock_us = self.clock_us;
         let Some(c) = self.conns.client_mut(token) else {
             return Taken::Wait;

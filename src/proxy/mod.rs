@@ -5,6 +5,7 @@
 //!  ingress    accept, read, frame, gather runs of plain requests, take whole requests off
 //!  route      one Request to where it runs: by its mode, then by its command's route
 //!  forward    choose a backend and a pooled connection, take the reply slot, queue the bytes
+//!  keyed      what the backends refuse, to the shard master that holds its keys
 //!  replies    read backend replies, complete slots, flush clients and backends
 //!  failover   a failed or late backend connection: eject or probe, re-route, fail in order
 //!  streaming  a large request sent on piece by piece as it arrives
@@ -39,6 +40,7 @@ mod fanout;
 mod forward;
 mod info;
 mod ingress;
+mod keyed;
 mod local;
 mod metrics_http;
 mod probe;
@@ -50,6 +52,7 @@ mod session;
 mod shutdown;
 mod streaming;
 
+pub use keyed::Path;
 pub use shutdown::ShutdownHandle;
 
 use crate::command::CommandTable;
@@ -206,13 +209,14 @@ impl Proxy {
         let metrics_listener = metrics.map(|l| adopt(l, METRICS)).transpose()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let now = Instant::now();
-        let ups = Upstreams::new(
+        let mut ups = Upstreams::new(
             &config.backends,
             config.backend_connections,
             &config.shards,
             config.pubsub,
             now,
         );
+        map_keys(&mut ups, &config);
         let mut config = config;
         config.maxclients = client_limit(&config);
         Ok(Proxy {
@@ -466,5 +470,16 @@ impl Proxy {
             // Retry accepts deferred by EMFILE once per tick.
             self.accept();
         }
+    }
+}
+
+/// Places keys on the shards by the configured rule, warning about the servers of the rule
+/// that are not among the shards (a command for a key there gets an error naming it).
+pub(crate) fn map_keys(ups: &mut Upstreams, config: &Config) {
+    for server in ups.map_keys(config.twemproxy.as_ref()) {
+        warn!("twemproxy server {server} is not among --shards: keys it holds cannot be routed");
+    }
+    if let Some(map) = &ups.keymap {
+        info!("placing keys by the {}", map.describe());
     }
 }

@@ -53,6 +53,7 @@ impl Proxy {
         let pool = new.backend_connections;
         let (added, retired, sadded, sretired) =
             self.ups.reconcile(&new.backends, pool, &new.shards, now);
+        super::map_keys(&mut self.ups, &new);
         if new.picker != self.config.picker || new.seed != self.config.seed {
             self.picker = Picker::new(new.picker, new.seed);
         }

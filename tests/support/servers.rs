@@ -158,7 +158,8 @@ pub struct Nutcracker {
 }
 
 impl Nutcracker {
-    /// Starts twemproxy over `servers` (ketama, fnv1a_64, no auto-eject) and waits for PING.
+    /// Starts twemproxy over `servers` (ketama, fnv1a_64, `{}` hash tags, no auto-eject) and
+    /// waits for PING.
     /// A free port can be taken by a parallel test before nutcracker binds it: try 3 ports.
     pub fn start(servers: &[SocketAddr]) -> Nutcracker {
         let mut last = String::new();
@@ -176,7 +177,7 @@ impl Nutcracker {
         let port = free_port();
         let mut conf = format!(
             "pool:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  \
-             auto_eject_hosts: false\n  timeout: 3000\n  servers:\n"
+             hash_tag: \"{{}}\"\n  auto_eject_hosts: false\n  timeout: 3000\n  servers:\n"
         );
         for (i, s) in servers.iter().enumerate() {
             conf.push_str(&format!("   - {s}:1 shard{i}\n"));
@@ -208,6 +209,12 @@ impl Nutcracker {
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Its pool, as respite's `--twemproxy-config` reads it.
+    pub fn pool(&self) -> respite::keymap::twemproxy::Pool {
+        let conf = self.dir.path().join("nutcracker.yml");
+        respite::keymap::twemproxy::Pool::load(&conf.to_string_lossy()).expect("the pool")
     }
 }
 
@@ -261,6 +268,21 @@ impl Fleet {
             .map(|s| s.addr())
             .collect();
         c
+    }
+
+    /// `config`, with the twemproxies' pool: what they refuse goes to the key's master.
+    pub fn routed_config(&self) -> Config {
+        let mut c = self.config();
+        c.twemproxy = Some(self.proxies[0].pool());
+        c
+    }
+
+    /// The master that holds `key`, by the twemproxies' own placement.
+    pub fn master_of(&self, key: &[u8]) -> usize {
+        self.proxies[0]
+            .pool()
+            .server_for(key)
+            .expect("a keyed pool")
     }
 
     /// Keys stored on the masters, read from them directly.
