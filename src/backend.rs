@@ -34,6 +34,9 @@ pub enum Origin {
     Fanout { id: usize, part: usize },
     /// respite's own `AUTH` on a new connection: its reply is checked and dropped.
     Auth,
+    /// A request whose client was answered already (the MULTI and keyless requests of a
+    /// transaction held behind twemproxy, a DISCARD respite sends): its reply is dropped.
+    Quiet,
     /// A leading piece of a request client `token` streams as it arrives: no reply of its own
     /// (the request's last piece carries the origin that owns the reply).
     Piece { token: usize, gen: u32 },

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  Normal ──WATCH──▶ Watching ──MULTI──▶ Multi ──EXEC/DISCARD──▶ Normal
-//!    │  └──────────────MULTI─────────────▲  └─session lost──▶ BrokenTxn ──EXEC/DISCARD──▶ Normal
+//!    │  └──────────────MULTI─────────────▲  └─session lost, -CROSSSLOT──▶ BrokenTxn ──EXEC/DISCARD──▶ Normal
 //!    ├──SUBSCRIBE──▶ Subscribed ──last UNSUBSCRIBE──▶ Normal
 //!    └──a request still arriving at 4 MiB──▶ Streaming ──its last piece sent──▶ Normal
 //!  RESET: any mode ──▶ Normal (and the session closes)
@@ -42,8 +42,13 @@ pub enum Mode {
     Watching,
     /// Inside MULTI: every request goes to the session until EXEC or DISCARD.
     Multi,
-    /// The session broke inside MULTI: every request gets this error until EXEC or DISCARD.
-    BrokenTxn(String),
+    /// The transaction cannot run any more (its session broke, or a command of it could not
+    /// join it): every request gets `each` (an error, or `+QUEUED` as Redis answers after a
+    /// queueing error), EXEC gets `exec`, until EXEC or DISCARD.
+    BrokenTxn {
+        each: bytes::Bytes,
+        exec: &'static str,
+    },
     /// Subscribed: only the subscribe family, PING, QUIT and RESET (any command in RESP3).
     Subscribed,
     /// A large request is streaming to the session as it arrives: the origin of its slot.
@@ -130,6 +135,10 @@ pub struct ClientConn {
     /// The reply shapes of the commands queued in its open MULTI (RESP3 clients): EXEC's
     /// reply takes them.
     pub queued: Vec<crate::resp3::Shape>,
+    /// The first requests of a transaction behind twemproxy (MULTI and keyless ones),
+    /// answered `+OK`/`+QUEUED` and held until a key chooses the shard master it runs on
+    /// (`proxy/keyed.rs`).
+    pub txn_head: Vec<bytes::Bytes>,
     /// Its connection of its own, if any.
     pub session: Option<Session>,
     /// What it is subscribed to, as the confirmations reported it.
@@ -170,6 +179,7 @@ impl ClientConn {
             mode: Mode::Normal,
             path: crate::proxy::Path::Backends,
             queued: Vec::new(),
+            txn_head: Vec::new(),
             session: None,
             subs: Subscriptions::default(),
             dirty: false,

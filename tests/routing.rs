@@ -250,3 +250,162 @@ fn without_the_pool_a_refused_command_says_how_to_route_it() {
         String::from_utf8_lossy(&time)
     );
 }
+
+#[test]
+fn watch_multi_exec_counts_exactly_from_four_writers() {
+    let (fleet, proxy) = routed();
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = proxy.client();
+            std::thread::spawn(move || {
+                let mut done = 0;
+                for _ in 0..2000 {
+                    if done == 200 {
+                        break;
+                    }
+                    let () = redis::cmd("WATCH")
+                        .arg("counter")
+                        .query(&mut c)
+                        .expect("WATCH");
+                    let n: Option<i64> =
+                        redis::cmd("GET").arg("counter").query(&mut c).expect("GET");
+                    let result: Option<Vec<String>> = redis::pipe()
+                        .atomic()
+                        .cmd("SET")
+                        .arg("counter")
+                        .arg(n.unwrap_or(0) + 1)
+                        .query(&mut c)
+                        .expect("MULTI/EXEC");
+                    if result.is_some() {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let done: i32 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+    assert_eq!(done, 800);
+    let home = &fleet.masters[fleet.master_of(b"counter")];
+    let n: i64 = redis::cmd("GET")
+        .arg("counter")
+        .query(&mut home.client())
+        .expect("GET");
+    assert_eq!(n, 800);
+}
+
+#[test]
+fn multi_waits_for_its_first_key_and_a_second_master_aborts_it() {
+    let (fleet, proxy) = routed();
+    let (a, b, neighbour) = keys_apart(&fleet, "tx");
+    let mut raw = proxy.raw();
+    // Keyless commands first: held with MULTI until the first key picks the master.
+    let replies: Vec<Vec<u8>> = [
+        vec![&b"MULTI"[..]],
+        vec![b"PING"],
+        vec![b"SET", a.as_bytes(), b"1"],
+        vec![b"INCR", neighbour.as_bytes()],
+        vec![b"EXEC"],
+    ]
+    .iter()
+    .map(|c| raw.cmd(c))
+    .collect();
+    assert_eq!(replies[0], b"+OK\r\n");
+    assert_eq!(replies[1], b"+QUEUED\r\n");
+    assert_eq!(replies[4], b"*3\r\n+PONG\r\n+OK\r\n:1\r\n");
+    // A key on another master: -CROSSSLOT, and nothing of the transaction runs.
+    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"SET", a.as_bytes(), b"2"]), b"+QUEUED\r\n");
+    let cross = raw.cmd(&[b"SET", b.as_bytes(), b"2"]);
+    assert!(
+        cross.starts_with(b"-CROSSSLOT"),
+        "{}",
+        String::from_utf8_lossy(&cross)
+    );
+    assert_eq!(raw.cmd(&[b"INCR", neighbour.as_bytes()]), b"+QUEUED\r\n");
+    let exec = raw.cmd(&[b"EXEC"]);
+    assert!(
+        exec.starts_with(b"-EXECABORT"),
+        "{}",
+        String::from_utf8_lossy(&exec)
+    );
+    assert_eq!(raw.cmd(&[b"GET", a.as_bytes()]), b"$1\r\n1\r\n");
+    assert_eq!(raw.cmd(&[b"GET", b.as_bytes()]), b"$-1\r\n");
+    assert_eq!(raw.cmd(&[b"GET", neighbour.as_bytes()]), b"$1\r\n1\r\n");
+    // Only keyless commands: they run on one master.
+    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"PING"]), b"+QUEUED\r\n");
+    assert_eq!(raw.cmd(&[b"EXEC"]), b"*1\r\n+PONG\r\n");
+    // RESET while held answers what was held, in order.
+    let pipeline: Vec<u8> = [
+        &[&b"MULTI"[..]][..],
+        &[b"PING"],
+        &[b"RESET"],
+        &[b"GET", a.as_bytes()],
+    ]
+    .iter()
+    .flat_map(|c| respite::resp::encode_request(c).to_vec())
+    .collect();
+    raw.send(&pipeline);
+    assert_eq!(raw.reply(), b"+OK\r\n");
+    assert_eq!(raw.reply(), b"+QUEUED\r\n");
+    assert_eq!(raw.reply(), b"+RESET\r\n");
+    assert_eq!(raw.reply(), b"$1\r\n1\r\n");
+}
+
+#[test]
+fn blocking_commands_wait_on_the_master_of_their_key() {
+    let (_fleet, proxy) = routed();
+    let mut blocked = proxy.client();
+    let waiter = std::thread::spawn(move || {
+        let got: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg("jobs")
+            .arg(5)
+            .query(&mut blocked)
+            .expect("BLPOP");
+        let popped: Option<(String, String, f64)> = redis::cmd("BZPOPMIN")
+            .arg("ranks")
+            .arg(5)
+            .query(&mut blocked)
+            .expect("BZPOPMIN");
+        (got, popped)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = proxy.client();
+    let _: i64 = redis::cmd("LPUSH")
+        .arg("jobs")
+        .arg("j1")
+        .query(&mut c)
+        .expect("LPUSH");
+    let _: i64 = redis::cmd("ZADD")
+        .arg("ranks")
+        .arg(2.5)
+        .arg("r")
+        .query(&mut c)
+        .expect("ZADD");
+    let (got, popped) = waiter.join().expect("waiter");
+    assert_eq!(got, Some(("jobs".into(), "j1".into())));
+    assert_eq!(popped, Some(("ranks".into(), "r".into(), 2.5)));
+    // XREAD BLOCK is woken by an XADD on the same master.
+    let mut reader = proxy.client();
+    let read = std::thread::spawn(move || {
+        redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(5000)
+            .arg("STREAMS")
+            .arg("feed")
+            .arg("$")
+            .query::<redis::Value>(&mut reader)
+            .expect("XREAD BLOCK")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _: String = redis::cmd("XADD")
+        .arg("feed")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .expect("XADD");
+    let value = read.join().expect("reader");
+    assert!(format!("{value:?}").contains("feed"), "{value:?}");
+}

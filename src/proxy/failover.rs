@@ -163,7 +163,7 @@ impl Proxy {
                     self.send(origin, req);
                 }
                 Origin::Fanout { .. } => self.complete(origin, lost.clone()),
-                Origin::Auth | Origin::Piece { .. } => {}
+                Origin::Auth | Origin::Quiet | Origin::Piece { .. } => {}
             }
         }
     }

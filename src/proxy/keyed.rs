@@ -12,11 +12,13 @@
 //! requests are answered (`Path`, checked in `ingress`).
 
 use super::Proxy;
-use crate::command::{fit, CommandId, Fit};
+use crate::backend::Origin;
+use crate::client::Mode;
+use crate::command::{fit, CommandId, Fit, Route, Session};
 use crate::health::Tier;
 use crate::keymap::Home;
 use crate::request::Request;
-use crate::resp;
+use crate::resp::{self, reply};
 use crate::resp::{Frame, FrameError};
 use crate::upstream::Upstream;
 use bytes::Bytes;
@@ -44,7 +46,8 @@ impl Proxy {
         let (Some(c), Ok(Some(frame)), Some(id)) = (self.conns.client(token), frame, id) else {
             return false;
         };
-        if c.pending.waiting() == 0 {
+        // Inside a transaction (or any mode) requests follow the mode, not a path.
+        if c.pending.waiting() == 0 || c.mode != Mode::Normal {
             return false;
         }
         let bytes = match frame {
@@ -82,9 +85,8 @@ impl Proxy {
     /// The shard master for a request the backends refuse: the one serving its keys, or any
     /// master for a keyless one; else the error to answer.
     pub(super) fn shard_for(&self, req: &Request, refusal: &str) -> Result<usize, Bytes> {
-        let keys = req.keys();
         if !self.ups.have_shards() {
-            let hint = if keys.is_empty() {
+            let hint = if req.keys().is_empty() {
                 "--shards"
             } else {
                 "--shards and --twemproxy-config"
@@ -93,45 +95,193 @@ impl Proxy {
                 "{refusal}; give {hint} to run it on the shards"
             )));
         }
-        let home = match &self.ups.keymap {
-            _ if keys.is_empty() => None,
-            None => {
-                return Err(resp::error(&format!(
-                    "{refusal}; give --twemproxy-config to route it to the shards"
-                )))
-            }
-            Some(map) => {
-                let mut home = None;
-                for key in keys {
-                    let shard = match map.home(key) {
-                        Home::Shard(s) => s,
-                        Home::Any => return Err(resp::error(NO_HOME)),
-                        Home::Missing(server) => {
-                            return Err(resp::error(&format!(
-                                "ERR the key {} lives on twemproxy server {server}, which is not \
-                                 among the shards",
-                                String::from_utf8_lossy(key)
-                            )))
-                        }
-                    };
-                    if home.is_some_and(|h| h != shard) {
-                        return Err(resp::error(CROSS_SHARD));
-                    }
-                    home = Some(shard);
+        if self.ups.keymap.is_none() && !req.keys().is_empty() {
+            return Err(resp::error(&format!(
+                "{refusal}; give --twemproxy-config to route it to the shards"
+            )));
+        }
+        match self.key_master(req)? {
+            Some(master) => Ok(master),
+            None => self.ups.any_master().ok_or_else(|| resp::error(NO_MASTER)),
+        }
+    }
+
+    /// The shard master serving the keys of `req` (`None`: it has none, or no key map is
+    /// known); the error to answer if they live on two masters, or where none serves them.
+    pub(super) fn key_master(&self, req: &Request) -> Result<Option<usize>, Bytes> {
+        let Some(map) = &self.ups.keymap else {
+            return Ok(None);
+        };
+        let mut home = None;
+        for key in req.keys() {
+            let shard = match map.home(key) {
+                Home::Shard(s) => s,
+                Home::Any => return Err(resp::error(NO_HOME)),
+                Home::Missing(server) => {
+                    return Err(resp::error(&format!(
+                        "ERR the key {} lives on twemproxy server {server}, which is not among \
+                         the shards",
+                        String::from_utf8_lossy(key)
+                    )))
                 }
-                home
+            };
+            if home.is_some_and(|h| h != shard) {
+                return Err(resp::error(CROSS_SHARD));
+            }
+            home = Some(shard);
+        }
+        home.map(|shard| self.ups.master_for(shard))
+            .transpose()
+            .map_err(|why| resp::error(&format!("ERR {why}")))
+    }
+
+    /// True when sessions (transactions, blocking commands) go to the shard master of their
+    /// keys: behind twemproxy, with its pool.
+    pub(super) fn routes_by_key(&self) -> bool {
+        self.ups.tier == Some(Tier::Twemproxy) && self.ups.keymap.is_some()
+    }
+
+    /// MULTI behind twemproxy, outside WATCH: answered at once, as Redis answers it, and held
+    /// (with the keyless requests after it) until a key chooses the master it runs on.
+    pub(super) fn hold_multi(&mut self, token: usize, req: Request) {
+        if let Some(c) = self.conns.client_mut(token) {
+            c.mode = Mode::Multi;
+            c.queued.clear();
+            c.txn_head = vec![req.bytes.clone()];
+        }
+        self.reply_now(token, &req, reply::OK);
+    }
+
+    /// Inside WATCH or MULTI behind twemproxy: keeps the transaction on one master. Returns the
+    /// request if the session's usual handling applies to it, `None` if it was dealt with
+    /// here; with `Err`, normal routing applies (a command for another master while watching).
+    pub(super) fn pin_by_key(
+        &mut self,
+        token: usize,
+        route: Route,
+        req: Request,
+    ) -> Result<Option<Request>, Request> {
+        let Some(c) = self.conns.client(token) else {
+            return Ok(None);
+        };
+        let multi = c.mode == Mode::Multi;
+        // A held transaction has no master yet, whatever session the client had before.
+        let live = c.session.filter(|s| self.conns.is_live(s.conn));
+        let target = live.filter(|_| c.txn_head.is_empty()).map(|s| s.target);
+        let ends = matches!(route, Route::Session(Session::Exec | Session::Discard));
+        let home = match self.key_master(&req) {
+            Ok(home) => home.map(Upstream::shard),
+            Err(answer) => {
+                self.reply_now(token, &req, answer);
+                if multi {
+                    self.abort_txn(token);
+                }
+                return Ok(None);
             }
         };
-        let master = match home {
-            Some(shard) => self.ups.master_for(shard),
-            None => self
-                .ups
-                .any_master()
-                .ok_or_else(|| "no shard master is available".to_string()),
+        match (home, target) {
+            (Some(home), Some(target)) if home != target => {
+                if !multi && route != Route::Session(Session::Watch) {
+                    return Err(req);
+                }
+                self.reply_now(token, &req, resp::error(CROSS_SHARD));
+                if multi {
+                    self.abort_txn(token);
+                }
+                Ok(None)
+            }
+            (Some(home), None) => Ok(self.start_held_txn(token, home, req)),
+            (None, None) if multi && ends => {
+                let Some(master) = self.ups.any_master() else {
+                    self.reply_now(token, &req, resp::error(NO_MASTER));
+                    self.abort_txn(token);
+                    return Ok(None);
+                };
+                Ok(self.start_held_txn(token, Upstream::shard(master), req))
+            }
+            (None, None) if multi => {
+                // Keyless, before any key: queued as Redis queues it, held after MULTI.
+                if let Some(c) = self.conns.client_mut(token) {
+                    if c.resp3 {
+                        c.queued.push(crate::resp3::shape_for(&req));
+                    }
+                    c.txn_head.push(req.bytes.clone());
+                }
+                self.reply_now(token, &req, reply::QUEUED);
+                Ok(None)
+            }
+            _ => Ok(Some(req)),
+        }
+    }
+
+    /// Opens the held transaction's session to `target` and sends what was held, then
+    /// returns `req` (its first keyed request, or EXEC) to be sent after it; if no connection
+    /// can be had, `req` gets the error and the transaction is over.
+    fn start_held_txn(&mut self, token: usize, target: Upstream, req: Request) -> Option<Request> {
+        let held = self
+            .conns
+            .client_mut(token)
+            .map(|c| std::mem::take(&mut c.txn_head));
+        // A session from before (MULTI waited for its requests: it is idle) is kept if it goes
+        // to the same master.
+        let before = self.conns.client(token).and_then(|c| c.session);
+        let reuse = before.filter(|s| s.target == target && self.conns.is_live(s.conn));
+        let conn = match reuse {
+            Some(s) => Ok(s.conn.token),
+            None => {
+                if before.is_some() {
+                    self.close_session_of(token);
+                }
+                self.connect_session(token, target, false)
+            }
         };
-        master.map_err(|why| resp::error(&format!("ERR {why}")))
+        match conn {
+            Ok(conn) => {
+                for bytes in held.unwrap_or_default() {
+                    self.enqueue(conn, Origin::Quiet, bytes);
+                }
+                Some(req)
+            }
+            Err(answer) => {
+                self.reply_now(token, &req, answer.clone());
+                if req
+                    .spec()
+                    .is_some_and(|s| s.name == "EXEC" || s.name == "DISCARD")
+                {
+                    self.set_mode(token, Mode::Normal);
+                } else {
+                    self.set_broken(token, answer, LOST_TXN);
+                }
+                None
+            }
+        }
+    }
+
+    /// A command could not join the transaction: it is discarded on its master (a held one is
+    /// dropped: its requests were answered already), and EXEC will say so.
+    fn abort_txn(&mut self, token: usize) {
+        let Some(c) = self.conns.client_mut(token) else {
+            return;
+        };
+        let held = std::mem::take(&mut c.txn_head);
+        let session = c
+            .session
+            .filter(|s| held.is_empty() && self.conns.is_live(s.conn));
+        if let Some(s) = session {
+            self.enqueue(s.conn.token, Origin::Quiet, Bytes::from_static(DISCARD));
+        }
+        self.set_broken(token, reply::QUEUED, ABORTED_TXN);
+    }
+
+    fn set_broken(&mut self, token: usize, each: Bytes, exec: &'static str) {
+        self.set_mode(token, Mode::BrokenTxn { each, exec });
     }
 }
+
+const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+const ABORTED_TXN: &str = "EXECABORT Transaction discarded because of previous errors.";
+const LOST_TXN: &str = "EXECABORT Transaction discarded because its backend connection was lost.";
+const NO_MASTER: &str = "ERR no shard master is available";
 
 /// The answer to a request whose keys live on different shard masters.
 pub(super) const CROSS_SHARD: &str =

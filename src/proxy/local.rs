@@ -80,6 +80,7 @@ impl Proxy {
                         c.authed = false;
                     }
                     c.mode = Mode::Normal;
+                    c.txn_head.clear();
                     c.subs = Subscriptions::default();
                     c.resp3 = false;
                 }

@@ -70,7 +70,7 @@ impl Proxy {
                 token, gen, seq, ..
             } => (token, gen, seq),
             Origin::Fanout { id, part } => return self.fanout_part_done(id, part, replies),
-            Origin::Auth | Origin::Piece { .. } => return,
+            Origin::Auth | Origin::Quiet | Origin::Piece { .. } => return,
         };
         let (slow_us, slow_max) = (self.config.slowlog_micros, self.config.slowlog_max_len);
         if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {

@@ -18,7 +18,7 @@
 use super::forward::tag_of;
 use super::Proxy;
 use crate::client::{Mode, Session as ClientSession};
-use crate::command::{Local, Route, Session};
+use crate::command::{fit, Fit, Local, Route, Session};
 use crate::conns::{Conn, ConnRef};
 use crate::pending::Tag;
 use crate::request::Request;
@@ -39,9 +39,9 @@ impl Proxy {
         let c = self.conns.client(token)?;
         match &c.mode {
             Mode::Subscribed => self.dispatch_subscribed(token, route, req),
-            Mode::BrokenTxn(err) => {
-                let err = resp::error(err);
-                self.dispatch_broken_txn(token, route, req, err)
+            Mode::BrokenTxn { each, exec } => {
+                let (each, exec) = (each.clone(), *exec);
+                self.dispatch_broken_txn(token, route, req, each, exec)
             }
             Mode::Watching | Mode::Multi => self.dispatch_pinned(token, route, req),
             Mode::Normal | Mode::Streaming(_) => Some(req),
@@ -71,6 +71,15 @@ impl Proxy {
             Route::Session(Session::Multi) => Some(Mode::Multi),
             _ => None,
         };
+        let req = if self.routes_by_key() {
+            match self.pin_by_key(token, route, req) {
+                Ok(Some(req)) => req,
+                Ok(None) => return None,
+                Err(req) => return Some(req),
+            }
+        } else {
+            req
+        };
         let c = self.conns.client_mut(token)?;
         let mut tag = tag_of(&req, c.resp3);
         if c.resp3 && c.mode == Mode::Multi {
@@ -93,27 +102,24 @@ impl Proxy {
         None
     }
 
-    /// After the session broke inside MULTI: every request gets `err` until EXEC or DISCARD.
+    /// After the transaction broke: every request gets `each` until EXEC (answered `exec`) or
+    /// DISCARD.
     fn dispatch_broken_txn(
         &mut self,
         token: usize,
         route: Route,
         req: Request,
-        err: Bytes,
+        each: Bytes,
+        exec: &'static str,
     ) -> Option<Request> {
         let (ends, answer) = match route {
-            Route::Session(Session::Exec) => (
-                true,
-                resp::error(
-                    "EXECABORT Transaction discarded because its backend connection was lost.",
-                ),
-            ),
+            Route::Session(Session::Exec) => (true, resp::error(exec)),
             Route::Session(Session::Discard) => (true, reply::OK),
             Route::Local(Local::Quit | Local::Reset) => {
                 self.set_mode(token, Mode::Normal);
                 return Some(req);
             }
-            _ => (false, err),
+            _ => (false, each),
         };
         if ends {
             self.set_mode(token, Mode::Normal);
@@ -122,7 +128,7 @@ impl Proxy {
         None
     }
 
-    fn set_mode(&mut self, token: usize, mode: Mode) {
+    pub(super) fn set_mode(&mut self, token: usize, mode: Mode) {
         if let Some(c) = self.conns.client_mut(token) {
             c.mode = mode;
         }
@@ -131,6 +137,7 @@ impl Proxy {
     /// Routes a session command for a client in `Mode::Normal`.
     pub(super) fn dispatch_session(&mut self, token: usize, which: Session, req: Request) {
         match which {
+            Session::Multi if self.routes_by_key() => self.hold_multi(token, req),
             Session::Multi | Session::Watch => {
                 let mode = if which == Session::Multi {
                     Mode::Multi
@@ -207,8 +214,7 @@ impl Proxy {
         } else if let Some(s) = existing {
             Ok(s.target)
         } else {
-            let picked = self.ups.pick(&mut self.picker);
-            picked.map(Upstream::backend).ok_or(reply::NO_BACKEND)
+            self.session_target(req)
         };
         let target = match target {
             Ok(u) => u,
@@ -234,6 +240,18 @@ impl Proxy {
                 None
             }
         }
+    }
+
+    /// Where a new session for `req` goes: behind twemproxy with its pool, what it refuses goes
+    /// to the master of its keys; anything else to a backend from the picker.
+    fn session_target(&mut self, req: &Request) -> Result<Upstream, Bytes> {
+        if self.routes_by_key() {
+            if let Fit::Refuse(refusal) = fit(self.ups.tier, req) {
+                return self.shard_for(req, &refusal).map(Upstream::shard);
+            }
+        }
+        let picked = self.ups.pick(&mut self.picker);
+        picked.map(Upstream::backend).ok_or(reply::NO_BACKEND)
     }
 
     /// Opens a session connection for client `token` to `target` and makes it the client's
@@ -336,10 +354,14 @@ impl Proxy {
             }
             Mode::Multi => {
                 let text = String::from_utf8_lossy(&lost[1..lost.len() - 2]).into_owned();
-                c.mode = Mode::BrokenTxn(format!("{text}; the transaction was aborted"));
+                c.mode = Mode::BrokenTxn {
+                    each: resp::error(&format!("{text}; the transaction was aborted")),
+                    exec:
+                        "EXECABORT Transaction discarded because its backend connection was lost.",
+                };
             }
             Mode::Subscribed => self.close_client(owner.token, "pub/sub connection lost"),
-            Mode::Watching | Mode::Normal | Mode::BrokenTxn(_) => {}
+            Mode::Watching | Mode::Normal | Mode::BrokenTxn { .. } => {}
         }
     }
 

@@ -4,8 +4,9 @@
 use super::Proxy;
 use crate::backend::Origin;
 use crate::client::Mode;
-use crate::command::Route;
+use crate::command::{Route, Twem};
 use crate::command_table::COMMANDS;
+use crate::health::Tier;
 use crate::pending::Tag;
 use crate::resp;
 use crate::resp::Frame;
@@ -35,7 +36,10 @@ impl Proxy {
         else {
             return;
         };
-        if commands.route(id) != Route::Forward {
+        // Only what the backends serve streams to one (twemproxy closes on anything else).
+        let served = matches!(self.ups.tier, Some(Tier::Redis | Tier::Codis))
+            || commands.spec(id).twemproxy != Twem::No;
+        if commands.route(id) != Route::Forward || !served {
             return;
         }
         let Some(b) = self.ups.pick(&mut self.picker) else {

@@ -126,6 +126,7 @@ pub mod reply {
     use bytes::Bytes;
     /// `+OK`
     pub const OK: Bytes = Bytes::from_static(b"+OK\r\n");
+    pub const QUEUED: Bytes = Bytes::from_static(b"+QUEUED\r\n");
     /// `+PONG`
     pub const PONG: Bytes = Bytes::from_static(b"+PONG\r\n");
     /// A null bulk string.
