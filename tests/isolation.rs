@@ -202,3 +202,28 @@ fn the_twemproxy_dialect_matches_the_real_nutcracker() {
     assert_eq!(served, 135, "every served command but QUIT");
     assert!(refused > 100, "{refused}");
 }
+
+#[test]
+fn with_the_pool_every_command_twemproxy_refuses_leaves_other_clients_alone() {
+    let fleet = Fleet::start();
+    let proxy = TestProxy::start(fleet.routed_config());
+    wait_for_roles(&proxy);
+    let refused: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|s| s.twemproxy == Twem::No)
+        .map(|s| s.name)
+        .collect();
+    assert!(refused.len() > 90, "{}", refused.len());
+    let mut answers = 0;
+    others_are_unharmed(&proxy, || {
+        for name in &refused {
+            // Each on a connection of its own: SUBSCRIBE, MULTI and the like change it.
+            let mut offender = proxy.raw();
+            offender.send(&encode_request(&[name.as_bytes(), b"k", b"0.01"]));
+            if offender.try_reply().is_ok() {
+                answers += 1;
+            }
+        }
+    });
+    assert_eq!(answers, refused.len(), "every command was answered");
+}
