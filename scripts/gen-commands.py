@@ -97,6 +97,38 @@ with open(os.path.join(root, "scripts", "dialects", "twemproxy-0.5.0.txt")) as f
         name, rule = line.split("\t")[:2]
         twemproxy[name.upper()] = TWEMPROXY_RULES[rule]
 
+# Command -> whether Codis 3.2.2 serves it (commands it does not list it forwards: served).
+codis = {}
+with open(os.path.join(root, "scripts", "dialects", "codis-3.2.2.txt")) as f:
+    for line in f:
+        if line.startswith("#") or not line.strip():
+            continue
+        name, verdict = line.split()[:2]
+        codis[name.upper()] = verdict == "allow"
+
+
+
+def codis_rule(name, spec, flags):
+    """How Codis 3.2 takes a command: No (refused, or blocking: it would block Codis's shared
+    connection), Yes (served and placed by its key), Check (served; placed right only when the
+    keys beyond the one Codis hashes share its slot)."""
+    if "container" in spec:
+        return "Yes"
+    if not codis.get(name, True):
+        return "No"
+    if "BLOCKING" in flags and name not in ("XREAD", "XREADGROUP"):
+        return "No"
+    specs = spec.get("key_specs", [])
+    hashed = 3 if name in ("ZINTERSTORE", "ZUNIONSTORE", "EVAL", "EVALSHA") else 1
+    if not specs or name in ("MGET", "MSET", "DEL", "EXISTS"):
+        return "Yes"
+    if len(specs) == 1:
+        bs, fk = specs[0].get("begin_search", {}), specs[0].get("find_keys", {})
+        if bs.get("index", {}).get("pos") == hashed and fk.get("range", {}).get("lastkey") == 0:
+            return "Yes"
+    return "Check"
+
+
 commands, subcommands = [], []
 for path in sorted(glob.glob(os.path.join(spec_dir, "*.json"))):
     with open(path) as f:
@@ -107,7 +139,8 @@ for path in sorted(glob.glob(os.path.join(spec_dir, "*.json"))):
             bits = " | ".join(f"flag::{fl}" for fl in FLAGS if fl in flags) or "0"
             keys = key_specs(spec)
             twem = twemproxy.get(name.upper(), "No") if "container" not in spec else "No"
-            entry = (name.upper(), spec["arity"], bits, keys, reply_shape(spec), twem)
+            served = codis_rule(name.upper(), spec, flags)
+            entry = (name.upper(), spec["arity"], bits, keys, reply_shape(spec), twem, served)
             if "container" in spec:
                 subcommands.append((spec["container"].upper(),) + entry)
             else:
@@ -122,7 +155,7 @@ out = [
     "//! and the argument rule twemproxy 0.5 parses it with (`scripts/dialects/`) of every command",
     "//! and subcommand, sorted by name so that lookups are a binary search over static data.",
     "",
-    "use crate::command::{flag, Spec, Twem};",
+    "use crate::command::{flag, Codis, Spec, Twem};",
     "use crate::keys::{Begin, Find, KeySpec};",
     "use crate::resp3::Shape;",
     "",
@@ -130,17 +163,18 @@ out = [
     "#[rustfmt::skip]",
     "pub static COMMANDS: &[Spec] = &[",
 ]
-for name, arity, bits, keys, shape, twem in commands:
-    out.append(f'    Spec {{ name: "{name}", arity: {arity}, flags: {bits}, keys: {keys}, resp3: Shape::{shape}, twemproxy: Twem::{twem} }},')
+for name, arity, bits, keys, shape, twem, served in commands:
+    out.append(f'    Spec {{ name: "{name}", arity: {arity}, flags: {bits}, keys: {keys}, resp3: Shape::{shape}, twemproxy: Twem::{twem}, codis: Codis::{served} }},')
 out += ["];", "", f"/// Every subcommand ({len(subcommands)}) as (container, spec), sorted by container then name.",
         "#[rustfmt::skip]", "pub static SUBCOMMANDS: &[(&str, Spec)] = &["]
-for container, name, arity, bits, keys, shape, twem in subcommands:
-    out.append(f'    ("{container}", Spec {{ name: "{name}", arity: {arity}, flags: {bits}, keys: {keys}, resp3: Shape::{shape}, twemproxy: Twem::{twem} }}),')
+for container, name, arity, bits, keys, shape, twem, served in subcommands:
+    out.append(f'    ("{container}", Spec {{ name: "{name}", arity: {arity}, flags: {bits}, keys: {keys}, resp3: Shape::{shape}, twemproxy: Twem::{twem}, codis: Codis::{served} }}),')
 out.append("];")
 with open(os.path.join(root, "src", "command_table.rs"), "w") as f:
     f.write("\n".join(out) + "\n")
 missing = sorted(set(twemproxy) - {c[0] for c in commands})
 print(f"wrote {len(commands)} commands and {len(subcommands)} subcommands; "
-      f"{sum(c[5] != 'No' for c in commands)} served by twemproxy")
+      f"{sum(c[5] != 'No' for c in commands)} served by twemproxy, "
+      f"{sum(c[6] != 'No' for c in commands)} by Codis")
 if missing:
     print(f"twemproxy commands not in the specs: {missing}", file=sys.stderr)

@@ -55,6 +55,20 @@ pub struct Spec {
     pub resp3: crate::resp3::Shape,
     /// How twemproxy 0.5 parses it, if it serves it at all.
     pub twemproxy: Twem,
+    /// How Codis 3.2 takes it (`scripts/dialects/codis-3.2.2.txt`).
+    pub codis: Codis,
+}
+
+/// How Codis 3.2 takes a command. Codis refuses what its table denies with `-ERR ... not
+/// allowed`, and places anything else by one argument (`keymap::codis`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codis {
+    /// Refused by Codis, or blocking (it would block a connection Codis shares).
+    No,
+    /// Served, and placed where its keys are (keyless, one key where Codis looks, or split).
+    Yes,
+    /// Served, but placed right only if its other keys share the slot of the one Codis hashes.
+    Check,
 }
 
 /// The argument rule twemproxy 0.5 parses a command with (the `redis_arg*` helper of
@@ -134,8 +148,10 @@ pub enum Fit {
 /// and Codis refuses what it does not serve with an error; twemproxy closes the connection on
 /// any request outside its dialect (`Spec::twemproxy`), failing every other request on it.
 pub fn fit(tier: Option<Tier>, req: &Request) -> Fit {
-    if matches!(tier, Some(Tier::Redis | Tier::Codis)) {
-        return Fit::Shared;
+    match tier {
+        Some(Tier::Redis) => return Fit::Shared,
+        Some(Tier::Codis) => return codis_fit(req),
+        _ => {}
     }
     let spec = req.spec();
     if spec.is_some_and(|s| s.twemproxy.accepts(req.argc(), req.arg(2))) {
@@ -155,6 +171,31 @@ pub fn fit(tier: Option<Tier>, req: &Request) -> Fit {
             String::from_utf8_lossy(req.arg(0).unwrap_or_default())
         ),
     })
+}
+
+/// `fit` behind Codis: refused (by Codis, or because it would block a shared connection or run
+/// on the wrong group), or shared.
+fn codis_fit(req: &Request) -> Fit {
+    let Some(spec) = req.spec() else {
+        // Codis forwards what it does not know, and Redis refuses it.
+        return Fit::Shared;
+    };
+    let placed = || {
+        let (args, keys) = (req.arg_list(), req.keys());
+        crate::keymap::codis::placed_by_codis(spec.name, &args, &keys)
+    };
+    match spec.codis {
+        Codis::Yes => Fit::Shared,
+        Codis::Check if !req.has_word(b"BLOCK") && placed() => Fit::Shared,
+        Codis::Check => Fit::Refuse(format!(
+            "ERR {} with these arguments would not be placed by its keys by the Codis backends",
+            spec.name
+        )),
+        Codis::No => Fit::Refuse(format!(
+            "ERR {} is not supported by the Codis backends",
+            spec.name
+        )),
+    }
 }
 
 /// Commands respite answers itself.

@@ -39,6 +39,9 @@ pub struct Config {
     /// The nutcracker pool the twemproxy backends run (`--twemproxy-config FILE[:POOL]`):
     /// with it, what twemproxy refuses goes to the shard master that owns its key.
     pub twemproxy: Option<Pool>,
+    /// The backends are codis-proxies (`--codis`): respite follows their slot table, and their
+    /// group masters are the shards unless `shards` are given.
+    pub codis: bool,
     /// Connections of their own (transactions, blocking, pub/sub) per backend.
     pub max_session_connections: usize,
     /// Queued output over which a subscriber is disconnected.
@@ -118,6 +121,11 @@ pub struct Cli {
     /// commands twemproxy refuses then go to the shard master that owns their key.
     #[arg(long)]
     pub twemproxy_config: Option<String>,
+    /// The backends are codis-proxies: follow their slot table (SLOTSMAPPING) and route what
+    /// Codis refuses to the group master of its keys (the group masters are the shards unless
+    /// --shards is given).
+    #[arg(long)]
+    pub codis: bool,
     /// Connections of their own (transactions, blocking, pub/sub) per backend [default: 1024].
     #[arg(long)]
     pub max_session_connections: Option<usize>,
@@ -208,6 +216,7 @@ struct FileConfig {
     shards: Option<Vec<String>>,
     pubsub: Option<String>,
     twemproxy_config: Option<String>,
+    codis: Option<bool>,
     max_session_connections: Option<usize>,
     pubsub_output_limit: Option<usize>,
     picker: Option<PickerKind>,
@@ -398,6 +407,13 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
     let twemproxy = twemproxy
         .map(|spec| Pool::load(&spec).map_err(ConfigError))
         .transpose()?;
+    let codis = cli.codis || file.codis.unwrap_or(false);
+    if codis && twemproxy.is_some() {
+        return Err(ConfigError(
+            "--codis and --twemproxy-config exclude each other: the backends are one or the other"
+                .into(),
+        ));
+    }
     if twemproxy.is_some() && shards.is_empty() {
         return Err(ConfigError(
             "--twemproxy-config needs --shards: the Redis servers of the pool, where respite \
@@ -411,6 +427,7 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
         shards,
         pubsub,
         twemproxy,
+        codis,
         max_session_connections: positive(
             "max_session_connections",
             pick!(cli, file, max_session_connections, 1024),

@@ -112,6 +112,9 @@ pub enum Ask {
     Ping,
     /// `PING` and `ROLE`: is it healthy, and a master or a replica? (shards)
     PingRole,
+    /// `PING` and `SLOTSMAPPING`: is it healthy, and where is each slot? (codis-proxies, with
+    /// `--codis`)
+    PingSlots,
     /// `SLOTSMAPPING 0` alone, once after a good PING: what is it? Redis refuses the command
     /// (a plain Redis), Codis's proxy answers it, twemproxy closes the connection. Not a health
     /// check.
@@ -150,6 +153,10 @@ pub fn probe_request(auth: Option<&[u8]>, ask: Ask) -> (BytesMut, u8) {
             out.put_slice(b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nROLE\r\n");
             expect += 1;
         }
+        Ask::PingSlots => {
+            out.put_slice(b"*1\r\n$4\r\nPING\r\n*1\r\n$12\r\nSLOTSMAPPING\r\n");
+            expect += 1;
+        }
     }
     (out, expect)
 }
@@ -165,6 +172,8 @@ pub struct ProbeReport {
     pub resp3: Option<bool>,
     /// What it is (a tier round).
     pub tier: Option<Tier>,
+    /// The group master of every slot (a codis-proxy's `SLOTSMAPPING`).
+    pub slots: Option<Vec<String>>,
     /// The connection closed with replies still owed: the round failed.
     pub cut_short: bool,
 }
@@ -263,6 +272,7 @@ impl ProbeRound {
             return;
         }
         let asks_role = self.ask == Ask::PingRole;
+        let second = asks_role || self.ask == Ask::PingSlots;
         if frame.starts_with(b"-BUSY ") {
             // A script or function is running: the server is alive (SCRIPT KILL reaches it).
             self.busy = true;
@@ -271,7 +281,12 @@ impl ProbeRound {
             self.error.get_or_insert(text);
         } else if asks_role && left == 0 {
             report.role = parse_role(frame);
-        } else if left == u8::from(asks_role) && frame != b"+PONG\r\n" {
+        } else if second && left == 0 {
+            report.slots = crate::keymap::codis::parse_slots_mapping(frame);
+            if report.slots.is_none() {
+                self.error = Some("unreadable SLOTSMAPPING reply".into());
+            }
+        } else if left == u8::from(second) && frame != b"+PONG\r\n" {
             let text = String::from_utf8_lossy(frame);
             self.error = Some(format!("unexpected PING reply {text:?}"));
         }

@@ -20,7 +20,7 @@ use crate::keymap::twemproxy::Pool;
 use crate::keymap::KeyMap;
 use crate::picker::Picker;
 use bytes::Bytes;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
 /// Which list an upstream belongs to.
@@ -192,13 +192,15 @@ impl Backend {
     }
 
     /// The next probe round: discovery (tier, then RESP3) once a PING was answered, else a
-    /// health check (with `ROLE` for shards).
-    pub fn next_ask(&self, shard: bool) -> Ask {
+    /// health check (with `ROLE` for shards, with the slot table for a codis-proxy when
+    /// `codis_slots`).
+    pub fn next_ask(&self, shard: bool, codis_slots: bool) -> Ask {
         let answered = self.health.oks > 0;
         match (self.tier, self.resp3) {
             (None, _) if answered => Ask::Tier,
             (Some(Tier::Redis), None) if answered => Ask::Hello,
             _ if shard => Ask::PingRole,
+            (Some(Tier::Codis), _) if codis_slots => Ask::PingSlots,
             _ => Ask::Ping,
         }
     }
@@ -255,6 +257,8 @@ pub struct Upstreams {
     /// Where each key lives among the shards, when the backends' rule is known
     /// (`--twemproxy-config`): what the backends refuse then goes to the key's shard master.
     pub keymap: Option<KeyMap>,
+    /// The Codis slot table the key map follows (`--codis`), as a codis-proxy last reported it.
+    pub codis_slots: Option<Vec<String>>,
 }
 
 impl Upstreams {
@@ -277,17 +281,56 @@ impl Upstreams {
             pubsub: pubsub.iter().map(|&a| Backend::single(a, now)).collect(),
             tier: None,
             keymap: None,
+            codis_slots: None,
         }
+    }
+
+    /// The live shards: (index, address).
+    fn live_shards(&self) -> Vec<(usize, SocketAddr)> {
+        let shards = self.shards.iter().enumerate();
+        shards
+            .filter(|(_, s)| !s.retired)
+            .map(|(i, s)| (i, s.addr))
+            .collect()
+    }
+
+    /// Follows a Codis slot table (each slot's group master); with `discover`, the group masters
+    /// become the shards. Returns the masters that are not among the shards.
+    pub fn follow_codis(
+        &mut self,
+        masters: Vec<String>,
+        discover: bool,
+        now: Instant,
+    ) -> Vec<String> {
+        if discover {
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for m in &masters {
+                let addr = m.to_socket_addrs().ok().and_then(|mut a| a.next());
+                if let Some(a) = addr.filter(|a| !addrs.contains(a)) {
+                    addrs.push(a);
+                }
+            }
+            let before = self.shards.len();
+            reconcile(&mut self.shards, &addrs, now, |a| {
+                Backend::pooled(a, 1, now)
+            });
+            // Codis serves through them now: up until a probe says otherwise, like the shards
+            // given at start.
+            for s in &mut self.shards[before..] {
+                s.health = Health::new();
+            }
+        }
+        let map = KeyMap::codis(&masters, &self.live_shards());
+        let missing = map.missing().into_iter().map(str::to_string).collect();
+        self.keymap = Some(map);
+        self.codis_slots = Some(masters);
+        missing
     }
 
     /// Follows `pool` (the twemproxy backends' rule) to place keys on the live shards; returns
     /// the pool servers that are not among them.
     pub fn map_keys(&mut self, pool: Option<&Pool>) -> Vec<String> {
-        let shards = self.shards.iter().enumerate();
-        let live: Vec<(usize, SocketAddr)> = shards
-            .filter(|(_, s)| !s.retired)
-            .map(|(i, s)| (i, s.addr))
-            .collect();
+        let live = self.live_shards();
         self.keymap = pool.map(|p| KeyMap::twemproxy(p.clone(), &live));
         let missing = self
             .keymap

@@ -10,7 +10,7 @@
 use super::{Proxy, MAX_RUN, OUTPUT_PAUSE_BYTES, STREAM_MIN_BYTES};
 use crate::backend::Origin;
 use crate::client::ClientConn;
-use crate::command::{CommandId, Route};
+use crate::command::{Codis, CommandId, Route};
 use crate::command_table::COMMANDS;
 use crate::conns::{Conn, ConnRef};
 use crate::health::Tier;
@@ -206,8 +206,9 @@ impl Proxy {
             return step;
         }
         let plain = c.plain();
-        // Behind twemproxy (or before the tier is known), only what it parses forms runs.
-        let any_request = matches!(ups.tier, Some(Tier::Redis | Tier::Codis));
+        // Behind twemproxy (or before the tier is known) only what it parses forms runs; behind
+        // Codis, only what it serves and places by its key.
+        let tier = ups.tier;
         let room = config.client_max_pending.saturating_sub(c.pending.len());
         let limits = c.limits(config.limits);
         loop {
@@ -229,7 +230,11 @@ impl Proxy {
                 _ => None,
             };
             if let (Ok(Some(Frame::Multibulk { len, argc, .. })), Some(id)) = (&frame, id) {
-                let fits = || any_request || commands.spec(id).twemproxy.accepts(*argc, None);
+                let fits = || match tier {
+                    Some(Tier::Redis) => true,
+                    Some(Tier::Codis) => commands.spec(id).codis == Codis::Yes,
+                    _ => commands.spec(id).twemproxy.accepts(*argc, None),
+                };
                 if plain && commands.route(id) == Route::Forward && fits() {
                     if !run.takes(id) {
                         // Another command: it starts the next run (scanned again then).

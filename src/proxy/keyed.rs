@@ -40,7 +40,8 @@ impl Proxy {
         frame: &Result<Option<Frame>, FrameError>,
         id: Option<CommandId>,
     ) -> bool {
-        if !self.ups.have_shards() || self.ups.tier != Some(Tier::Twemproxy) {
+        if !self.ups.have_shards() || !matches!(self.ups.tier, Some(Tier::Twemproxy | Tier::Codis))
+        {
             return false;
         }
         let (Some(c), Ok(Some(frame)), Some(id)) = (self.conns.client(token), frame, id) else {
@@ -96,9 +97,11 @@ impl Proxy {
             )));
         }
         if self.ups.keymap.is_none() && !req.keys().is_empty() {
-            return Err(resp::error(&format!(
-                "{refusal}; give --twemproxy-config to route it to the shards"
-            )));
+            let hint = match self.ups.tier {
+                Some(Tier::Codis) => "--codis to route it to the group masters",
+                _ => "--twemproxy-config to route it to the shards",
+            };
+            return Err(resp::error(&format!("{refusal}; give {hint}")));
         }
         match self.key_master(req)? {
             Some(master) => Ok(master),
@@ -136,9 +139,9 @@ impl Proxy {
     }
 
     /// True when sessions (transactions, blocking commands) go to the shard master of their
-    /// keys: behind twemproxy, with its pool.
+    /// keys: behind twemproxy with its pool, or Codis with its slot table.
     pub(super) fn routes_by_key(&self) -> bool {
-        self.ups.tier == Some(Tier::Twemproxy) && self.ups.keymap.is_some()
+        matches!(self.ups.tier, Some(Tier::Twemproxy | Tier::Codis)) && self.ups.keymap.is_some()
     }
 
     /// MULTI behind twemproxy, outside WATCH: answered at once, as Redis answers it, and held

@@ -476,6 +476,10 @@ impl Proxy {
 /// Places keys on the shards by the configured rule, warning about the servers of the rule
 /// that are not among the shards (a command for a key there gets an error naming it).
 pub(crate) fn map_keys(ups: &mut Upstreams, config: &Config) {
+    if config.codis {
+        // The map follows the slot table the codis-proxies report (`probe.rs`).
+        return;
+    }
     for server in ups.map_keys(config.twemproxy.as_ref()) {
         warn!("twemproxy server {server} is not among --shards: keys it holds cannot be routed");
     }

@@ -38,7 +38,7 @@ impl Proxy {
             .random_below(interval.as_millis() as u64 / 10 + 1);
         let next = self.now + interval + Duration::from_millis(jitter);
         self.ups.get_mut(u).next_probe = next;
-        let ask = self.ups.get(u).next_ask(u.group == Group::Shard);
+        let ask = (self.ups.get(u)).next_ask(u.group == Group::Shard, self.config.codis);
         let (out, expect) = probe_request(self.backend_auth().as_deref(), ask);
         let deadline = self.now + self.config.health_timeout;
         let Some(token) = self.probe_conn(u) else {
@@ -135,6 +135,9 @@ impl Proxy {
         if let Some(role) = report.role {
             self.set_role(u, role);
         }
+        if let Some(slots) = report.slots.clone() {
+            self.follow_codis(slots);
+        }
         let complete = report.result.is_some() || report.tier.is_some() || report.resp3.is_some();
         let failed = match report.result {
             Some(result) => {
@@ -177,6 +180,22 @@ impl Proxy {
         self.ups.refresh_tier();
         if over {
             self.release_parked(u);
+        }
+    }
+
+    /// Takes in a slot table a codis-proxy reported, if it changed: the key map follows it, and
+    /// without `--shards` its group masters become the shards.
+    fn follow_codis(&mut self, masters: Vec<String>) {
+        if self.ups.codis_slots.as_ref() == Some(&masters) {
+            return;
+        }
+        let discover = self.config.shards.is_empty();
+        let now = self.now;
+        for server in self.ups.follow_codis(masters, discover, now) {
+            warn!("Codis group master {server} is not among the shards: keys it holds cannot be routed");
+        }
+        if let Some(map) = &self.ups.keymap {
+            info!("placing keys by the {}", map.describe());
         }
     }
 

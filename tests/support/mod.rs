@@ -2,12 +2,15 @@
 //! ports (`servers`), nutcracker over a pool config a test writes (`nutcracker_pool`), respite
 //! on a listener bound to port 0 in a thread of the test and a raw client with read timeouts
 //! (`proxy`), the respite binary as a child process (`process`), backends that are not Redis
-//! (`fake_backend`) and a load generator (`load`). This file keeps the re-exports and the small
-//! helpers every part uses: ports, bounded waits, a bulk string, clients.
+//! (`fake_backend`), a real Codis (`codis`), a load generator (`load`) and real applications'
+//! driver scripts (`apps`). This file keeps the re-exports and the small helpers every part
+//! uses: ports, bounded waits, a bulk string, clients.
 
 // Each test binary uses a subset of the harness.
 #![allow(dead_code)]
 
+mod apps;
+mod codis;
 mod fake_backend;
 mod load;
 mod nutcracker_pool;
@@ -15,6 +18,12 @@ mod process;
 mod proxy;
 mod servers;
 
+#[allow(unused_imports)]
+pub use apps::{
+    assert_passed_directly, compare_runs, one_at_a_time, split_elapsed, App, AppRun, DRIVER_LIMIT,
+};
+#[allow(unused_imports)]
+pub use codis::Codis;
 #[allow(unused_imports)]
 pub use fake_backend::{FakeBackend, RefusedPort, Reply};
 #[allow(unused_imports)]
