@@ -4,9 +4,11 @@
 // the `completed` and `failed` events, and `waitUntilFinished` awaits three of the jobs, asked
 // before the Worker starts so that only the events can answer. Prints one JSON line; exits 1
 // when a check fails or after 45 s. With `2` after the port, ioredis speaks RESP2
-// (`protocol: 2`) instead of its default RESP3.
+// (`protocol: 2`) instead of its default RESP3. With `--prefix PREFIX`, the Queue, the Worker and
+// the QueueEvents take that key prefix instead of `bull`: BullMQ's docs prescribe a hash tag
+// (`{bull}`) for sharded Redis, so that every key of the queue lives on one master.
 //
-// usage: node bullmq_app.js PORT [2]
+// usage: node bullmq_app.js PORT [2] [--prefix PREFIX]
 const { Queue, QueueEvents, Worker } = require("bullmq");
 const { Run, waitFor, within } = require("./app_run");
 
@@ -14,9 +16,12 @@ const WAIT_MS = 10000;
 
 async function main(run) {
   const connection = { host: "127.0.0.1", port: Number(process.argv[2]) };
-  if (process.argv[3] === "2") connection.protocol = 2;
-  const queue = new Queue("apps", { connection });
-  const events = new QueueEvents("apps", { connection });
+  const args = process.argv.slice(3);
+  if (args[0] === "2") connection.protocol = 2;
+  const at = args.indexOf("--prefix");
+  const prefix = at >= 0 ? { prefix: args[at + 1] } : {};
+  const queue = new Queue("apps", { connection, ...prefix });
+  const events = new QueueEvents("apps", { connection, ...prefix });
   const seen = { completed: 0, failed: 0 };
   events.on("completed", () => (seen.completed += 1));
   events.on("failed", () => (seen.failed += 1));
@@ -53,7 +58,7 @@ async function main(run) {
       }
       throw new Error("boom");
     },
-    { connection },
+    { connection, ...prefix },
   );
   worker.on("error", (e) => errors.push(`${e.name}: ${e.message}`));
   try {

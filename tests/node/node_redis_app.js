@@ -5,8 +5,10 @@
 // a PING, channel and pattern messages and a command while subscribed; scanIterator and
 // hScanIterator; a blocking BLPOP and a blocking XREAD answered by another connection. Every
 // wait is bounded. Prints one JSON line; exits 1 when a check fails or after 40 s.
+// A TAG after the protocol (`{tx}`) starts the name of every key the MULTI/EXEC uses, so that
+// behind a sharding proxy they live together on one master (only the key names change).
 //
-// usage: node node_redis_app.js PORT 3|2
+// usage: node node_redis_app.js PORT 3|2 [TAG]
 const { createClient } = require("redis");
 const { Run, waitFor, within } = require("./app_run");
 
@@ -15,6 +17,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main(run) {
   const resp = Number(process.argv[3]);
+  const tag = process.argv[4] ?? "";
+  const key = (name) => `${tag}${name}`;
   const options = { socket: { host: "127.0.0.1", port: Number(process.argv[2]) } };
   if (resp === 2) options.RESP = 2;
   const errors = [];
@@ -46,16 +50,16 @@ async function main(run) {
         "EXEC",
         client
           .multi()
-          .set("k", "v")
-          .get("k")
-          .hSet("h", { a: "1", b: "2" })
-          .hGetAll("h")
-          .zAdd("z", { score: 1.5, value: "m" })
-          .zScore("z", "m")
-          .sAdd("s", ["x"])
-          .sMembers("s")
-          .incr("n")
-          .zRangeWithScores("z", 0, -1)
+          .set(key("k"), "v")
+          .get(key("k"))
+          .hSet(key("h"), { a: "1", b: "2" })
+          .hGetAll(key("h"))
+          .zAdd(key("z"), { score: 1.5, value: "m" })
+          .zScore(key("z"), "m")
+          .sAdd(key("s"), ["x"])
+          .sMembers(key("s"))
+          .incr(key("n"))
+          .zRangeWithScores(key("z"), 0, -1)
           .exec(),
       );
       const shapes = JSON.stringify(exec);
@@ -88,7 +92,7 @@ async function main(run) {
       run.check(messages.join(",") === sent, `channel messages: ${messages}`);
       run.check(patterns.join(",") === sent, `pattern messages: ${patterns}`);
       // RESP3 allows any command on a subscribed connection; RESP2 only the pub/sub ones.
-      const during = await within(WAIT_MS, "GET while subscribed", sub.get("k")).then(
+      const during = await within(WAIT_MS, "GET while subscribed", sub.get(key("k"))).then(
         (v) => `value ${v}`,
         (e) => `error ${e.message.split(":")[0]}`,
       );
@@ -99,7 +103,7 @@ async function main(run) {
         "UNSUBSCRIBE",
         Promise.all([sub.unsubscribe("news"), sub.pUnsubscribe("ne*")]),
       );
-      const after = await within(WAIT_MS, "GET after UNSUBSCRIBE", sub.get("k"));
+      const after = await within(WAIT_MS, "GET after UNSUBSCRIBE", sub.get(key("k")));
       // (node-redis gives this one as a Buffer over RESP2, against Redis itself too.)
       run.check(String(after) === "v", `GET after UNSUBSCRIBE: ${JSON.stringify(after)}`);
       results.pubsub = {

@@ -5,9 +5,12 @@ tasks over the connection pool, and a pipeline of 100; a MULTI/EXEC pipeline who
 redis-py turns into Python values (a dict, a float, a set, tuples...); 20 concurrent
 WATCH/MULTI/EXEC increments of one counter; channel and pattern messages; scan_iter and
 hscan_iter; a blocking BLPOP and a blocking XREAD answered by another connection. Every wait is
-bounded. Prints one JSON line; exits 1 when a check fails.
+bounded. Prints one JSON line; exits 1 when a check fails. A TAG after the protocol (`{tx}`)
+starts the name of every key the MULTI/EXEC pipeline uses (and of the stream it writes, which
+the blocking XREAD reads), so that behind a sharding proxy they live together on one master
+(only the key names change).
 
-usage: redis_asyncio_app.py PORT 3|2
+usage: redis_asyncio_app.py PORT 3|2 [TAG]
 """
 import asyncio
 import sys
@@ -31,7 +34,8 @@ async def section(run, name, body):
         run.check(False, f"{name}: {type(e).__name__}: {e}")
 
 
-async def workload(run, port, resp):
+async def workload(run, port, resp, tag):
+    st = f"{tag}st"
     options = {} if resp == 3 else {"protocol": 2}
     r = aioredis.Redis(host="127.0.0.1", port=port, **options)
     results = run.results = {"resp": resp}
@@ -59,9 +63,10 @@ async def workload(run, port, resp):
 
     async def transaction():
         async with r.pipeline(transaction=True) as p:
-            p.set("k", "v").get("k").hset("h", mapping={"a": "1", "b": "2"}).hgetall("h")
-            p.zadd("z", {"m": 1.5}).zscore("z", "m").sadd("s", "x").smembers("s").incr("n")
-            p.zrange("z", 0, -1, withscores=True).xadd("st", {"f": "v"}, id="1-1").xrange("st")
+            k, h, z, s, n = (f"{tag}{name}" for name in "khzsn")
+            p.set(k, "v").get(k).hset(h, mapping={"a": "1", "b": "2"}).hgetall(h)
+            p.zadd(z, {"m": 1.5}).zscore(z, "m").sadd(s, "x").smembers(s).incr(n)
+            p.zrange(z, 0, -1, withscores=True).xadd(st, {"f": "v"}, id="1-1").xrange(st)
             p.config_get("maxmemory")
             replies = await within(p.execute())
         expected = [
@@ -131,11 +136,12 @@ async def workload(run, port, resp):
         run.check(pop == (b"q", b"x"), f"BLPOP: {pop}")
         # Read after an entry the stream already has, so that an XADD which overtakes the XREAD
         # gives the same answer, only without blocking.
-        read = asyncio.ensure_future(r.xread({"st": "1-1"}, block=WAIT_SECONDS * 1000))
+        read = asyncio.ensure_future(r.xread({st: "1-1"}, block=WAIT_SECONDS * 1000))
         await asyncio.sleep(0.05)
-        await within(r.xadd("st", {"f": "w"}, id="2-1"))
+        await within(r.xadd(st, {"f": "w"}, id="2-1"))
         entries = await within(read, WAIT_SECONDS + 1)
-        run.check(entries == [[b"st", [(b"2-1", {b"f": b"w"})]]], f"XREAD BLOCK: {entries}")
+        want = [[st.encode(), [(b"2-1", {b"f": b"w"})]]]
+        run.check(entries == want, f"XREAD BLOCK: {entries}")
         results["blocking"] = repr([pop, entries])
 
     try:
@@ -151,5 +157,7 @@ async def workload(run, port, resp):
 
 
 Run("redis-py-asyncio").main(
-    lambda run: asyncio.run(workload(run, int(sys.argv[1]), int(sys.argv[2])))
+    lambda run: asyncio.run(
+        workload(run, int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")
+    )
 )
