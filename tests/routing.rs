@@ -409,3 +409,36 @@ fn blocking_commands_wait_on_the_master_of_their_key() {
     let value = read.join().expect("reader");
     assert!(format!("{value:?}").contains("feed"), "{value:?}");
 }
+
+#[test]
+fn a_clients_session_follows_its_keys_from_master_to_master() {
+    let (fleet, proxy) = routed();
+    let (a, b, _) = keys_apart(&fleet, "moving");
+    let mut raw = proxy.raw();
+    // A transaction on a's master leaves the client a session there...
+    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"SET", a.as_bytes(), b"1"]), b"+QUEUED\r\n");
+    assert_eq!(raw.cmd(&[b"EXEC"]), b"*1\r\n+OK\r\n");
+    // ...and WATCH on b's key, the transaction after it and blocking pops go to b's master.
+    assert_eq!(raw.cmd(&[b"WATCH", b.as_bytes()]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"GET", b.as_bytes()]), b"$-1\r\n");
+    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"SET", b.as_bytes(), b"2"]), b"+QUEUED\r\n");
+    assert_eq!(raw.cmd(&[b"EXEC"]), b"*1\r\n+OK\r\n");
+    for (key, value) in [(&a, "x"), (&b, "y"), (&a, "z")] {
+        let pushed = raw.cmd(&[b"RPUSH", format!("{key}:q").as_bytes(), value.as_bytes()]);
+        assert_eq!(pushed, b":1\r\n");
+        let popped = raw.cmd(&[b"BLPOP", format!("{key}:q").as_bytes(), b"1"]);
+        let want = format!("*2\r\n${}\r\n{key}:q\r\n$1\r\n{value}\r\n", key.len() + 2);
+        assert_eq!(String::from_utf8_lossy(&popped), want);
+    }
+    let on = |key: &str| -> Option<String> {
+        let mut m = fleet.masters[fleet.master_of(key.as_bytes())].client();
+        redis::cmd("GET")
+            .arg(key)
+            .query(&mut m)
+            .expect("GET on its master")
+    };
+    assert_eq!(on(&a).as_deref(), Some("1"));
+    assert_eq!(on(&b).as_deref(), Some("2"));
+}

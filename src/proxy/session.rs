@@ -205,10 +205,17 @@ impl Proxy {
     ) -> Option<usize> {
         let existing = self.conns.client(token)?.session;
         let live = existing.filter(|s| self.conns.is_live(s.conn));
+        // Routed by key, a keyed request's session goes to its key's master, whatever master
+        // the client's session went to before (it is idle: session commands are barriers).
+        let home = (!pubsub && !req.keys().is_empty())
+            .then(|| self.master_for_refused(req))
+            .flatten();
         let target = if pubsub {
             self.ups
                 .pubsub_target()
                 .ok_or_else(|| resp::error("ERR no pub/sub target available"))
+        } else if let Some(home) = home {
+            home
         } else if let Some(s) = live {
             return Some(s.conn.token);
         } else if let Some(s) = existing {
@@ -245,13 +252,23 @@ impl Proxy {
     /// Where a new session for `req` goes: behind twemproxy with its pool, what it refuses goes
     /// to the master of its keys; anything else to a backend from the picker.
     fn session_target(&mut self, req: &Request) -> Result<Upstream, Bytes> {
-        if self.routes_by_key() {
-            if let Fit::Refuse(refusal) = fit(self.ups.tier, req) {
-                return self.shard_for(req, &refusal).map(Upstream::shard);
-            }
+        if let Some(master) = self.master_for_refused(req) {
+            return master;
         }
         let picked = self.ups.pick(&mut self.picker);
         picked.map(Upstream::backend).ok_or(reply::NO_BACKEND)
+    }
+
+    /// Routed by key, the shard master for a request the backends refuse (or why there is
+    /// none); `None` for a request they serve.
+    fn master_for_refused(&self, req: &Request) -> Option<Result<Upstream, Bytes>> {
+        if !self.routes_by_key() {
+            return None;
+        }
+        match fit(self.ups.tier, req) {
+            Fit::Refuse(refusal) => Some(self.shard_for(req, &refusal).map(Upstream::shard)),
+            _ => None,
+        }
     }
 
     /// Opens a session connection for client `token` to `target` and makes it the client's
