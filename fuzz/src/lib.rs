@@ -424,7 +424,7 @@ pub fn check_differential(data: &[u8]) {
 /// Where redis-protocol accepts what respite rejects. redis-protocol:
 /// - ends a line at the first CRLF, so it takes a bare CR inside a line; respite ends a line at
 ///   its first CR and requires LF next (Redis never puts CR or LF in a simple line);
-/// - parses lengths with `str::parse`, so it takes `+3` and more than 19 digits (leading zeros);
+/// - parses lengths with `str::parse`, so it takes `+3`, `-0`, `01` and more than 19 digits;
 ///   respite uses Redis's `string2ll` rules;
 /// - knows HELLO (`H...`), RESP3 streamed chunks (`;`) and end markers (`.`), which a Redis
 ///   server never sends as a reply;
@@ -454,7 +454,12 @@ pub fn reference_leniency(frame: &[u8], ours: &Result<Option<usize>, FrameError>
         )
         .filter_map(|i| frame.get(i))
         .any(|b| matches!(b, b'H' | b';' | b'.'));
-    bare_cr || plus_len || long_digits || odd_type
+    // Lengths as Redis's string2ll reads them: no leading zero, no "-0" (redis-protocol
+    // takes both).
+    let zero_led = frame.windows(3).any(|w| {
+        b"$*%~>|=!".contains(&w[0]) && (w[1] == b'0' && w[2].is_ascii_digit() || w[1..] == *b"-0")
+    });
+    bare_cr || plus_len || long_digits || odd_type || zero_led
 }
 
 /// Whether a reply respite accepted lies in the syntax both sides define alike.
