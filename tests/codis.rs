@@ -317,3 +317,19 @@ fn every_command_codis_refuses_leaves_other_clients_alone() {
         );
     }
 }
+
+#[test]
+fn the_first_requests_after_start_already_run_on_the_group_masters() {
+    let codis = Codis::start(3, 1);
+    let proxy = TestProxy::start(codis.config());
+    // No waiting for the slot table: respite accepts clients once it knows it.
+    let mut raw = proxy.raw();
+    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"INCR", b"{first}n"]), b"+QUEUED\r\n");
+    assert_eq!(raw.cmd(&[b"EXEC"]), b"*1\r\n:1\r\n");
+    assert_eq!(
+        raw.cmd(&[b"DBSIZE"]),
+        b":2\r\n",
+        "{{first}}n and up.sh's codis:up"
+    );
+}

@@ -86,6 +86,12 @@ impl Proxy {
     /// The shard master for a request the backends refuse: the one serving its keys, or any
     /// master for a keyless one; else the error to answer.
     pub(super) fn shard_for(&self, req: &Request, refusal: &str) -> Result<usize, Bytes> {
+        if !self.ups.have_shards() && self.config.codis {
+            return Err(resp::error(&format!(
+                "{refusal}, and no group master is known yet (respite reads them from the \
+                 codis-proxies' slot table)"
+            )));
+        }
         if !self.ups.have_shards() {
             let hint = if req.keys().is_empty() {
                 "--shards"

@@ -61,7 +61,7 @@ use crate::conns::{Conn, ConnRef, Conns};
 use crate::net::{self, READ_CHUNK_BYTES};
 use crate::picker::Picker;
 use crate::stats::Stats;
-use crate::upstream::Upstreams;
+use crate::upstream::{Role, Upstreams};
 use log::{info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -418,14 +418,18 @@ impl Proxy {
     /// True while the loop has just started and the probes are still learning what the
     /// backends are (a few round trips; at most three probe timeouts): clients are accepted
     /// once it is known, so that no request is sent before respite knows what the backends
-    /// serve and whether they speak RESP3.
+    /// serve and whether they speak RESP3 (and which shards are masters, and behind Codis where
+    /// its slots live).
     fn discovering(&self) -> bool {
-        self.now < self.discovery_deadline
-            && self
-                .ups
-                .backends
-                .iter()
-                .any(|b| b.discovering && b.health.up && !b.retired)
+        let backends = self
+            .ups
+            .backends
+            .iter()
+            .any(|b| b.discovering && b.health.up && !b.retired);
+        let slots = self.config.codis && self.ups.keymap.is_none();
+        let roles =
+            (self.ups.shards.iter()).any(|s| s.role == Role::Unknown && s.health.up && !s.retired);
+        self.now < self.discovery_deadline && (backends || slots || roles)
     }
 
     /// Adds a connection to the slab and registers its socket once, for READABLE|WRITABLE.

@@ -157,7 +157,9 @@ impl Proxy {
             self.close_probe(token);
         }
         let ok = complete && !failed && !report.cut_short;
-        if ok && self.ups.get(u).discovering {
+        // A codis-proxy just recognised is asked its slot table at once, not a round later.
+        let slots_next = self.config.codis && report.tier == Some(Tier::Codis);
+        if ok && (self.ups.get(u).discovering || slots_next) {
             self.start_probe(u);
         }
     }
