@@ -2,7 +2,8 @@
 //! ports (`servers`), nutcracker over a pool config a test writes (`nutcracker_pool`), respite
 //! on a listener bound to port 0 in a thread of the test and a raw client with read timeouts
 //! (`proxy`), the respite binary as a child process (`process`), backends that are not Redis
-//! (`fake_backend`), a real Codis (`codis`), a load generator (`load`) and real applications'
+//! (`fake_backend`), a real Codis (`codis`), a real Redis Cluster with resharding and failovers
+//! (`cluster`), a load generator (`load`) and real applications'
 //! driver scripts (`apps`). This file keeps the re-exports and the small helpers every part
 //! uses: ports, bounded waits, a bulk string, clients.
 
@@ -10,6 +11,7 @@
 #![allow(dead_code)]
 
 mod apps;
+mod cluster;
 mod codis;
 mod fake_backend;
 mod load;
@@ -22,6 +24,8 @@ mod servers;
 pub use apps::{
     assert_passed_directly, compare_runs, one_at_a_time, split_elapsed, App, AppRun, DRIVER_LIMIT,
 };
+#[allow(unused_imports)]
+pub use cluster::Cluster;
 #[allow(unused_imports)]
 pub use codis::Codis;
 #[allow(unused_imports)]
