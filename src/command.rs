@@ -151,6 +151,9 @@ pub fn fit(tier: Option<Tier>, req: &Request) -> Fit {
     match tier {
         Some(Tier::Redis) => return Fit::Shared,
         Some(Tier::Codis) => return codis_fit(req),
+        // No backends: everything goes to the master of its slot (an empty String does not
+        // allocate).
+        Some(Tier::Cluster) => return Fit::Refuse(String::new()),
         _ => {}
     }
     let spec = req.spec();

@@ -42,6 +42,9 @@ pub struct Config {
     /// The backends are codis-proxies (`--codis`): respite follows their slot table, and their
     /// group masters are the shards unless `shards` are given.
     pub codis: bool,
+    /// The shards are the nodes of a Redis Cluster, found from these seeds (`--cluster`):
+    /// there are no backends, and every key goes to the master of its slot.
+    pub cluster: bool,
     /// Connections of their own (transactions, blocking, pub/sub) per backend.
     pub max_session_connections: usize,
     /// Queued output over which a subscriber is disconnected.
@@ -126,6 +129,10 @@ pub struct Cli {
     /// --shards is given).
     #[arg(long)]
     pub codis: bool,
+    /// Comma-separated seed nodes of a Redis Cluster: respite serves the whole cluster on its
+    /// port (instead of --backends and --shards).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster: Option<Vec<String>>,
     /// Connections of their own (transactions, blocking, pub/sub) per backend [default: 1024].
     #[arg(long)]
     pub max_session_connections: Option<usize>,
@@ -217,6 +224,7 @@ struct FileConfig {
     pubsub: Option<String>,
     twemproxy_config: Option<String>,
     codis: Option<bool>,
+    cluster: Option<Vec<String>>,
     max_session_connections: Option<usize>,
     pubsub_output_limit: Option<usize>,
     picker: Option<PickerKind>,
@@ -317,8 +325,23 @@ fn addresses(cli: &Cli, file: &FileConfig) -> Result<Addresses, ConfigError> {
         "listen",
         &pick!(cli, file, listen, "127.0.0.1:6380".to_string()),
     )?;
-    let backend_names = pick!(cli, file, backends, vec!["127.0.0.1:6379".to_string()]);
-    if backend_names.is_empty() {
+    let seeds = pick!(cli, file, cluster, Vec::new());
+    if !seeds.is_empty() {
+        let given = |c: &Option<Vec<String>>, f: &Option<Vec<String>>| c.is_some() || f.is_some();
+        if given(&cli.backends, &file.backends) || given(&cli.shards, &file.shards) {
+            return Err(ConfigError(
+                "--cluster excludes --backends and --shards: the cluster's nodes are found from \
+                 its seeds"
+                    .into(),
+            ));
+        }
+    }
+    let backend_names = if seeds.is_empty() {
+        pick!(cli, file, backends, vec!["127.0.0.1:6379".to_string()])
+    } else {
+        Vec::new()
+    };
+    if backend_names.is_empty() && seeds.is_empty() {
         return Err(ConfigError(
             "at least one backend is required (--backends host:port,...)".into(),
         ));
@@ -330,7 +353,11 @@ fn addresses(cli: &Cli, file: &FileConfig) -> Result<Addresses, ConfigError> {
             .collect::<Result<Vec<_>, _>>()
     };
     let backends = resolve_all("backend", &backend_names)?;
-    let shards = resolve_all("shard", &pick!(cli, file, shards, Vec::new()))?;
+    let shards = if seeds.is_empty() {
+        resolve_all("shard", &pick!(cli, file, shards, Vec::new()))?
+    } else {
+        resolve_all("cluster", &seeds)?
+    };
     if shards.len() > crate::fanout::MAX_SHARDS {
         return Err(ConfigError(format!(
             "at most {} shards are supported (got {})",
@@ -408,6 +435,12 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
         .map(|spec| Pool::load(&spec).map_err(ConfigError))
         .transpose()?;
     let codis = cli.codis || file.codis.unwrap_or(false);
+    let cluster = backends.is_empty();
+    if cluster && (codis || twemproxy.is_some()) {
+        return Err(ConfigError(
+            "--cluster excludes --codis and --twemproxy-config: the cluster places its keys".into(),
+        ));
+    }
     if codis && twemproxy.is_some() {
         return Err(ConfigError(
             "--codis and --twemproxy-config exclude each other: the backends are one or the other"
@@ -428,6 +461,7 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
         pubsub,
         twemproxy,
         codis,
+        cluster,
         max_session_connections: positive(
             "max_session_connections",
             pick!(cli, file, max_session_connections, 1024),

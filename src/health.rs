@@ -115,6 +115,9 @@ pub enum Ask {
     /// `PING` and `SLOTSMAPPING`: is it healthy, and where is each slot? (codis-proxies, with
     /// `--codis`)
     PingSlots,
+    /// `PING`, `ROLE` and `CLUSTER SLOTS`: is it healthy, what is it, and where is each slot?
+    /// (Redis Cluster nodes, with `--cluster`)
+    PingRoleCluster,
     /// `SLOTSMAPPING 0` alone, once after a good PING: what is it? Redis refuses the command
     /// (a plain Redis), Codis's proxy answers it, twemproxy closes the connection. Not a health
     /// check.
@@ -135,6 +138,30 @@ pub enum Tier {
     Twemproxy,
     /// A Codis proxy: refuses what it does not serve with an error.
     Codis,
+    /// The nodes of a Redis Cluster (`--cluster`): each serves the slots it owns.
+    Cluster,
+}
+
+/// What one reply of a health round is an answer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Ping,
+    Role,
+    CodisSlots,
+    ClusterSlots,
+}
+
+impl Ask {
+    /// The replies of a health round, in order (empty for discovery rounds).
+    fn asked(self) -> &'static [Asked] {
+        match self {
+            Ask::Ping => &[Asked::Ping],
+            Ask::PingRole => &[Asked::Ping, Asked::Role],
+            Ask::PingSlots => &[Asked::Ping, Asked::CodisSlots],
+            Ask::PingRoleCluster => &[Asked::Ping, Asked::Role, Asked::ClusterSlots],
+            Ask::Tier | Ask::Hello => &[],
+        }
+    }
 }
 
 /// One probe round's request (after respite's `auth`, if any) and the replies it expects.
@@ -157,6 +184,11 @@ pub fn probe_request(auth: Option<&[u8]>, ask: Ask) -> (BytesMut, u8) {
             out.put_slice(b"*1\r\n$4\r\nPING\r\n*1\r\n$12\r\nSLOTSMAPPING\r\n");
             expect += 1;
         }
+        Ask::PingRoleCluster => {
+            out.put_slice(b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nROLE\r\n");
+            out.put_slice(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
+            expect += 2;
+        }
     }
     (out, expect)
 }
@@ -174,6 +206,8 @@ pub struct ProbeReport {
     pub tier: Option<Tier>,
     /// The group master of every slot (a codis-proxy's `SLOTSMAPPING`).
     pub slots: Option<Vec<String>>,
+    /// The slot ranges and their nodes (a Redis Cluster node's `CLUSTER SLOTS`).
+    pub cluster: Option<Vec<crate::keymap::cluster::SlotRange>>,
     /// The connection closed with replies still owed: the round failed.
     pub cut_short: bool,
 }
@@ -271,24 +305,40 @@ impl ProbeRound {
             }
             return;
         }
-        let asks_role = self.ask == Ask::PingRole;
-        let second = asks_role || self.ask == Ask::PingSlots;
+        let asked = self.ask.asked();
+        let asks_role = asked.contains(&Asked::Role);
+        // `None`: the reply to respite's AUTH, before the round's own.
+        let this = asked
+            .len()
+            .checked_sub(usize::from(left) + 1)
+            .map(|i| asked[i]);
         if frame.starts_with(b"-BUSY ") {
             // A script or function is running: the server is alive (SCRIPT KILL reaches it).
             self.busy = true;
         } else if frame.first() == Some(&b'-') {
             let text = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
             self.error.get_or_insert(text);
-        } else if asks_role && left == 0 {
-            report.role = parse_role(frame);
-        } else if second && left == 0 {
-            report.slots = crate::keymap::codis::parse_slots_mapping(frame);
-            if report.slots.is_none() {
-                self.error = Some("unreadable SLOTSMAPPING reply".into());
+        } else {
+            match this {
+                Some(Asked::Role) => report.role = parse_role(frame),
+                Some(Asked::CodisSlots) => {
+                    report.slots = crate::keymap::codis::parse_slots_mapping(frame);
+                    if report.slots.is_none() {
+                        self.error = Some("unreadable SLOTSMAPPING reply".into());
+                    }
+                }
+                Some(Asked::ClusterSlots) => {
+                    report.cluster = crate::keymap::cluster::parse_cluster_slots(frame);
+                    if report.cluster.is_none() {
+                        self.error = Some("unreadable CLUSTER SLOTS reply".into());
+                    }
+                }
+                Some(Asked::Ping) if frame != b"+PONG\r\n" => {
+                    let text = String::from_utf8_lossy(frame);
+                    self.error = Some(format!("unexpected PING reply {text:?}"));
+                }
+                Some(Asked::Ping) | None => {}
             }
-        } else if left == u8::from(second) && frame != b"+PONG\r\n" {
-            let text = String::from_utf8_lossy(frame);
-            self.error = Some(format!("unexpected PING reply {text:?}"));
         }
         if left == 0 {
             self.deadline = None;

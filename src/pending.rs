@@ -33,6 +33,8 @@ pub struct Tag {
     pub req: Bytes,
     /// Already re-sent once after its backend connection broke (`--retry-reads`).
     pub retried: bool,
+    /// Times a Redis Cluster node redirected it (`-MOVED`, `-ASK`) and respite followed.
+    pub redirects: u8,
     /// The shape of its reply for a RESP3 client (`Plain` for RESP2 clients: never used).
     pub shape: Shape,
     /// For an EXEC of a RESP3 client: the shapes of the replies of the commands it runs.
@@ -47,6 +49,7 @@ impl Tag {
             start: req.start,
             req: req.bytes.clone(),
             retried: false,
+            redirects: 0,
             shape,
             exec: None,
         }
@@ -59,6 +62,7 @@ impl Tag {
             start,
             req,
             retried: false,
+            redirects: 0,
             shape: Shape::Plain,
             exec: None,
         }

@@ -77,6 +77,9 @@ pub struct Stats {
     pub rejected_connections: u64,
     /// Clients closed for a protocol error.
     pub protocol_errors: u64,
+    /// Redis Cluster redirects respite followed: `-MOVED`, `-ASK`.
+    pub cluster_moves: u64,
+    pub cluster_asks: u64,
     /// Requests failed by a backend connection failure.
     pub backend_errors: u64,
     /// Clients closed for passing `client_output_limit`.

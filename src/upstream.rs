@@ -16,6 +16,7 @@ use crate::conns::ConnRef;
 pub use crate::health::Tier;
 use crate::health::{Ask, Health};
 use crate::histogram::Histogram;
+use crate::keymap::cluster::SlotRange;
 use crate::keymap::twemproxy::Pool;
 use crate::keymap::KeyMap;
 use crate::picker::Picker;
@@ -194,9 +195,10 @@ impl Backend {
     /// The next probe round: discovery (tier, then RESP3) once a PING was answered, else a
     /// health check (with `ROLE` for shards, with the slot table for a codis-proxy when
     /// `codis_slots`).
-    pub fn next_ask(&self, shard: bool, codis_slots: bool) -> Ask {
+    pub fn next_ask(&self, shard: bool, codis_slots: bool, cluster: bool) -> Ask {
         let answered = self.health.oks > 0;
         match (self.tier, self.resp3) {
+            _ if cluster && shard && (!answered || self.resp3.is_some()) => Ask::PingRoleCluster,
             (None, _) if answered => Ask::Tier,
             (Some(Tier::Redis), None) if answered => Ask::Hello,
             _ if shard => Ask::PingRole,
@@ -259,6 +261,11 @@ pub struct Upstreams {
     pub keymap: Option<KeyMap>,
     /// The Codis slot table the key map follows (`--codis`), as a codis-proxy last reported it.
     pub codis_slots: Option<Vec<String>>,
+    /// The shards are the nodes of a Redis Cluster (`--cluster`): there are no backends, the
+    /// tier is `Cluster`, and every key goes to the master of its slot.
+    pub cluster: bool,
+    /// The Redis Cluster slot table the key map follows, as a node last reported it.
+    pub cluster_slots: Option<Vec<SlotRange>>,
 }
 
 impl Upstreams {
@@ -282,6 +289,8 @@ impl Upstreams {
             tier: None,
             keymap: None,
             codis_slots: None,
+            cluster: false,
+            cluster_slots: None,
         }
     }
 
@@ -327,6 +336,37 @@ impl Upstreams {
         missing
     }
 
+    /// Follows a Redis Cluster slot table: its masters and replicas become the shards (a node
+    /// no longer in it is retired), and keys go to the master of their slot. Returns true if
+    /// the nodes changed.
+    pub fn follow_cluster(&mut self, ranges: Vec<SlotRange>, now: Instant) -> bool {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let nodes = ranges
+            .iter()
+            .flat_map(|r| std::iter::once(&r.master).chain(&r.replicas));
+        for node in nodes {
+            let addr = node.to_socket_addrs().ok().and_then(|mut a| a.next());
+            if let Some(a) = addr.filter(|a| !addrs.contains(a)) {
+                addrs.push(a);
+            }
+        }
+        let before: Vec<SocketAddr> = self.live_shards().iter().map(|&(_, a)| a).collect();
+        let changed = !addrs.is_empty()
+            && (before.len() != addrs.len() || addrs.iter().any(|a| !before.contains(a)));
+        if changed {
+            let n = self.shards.len();
+            reconcile(&mut self.shards, &addrs, now, |a| {
+                Backend::pooled(a, 1, now)
+            });
+            for s in &mut self.shards[n..] {
+                s.health = Health::new();
+            }
+        }
+        self.keymap = Some(KeyMap::cluster(&ranges, &self.live_shards()));
+        self.cluster_slots = Some(ranges);
+        changed
+    }
+
     /// Follows `pool` (the twemproxy backends' rule) to place keys on the live shards; returns
     /// the pool servers that are not among them.
     pub fn map_keys(&mut self, pool: Option<&Pool>) -> Vec<String> {
@@ -344,8 +384,12 @@ impl Upstreams {
     /// mixes tiers is taken as its most restrictive one: twemproxy, then Codis, then Redis. A
     /// backend not learned yet (unreachable since the start) does not count.
     pub fn refresh_tier(&mut self) {
+        if self.cluster {
+            self.tier = Some(Tier::Cluster);
+            return;
+        }
         let rank = |t: &Tier| match t {
-            Tier::Redis => 0,
+            Tier::Cluster | Tier::Redis => 0,
             Tier::Codis => 1,
             Tier::Twemproxy => 2,
         };

@@ -13,15 +13,18 @@
 //! - `twemproxy`: a pool read from nutcracker's YAML and its placement (`nc_conf.c`,
 //!   `nc_server.c`, `nc_ketama.c`, `nc_modula.c`, `nc_random.c`).
 //! - `codis`: Codis 3.2's slot of a key, and the slot table a codis-proxy reports.
-//! - `KeyMap`: either rule, over respite's shard list: the shard a key lives on.
+//! - `cluster`: Redis Cluster's hash slot of a key, and the slot table a node reports.
+//! - `KeyMap`: any of these rules, over respite's shard list: the shard a key lives on.
 //!
 //! Pure logic: nothing here does I/O except `Pool::load` reading the config file. Proven
 //! against the real `nutcracker` binary by `tests/keymap.rs`.
 
+pub mod cluster;
 pub mod codis;
 pub mod hashkit;
 pub mod twemproxy;
 
+use cluster::SlotRange;
 use std::net::{SocketAddr, ToSocketAddrs};
 use twemproxy::{Address, Pool};
 
@@ -38,12 +41,24 @@ pub struct KeyMap {
 enum Rule {
     /// A twemproxy pool: its servers are the pool's.
     Twemproxy(Pool),
-    /// A Codis slot table: each slot's server (an index into `servers`), and the servers.
-    Codis {
-        slots: Vec<usize>,
+    /// A slot table (Codis's, or Redis Cluster's): each slot's server (an index into
+    /// `servers`; `UNSERVED`: none), and the servers (`host:port`).
+    Slots {
+        kind: SlotKind,
+        slots: Vec<u16>,
         servers: Vec<String>,
     },
 }
+
+/// Whose slots a slot table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    Codis,
+    Cluster,
+}
+
+/// A slot no server serves.
+const UNSERVED: u16 = u16::MAX;
 
 /// Where a key lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +69,8 @@ pub enum Home {
     Any,
     /// On a server of the rule that is not among the shards (its name, for the error).
     Missing(String),
+    /// In a slot that no server serves.
+    Unserved(usize),
 }
 
 /// The shard at `host:port` among `shards` (index in the shard list, address); host names are
@@ -87,15 +104,37 @@ impl KeyMap {
 
     /// The map of a Codis slot table (each slot's group master, `host:port`) over `shards`.
     pub fn codis(masters: &[String], shards: &[(usize, SocketAddr)]) -> KeyMap {
+        let per_slot = masters.iter().map(|m| Some(m.as_str()));
+        KeyMap::slots(SlotKind::Codis, per_slot, shards)
+    }
+
+    /// The map of a Redis Cluster slot table over `shards`.
+    pub fn cluster(ranges: &[SlotRange], shards: &[(usize, SocketAddr)]) -> KeyMap {
+        let mut per_slot = vec![None; cluster::SLOTS];
+        for r in ranges {
+            let span = usize::from(r.first)..=usize::from(r.last);
+            per_slot[span].fill(Some(r.master.as_str()));
+        }
+        KeyMap::slots(SlotKind::Cluster, per_slot.into_iter(), shards)
+    }
+
+    /// The map of a slot table given as each slot's server.
+    fn slots<'a>(
+        kind: SlotKind,
+        per_slot: impl Iterator<Item = Option<&'a str>>,
+        shards: &[(usize, SocketAddr)],
+    ) -> KeyMap {
         let mut servers: Vec<String> = Vec::new();
-        let slots = masters
-            .iter()
-            .map(|m| match servers.iter().position(|s| s == m) {
-                Some(i) => i,
-                None => {
-                    servers.push(m.clone());
+        let slots = per_slot
+            .map(|server| {
+                let Some(m) = server else {
+                    return UNSERVED;
+                };
+                let i = servers.iter().position(|s| s == m).unwrap_or_else(|| {
+                    servers.push(m.to_string());
                     servers.len() - 1
-                }
+                });
+                u16::try_from(i).unwrap_or(UNSERVED)
             })
             .collect();
         let shards = servers
@@ -106,7 +145,11 @@ impl KeyMap {
             })
             .collect();
         KeyMap {
-            rule: Rule::Codis { slots, servers },
+            rule: Rule::Slots {
+                kind,
+                slots,
+                servers,
+            },
             shards,
         }
     }
@@ -118,18 +161,64 @@ impl KeyMap {
                 Some(server) => server,
                 None => return Home::Any,
             },
-            Rule::Codis { slots, .. } => slots[codis::slot(key)],
+            Rule::Slots { kind, slots, .. } => {
+                let slot = match kind {
+                    SlotKind::Codis => codis::slot(key),
+                    SlotKind::Cluster => cluster::slot(key),
+                };
+                match slots[slot] {
+                    UNSERVED => return Home::Unserved(slot),
+                    server => usize::from(server),
+                }
+            }
         };
         match self.shards.get(server).copied().flatten() {
             Some(shard) => Home::Shard(shard),
-            None => Home::Missing(self.server_name(server).to_string()),
+            None => {
+                let what = match self.rule {
+                    Rule::Twemproxy(_) => "twemproxy server",
+                    Rule::Slots {
+                        kind: SlotKind::Codis,
+                        ..
+                    } => "Codis group master",
+                    Rule::Slots { .. } => "cluster node",
+                };
+                Home::Missing(format!("{what} {}", self.server_name(server)))
+            }
         }
     }
 
     fn server_name(&self, server: usize) -> &str {
         match &self.rule {
             Rule::Twemproxy(pool) => &pool.servers[server].pname,
-            Rule::Codis { servers, .. } => &servers[server],
+            Rule::Slots { servers, .. } => &servers[server],
+        }
+    }
+
+    /// Slot `slot` of a slot table is served by `server` (`host:port`), shard `shard`, from now
+    /// on (a `-MOVED` said so).
+    pub fn move_slot(&mut self, slot: usize, server: &str, shard: usize) {
+        let Rule::Slots { slots, servers, .. } = &mut self.rule else {
+            return;
+        };
+        let i = servers.iter().position(|s| s == server).unwrap_or_else(|| {
+            servers.push(server.to_string());
+            self.shards.push(Some(shard));
+            servers.len() - 1
+        });
+        if let (Some(entry), Ok(i)) = (slots.get_mut(slot), u16::try_from(i)) {
+            *entry = i;
+        }
+    }
+
+    /// The hash slot of `key` when the map is Redis Cluster's.
+    pub fn cluster_slot(&self, key: &[u8]) -> Option<usize> {
+        match self.rule {
+            Rule::Slots {
+                kind: SlotKind::Cluster,
+                ..
+            } => Some(cluster::slot(key)),
+            _ => None,
         }
     }
 
@@ -149,16 +238,24 @@ impl KeyMap {
                 pool.hash.name(),
                 pool.servers.len()
             ),
-            Rule::Codis { servers, .. } => {
-                format!("Codis slot table ({} group masters)", servers.len())
-            }
+            Rule::Slots {
+                kind: SlotKind::Codis,
+                servers,
+                ..
+            } => format!("Codis slot table ({} group masters)", servers.len()),
+            Rule::Slots {
+                kind: SlotKind::Cluster,
+                servers,
+                ..
+            } => format!("Redis Cluster slot table ({} masters)", servers.len()),
         }
     }
 
-    /// The Codis group masters this map follows (empty for twemproxy), in order of first slot.
-    pub fn codis_masters(&self) -> &[String] {
+    /// The masters of the slot table this map follows (empty for twemproxy), in order of
+    /// first slot.
+    pub fn slot_masters(&self) -> &[String] {
         match &self.rule {
-            Rule::Codis { servers, .. } => servers,
+            Rule::Slots { servers, .. } => servers,
             Rule::Twemproxy(_) => &[],
         }
     }

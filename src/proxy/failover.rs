@@ -192,6 +192,7 @@ impl Proxy {
         let be = self.ups.get_mut(u);
         if be.health.eject() == Flip::Down {
             warn!("{}={} addr={} DOWN: {why}", u.kind(), u.index, be.label);
+            self.refresh_cluster_now();
         }
     }
 

@@ -6,7 +6,7 @@ use crate::stats::{ProcessUsage, REDIS_VERSION};
 use crate::upstream::{Role, Tier};
 use std::fmt::Write;
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server",
     "clients",
     "memory",
@@ -15,6 +15,7 @@ const SECTIONS: [&str; 11] = [
     "cpu",
     "backends",
     "shards",
+    "cluster",
     "commandstats",
     "latencystats",
     "keyspace",
@@ -85,6 +86,7 @@ impl Proxy {
             "stats" => self.stats.write_info(out),
             "backends" => self.info_backends(out),
             "shards" => self.info_shards(out),
+            "cluster" => self.info_cluster(out),
             "commandstats" => self.stats.write_commandstats(out),
             "latencystats" => self.stats.write_latencystats(out),
             // Without shards respite has no keyspace of its own to report; with shards the
@@ -134,6 +136,7 @@ impl Proxy {
                     Some(Tier::Redis) => "redis",
                     Some(Tier::Twemproxy) => "twemproxy",
                     Some(Tier::Codis) => "codis",
+                    Some(Tier::Cluster) => "cluster",
                     None => "unknown",
                 },
                 match b.resp3 {
@@ -174,6 +177,44 @@ impl Proxy {
                 sh.requests,
                 sh.errors,
             );
+        }
+    }
+
+    /// `cluster_enabled` as Redis says it; in front of a Redis Cluster (`--cluster`), its
+    /// nodes, the slots of each master, the redirects respite followed and when the slot table
+    /// was last read.
+    fn info_cluster(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "# Cluster\r\ncluster_enabled:{}\r\n",
+            u8::from(self.ups.cluster)
+        );
+        let Some(ranges) = self.ups.cluster_slots.as_ref().filter(|_| self.ups.cluster) else {
+            return;
+        };
+        let nodes = self.ups.shards.iter().filter(|s| !s.retired).count();
+        let mut masters: Vec<(&str, usize)> = Vec::new();
+        for r in ranges {
+            let n = usize::from(r.last - r.first) + 1;
+            match masters.iter_mut().find(|(m, _)| *m == r.master) {
+                Some((_, slots)) => *slots += n,
+                None => masters.push((&r.master, n)),
+            }
+        }
+        let served: usize = masters.iter().map(|(_, n)| n).sum();
+        let ago = self
+            .cluster_refreshed
+            .map(|t| self.now.duration_since(t).as_millis());
+        let _ = write!(
+            out,
+            "cluster_known_nodes:{nodes}\r\ncluster_size:{}\r\ncluster_slots_served:{served}\r\ncluster_moved_followed:{}\r\ncluster_ask_followed:{}\r\ncluster_slots_read_ms_ago:{}\r\n",
+            masters.len(),
+            self.stats.cluster_moves,
+            self.stats.cluster_asks,
+            ago.map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+        );
+        for (i, (addr, slots)) in masters.iter().enumerate() {
+            let _ = write!(out, "master{i}:addr={addr},slots={slots}\r\n");
         }
     }
 

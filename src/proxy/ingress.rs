@@ -233,6 +233,8 @@ impl Proxy {
                 let fits = || match tier {
                     Some(Tier::Redis) => true,
                     Some(Tier::Codis) => commands.spec(id).codis == Codis::Yes,
+                    // Each key to its slot's master: no runs (yet).
+                    Some(Tier::Cluster) => false,
                     _ => commands.spec(id).twemproxy.accepts(*argc, None),
                 };
                 if plain && commands.route(id) == Route::Forward && fits() {

@@ -86,6 +86,11 @@ impl Proxy {
     /// The shard master for a request the backends refuse: the one serving its keys, or any
     /// master for a keyless one; else the error to answer.
     pub(super) fn shard_for(&self, req: &Request, refusal: &str) -> Result<usize, Bytes> {
+        if self.ups.cluster && self.ups.keymap.is_none() {
+            return Err(resp::error(
+                "CLUSTERDOWN respite has not read the cluster's slot table yet",
+            ));
+        }
         if !self.ups.have_shards() && self.config.codis {
             return Err(resp::error(&format!(
                 "{refusal}, and no group master is known yet (respite reads them from the \
@@ -122,15 +127,27 @@ impl Proxy {
             return Ok(None);
         };
         let mut home = None;
+        let mut slot = None;
         for key in req.keys() {
+            // Redis Cluster wants every key of a request in one slot, not only on one master.
+            if let Some(s) = map.cluster_slot(key) {
+                if slot.is_some_and(|first| first != s) {
+                    return Err(resp::error(CROSS_SLOT));
+                }
+                slot = Some(s);
+            }
             let shard = match map.home(key) {
                 Home::Shard(s) => s,
                 Home::Any => return Err(resp::error(NO_HOME)),
                 Home::Missing(server) => {
                     return Err(resp::error(&format!(
-                        "ERR the key {} lives on twemproxy server {server}, which is not among \
-                         the shards",
+                        "ERR the key {} lives on {server}, which is not among the shards",
                         String::from_utf8_lossy(key)
+                    )))
+                }
+                Home::Unserved(slot) => {
+                    return Err(resp::error(&format!(
+                        "CLUSTERDOWN Hash slot {slot} is not served"
                     )))
                 }
             };
@@ -147,7 +164,9 @@ impl Proxy {
     /// True when sessions (transactions, blocking commands) go to the shard master of their
     /// keys: behind twemproxy with its pool, or Codis with its slot table.
     pub(super) fn routes_by_key(&self) -> bool {
-        matches!(self.ups.tier, Some(Tier::Twemproxy | Tier::Codis)) && self.ups.keymap.is_some()
+        let tier = self.ups.tier;
+        matches!(tier, Some(Tier::Twemproxy | Tier::Codis | Tier::Cluster))
+            && self.ups.keymap.is_some()
     }
 
     /// MULTI behind twemproxy, outside WATCH: answered at once, as Redis answers it, and held
@@ -296,6 +315,9 @@ const NO_MASTER: &str = "ERR no shard master is available";
 pub(super) const CROSS_SHARD: &str =
     "CROSSSLOT Keys in request don't hash to the same shard master (respite sends what the \
      backends refuse to the master that holds all its keys; use {hash tags})";
+
+/// Redis Cluster's answer to a request whose keys are in different slots.
+pub(super) const CROSS_SLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// The answer to a keyed request when the backends place keys at random.
 const NO_HOME: &str = "ERR the twemproxy pool's distribution is random: keys have no home \

@@ -51,6 +51,18 @@ impl Proxy {
                 "counter",
                 s.protocol_errors,
             ),
+            (
+                "respite_cluster_moved_total",
+                "Redis Cluster -MOVED redirects respite followed.",
+                "counter",
+                s.cluster_moves,
+            ),
+            (
+                "respite_cluster_ask_total",
+                "Redis Cluster -ASK redirects respite followed.",
+                "counter",
+                s.cluster_asks,
+            ),
         ];
         let mut o = String::new();
         for (name, help, kind, v) in scalars {

@@ -35,6 +35,7 @@
 //! framing, the pipeline of a backend connection, a probe's answers, a fan-out's plan and
 //! merge) lives outside this folder and is unit-tested there; the handlers here apply it.
 
+mod cluster;
 mod failover;
 mod fanout;
 mod forward;
@@ -180,6 +181,10 @@ pub struct Proxy {
     next_tick: Instant,
     next_idle_check: Instant,
     next_ops_sample: Instant,
+    /// The earliest a `-MOVED` may ask for the cluster's slot table again.
+    next_cluster_refresh: Instant,
+    /// When a node last reported the cluster's slot table.
+    cluster_refreshed: Option<Instant>,
     /// Clients wait in the listen backlog until this, or until the probes have learned what
     /// every backend is (`discovering`).
     discovery_deadline: Instant,
@@ -216,6 +221,8 @@ impl Proxy {
             config.pubsub,
             now,
         );
+        ups.cluster = config.cluster;
+        ups.refresh_tier();
         map_keys(&mut ups, &config);
         let mut config = config;
         config.maxclients = client_limit(&config);
@@ -246,6 +253,8 @@ impl Proxy {
             next_tick: now,
             next_idle_check: now,
             next_ops_sample: now,
+            next_cluster_refresh: now,
+            cluster_refreshed: None,
             discovery_deadline: now + 3 * config.health_timeout,
             accept_deferred: false,
             started: now,
@@ -426,7 +435,7 @@ impl Proxy {
             .backends
             .iter()
             .any(|b| b.discovering && b.health.up && !b.retired);
-        let slots = self.config.codis && self.ups.keymap.is_none();
+        let slots = (self.config.codis || self.ups.cluster) && self.ups.keymap.is_none();
         let roles =
             (self.ups.shards.iter()).any(|s| s.role == Role::Unknown && s.health.up && !s.retired);
         self.now < self.discovery_deadline && (backends || slots || roles)
@@ -480,8 +489,8 @@ impl Proxy {
 /// Places keys on the shards by the configured rule, warning about the servers of the rule
 /// that are not among the shards (a command for a key there gets an error naming it).
 pub(crate) fn map_keys(ups: &mut Upstreams, config: &Config) {
-    if config.codis {
-        // The map follows the slot table the codis-proxies report (`probe.rs`).
+    if config.codis || config.cluster {
+        // The map follows the slot table the codis-proxies or cluster nodes report (`probe.rs`).
         return;
     }
     for server in ups.map_keys(config.twemproxy.as_ref()) {

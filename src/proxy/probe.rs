@@ -6,6 +6,7 @@
 use super::Proxy;
 use crate::conns::Conn;
 use crate::health::{probe_request, Flip, ProbeConn, ProbeReport, Tier};
+use crate::keymap::cluster::SlotRange;
 use crate::net;
 use crate::upstream::{Group, Role, Upstream};
 use log::{debug, info, warn};
@@ -38,7 +39,11 @@ impl Proxy {
             .random_below(interval.as_millis() as u64 / 10 + 1);
         let next = self.now + interval + Duration::from_millis(jitter);
         self.ups.get_mut(u).next_probe = next;
-        let ask = (self.ups.get(u)).next_ask(u.group == Group::Shard, self.config.codis);
+        let ask = (self.ups.get(u)).next_ask(
+            u.group == Group::Shard,
+            self.config.codis,
+            self.ups.cluster,
+        );
         let (out, expect) = probe_request(self.backend_auth().as_deref(), ask);
         let deadline = self.now + self.config.health_timeout;
         let Some(token) = self.probe_conn(u) else {
@@ -138,6 +143,9 @@ impl Proxy {
         if let Some(slots) = report.slots.clone() {
             self.follow_codis(slots);
         }
+        if let Some(ranges) = report.cluster.clone() {
+            self.follow_cluster(ranges);
+        }
         let complete = report.result.is_some() || report.tier.is_some() || report.resp3.is_some();
         let failed = match report.result {
             Some(result) => {
@@ -182,6 +190,26 @@ impl Proxy {
         self.ups.refresh_tier();
         if over {
             self.release_parked(u);
+        }
+    }
+
+    /// Takes in a slot table a Redis Cluster node reported, if it changed.
+    fn follow_cluster(&mut self, ranges: Vec<SlotRange>) {
+        if ranges.is_empty() {
+            return;
+        }
+        self.cluster_refreshed = Some(self.now);
+        if self.ups.cluster_slots.as_ref() == Some(&ranges) {
+            return;
+        }
+        let now = self.now;
+        if self.ups.follow_cluster(ranges, now) {
+            let live = self.ups.shards.iter().filter(|s| !s.retired);
+            let nodes: Vec<&str> = live.map(|s| s.label.as_str()).collect();
+            info!("cluster nodes: {}", nodes.join(" "));
+        } else {
+            // Slots moving between known nodes (resharding): one line per change is too many.
+            debug!("cluster slot table changed");
         }
     }
 
@@ -258,6 +286,7 @@ impl Proxy {
                 be.resp3 = None;
                 be.discovering = true;
                 self.fail_sessions_of(u);
+                self.refresh_cluster_now();
             }
             Flip::None => {}
         }
@@ -287,6 +316,7 @@ fn tier_name(tier: Option<Tier>) -> &'static str {
         Some(Tier::Redis) => "a Redis",
         Some(Tier::Twemproxy) => "a twemproxy (it closes on commands it does not serve)",
         Some(Tier::Codis) => "a Codis proxy",
+        Some(Tier::Cluster) => "a Redis Cluster node",
         None => "unknown",
     }
 }

@@ -49,10 +49,23 @@ impl Proxy {
             warn!("reload: metrics_listen changes need a restart");
             new.metrics_listen = self.config.metrics_listen;
         }
+        if new.cluster != self.config.cluster || new.codis != self.config.codis {
+            warn!("reload: switching --cluster or --codis needs a restart; configuration kept");
+            return;
+        }
         let now = self.now;
         let pool = new.backend_connections;
+        // Shards found in a slot table (Redis Cluster, Codis without --shards) stay: the table
+        // says what they are.
+        let discovered = new.cluster || (new.codis && new.shards.is_empty());
+        let shards = if discovered {
+            let live = self.ups.shards.iter().filter(|s| !s.retired);
+            live.map(|s| s.addr).collect()
+        } else {
+            new.shards.clone()
+        };
         let (added, retired, sadded, sretired) =
-            self.ups.reconcile(&new.backends, pool, &new.shards, now);
+            self.ups.reconcile(&new.backends, pool, &shards, now);
         super::map_keys(&mut self.ups, &new);
         if new.picker != self.config.picker || new.seed != self.config.seed {
             self.picker = Picker::new(new.picker, new.seed);

@@ -301,6 +301,10 @@ impl Proxy {
                 let latency = &mut self.ups.get_mut(u).latency;
                 latency.record_n(clock_us.saturating_sub(r.sent), r.k);
             }
+            let redirect = r.failed == 1 && r.k == 1 && !session && self.ups.cluster;
+            if redirect && self.follow_redirect(r.origin, &r.frame) {
+                continue;
+            }
             self.complete_with(r.origin, r.frame, r.k, r.failed, native);
             if !r.whole {
                 return true;
