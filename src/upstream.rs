@@ -362,6 +362,22 @@ impl Upstreams {
                 s.health = Health::new();
             }
         }
+        // The table is the cluster's word on who is master: a promoted replica serves its slots
+        // at once, before its own ROLE probe says so.
+        for r in &ranges {
+            let roles = std::iter::once((&r.master, Role::Master)).chain(
+                r.replicas
+                    .iter()
+                    .map(|a| (a, Role::Replica(r.master.clone()))),
+            );
+            for (node, role) in roles {
+                let addr = node.to_socket_addrs().ok().and_then(|mut a| a.next());
+                let live = self.shards.iter_mut().filter(|s| !s.retired);
+                if let Some(s) = live.into_iter().find(|s| Some(s.addr) == addr) {
+                    s.role = role;
+                }
+            }
+        }
         self.keymap = Some(KeyMap::cluster(&ranges, &self.live_shards()));
         self.cluster_slots = Some(ranges);
         changed

@@ -200,6 +200,7 @@ fn slot_of_follows_the_cluster_spec() {
 
 #[test]
 fn cluster_starts_migrates_fails_over_and_promotes() {
+    let _one = one_at_a_time();
     let t0 = Instant::now();
     let cluster = Cluster::start(3, 1);
     assert_eq!(cluster.nodes.len(), 6);

@@ -29,25 +29,28 @@ pub struct SlotRange {
     pub replicas: Vec<String>,
 }
 
-/// The ranges of a `CLUSTER SLOTS` reply (RESP2), or `None` if it is not one. A node whose
-/// address is unknown (`?` or an empty host) is left out: nothing can connect to it.
+/// The ranges of a `CLUSTER SLOTS` reply (RESP2, or RESP3 from a connection that said
+/// `HELLO 3`: Redis 7 then sends each node's metadata as a map), or `None` if it is not one. A
+/// node whose address is unknown (`?` or an empty host) is left out: nothing can connect to it.
 pub fn parse_cluster_slots(frame: &[u8]) -> Option<Vec<SlotRange>> {
-    use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
-    let (OwnedFrame::Array(entries), _) = decode(frame).ok()?? else {
+    use redis_protocol::resp3::{decode::complete::decode, types::OwnedFrame};
+    let (OwnedFrame::Array { data: entries, .. }, _) = decode(frame).ok()?? else {
         return None;
     };
     let int = |f: Option<&OwnedFrame>| match f {
-        Some(OwnedFrame::Integer(i)) => Some(*i),
-        Some(OwnedFrame::BulkString(s) | OwnedFrame::SimpleString(s)) => parse_i64(s),
+        Some(OwnedFrame::Number { data, .. }) => Some(*data),
+        Some(OwnedFrame::BlobString { data, .. } | OwnedFrame::SimpleString { data, .. }) => {
+            parse_i64(data)
+        }
         _ => None,
     };
     let node = |f: &OwnedFrame| {
-        let OwnedFrame::Array(fields) = f else {
+        let OwnedFrame::Array { data: fields, .. } = f else {
             return None;
         };
         let host = match fields.first()? {
-            OwnedFrame::BulkString(s) | OwnedFrame::SimpleString(s) => {
-                String::from_utf8_lossy(s).into_owned()
+            OwnedFrame::BlobString { data, .. } | OwnedFrame::SimpleString { data, .. } => {
+                String::from_utf8_lossy(data).into_owned()
             }
             _ => return None,
         };
@@ -56,7 +59,7 @@ pub fn parse_cluster_slots(frame: &[u8]) -> Option<Vec<SlotRange>> {
     };
     let mut ranges = Vec::with_capacity(entries.len());
     for entry in &entries {
-        let OwnedFrame::Array(fields) = entry else {
+        let OwnedFrame::Array { data: fields, .. } = entry else {
             return None;
         };
         let first = u16::try_from(int(fields.first())?).ok()?;
@@ -169,6 +172,14 @@ mod tests {
             ]
         );
         assert_eq!(parse_cluster_slots(b"*0\r\n"), Some(vec![]));
+        // RESP3, as Redis 7 sends it after HELLO 3: node metadata as a map.
+        let resp3 =
+            b"*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n%0\r\n";
+        let ranges = parse_cluster_slots(resp3).expect("a RESP3 slot table");
+        assert_eq!(
+            (ranges.len(), ranges[0].master.as_str()),
+            (1, "127.0.0.1:7000")
+        );
         assert_eq!(
             parse_cluster_slots(b"-ERR This instance has cluster support disabled\r\n"),
             None

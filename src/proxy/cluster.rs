@@ -11,6 +11,7 @@
 
 use super::Proxy;
 use crate::backend::Origin;
+use crate::conns::ConnRef;
 use crate::keymap::cluster::{parse_redirect, Redirect};
 use crate::upstream::Upstream;
 use bytes::Bytes;
@@ -31,7 +32,10 @@ impl Proxy {
             return false;
         };
         let Origin::Client {
-            token, seq, n: 1, ..
+            token,
+            gen,
+            seq,
+            n: 1,
         } = origin
         else {
             return false;
@@ -41,7 +45,8 @@ impl Proxy {
             self.refresh_cluster_now();
             return false;
         };
-        let Some(c) = self.conns.client_mut(token) else {
+        // Only for the client that sent it, not one that took its place since.
+        let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) else {
             return false;
         };
         let resp3 = c.resp3;

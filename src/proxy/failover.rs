@@ -129,7 +129,8 @@ impl Proxy {
     fn fail_written(&mut self, u: Upstream, written: Vec<(Origin, u32)>, lost: &Bytes) {
         let mut retries = Vec::new();
         for (origin, owed) in written {
-            if self.config.retry_reads && owed == origin.replies() {
+            let backend = u.group == Group::Backend;
+            if self.config.retry_reads && backend && owed == origin.replies() {
                 if let Some(req) = self.take_retry(origin) {
                     retries.push((origin, req));
                     continue;
@@ -154,6 +155,11 @@ impl Proxy {
     fn reroute(&mut self, u: Upstream, unsent: VecDeque<(Origin, Bytes)>, lost: &Bytes) {
         for (origin, req) in unsent {
             match origin {
+                // A shard's requests are keyed to it (or refused by the backends): no other
+                // target can run them.
+                Origin::Client { .. } if u.group == Group::Shard => {
+                    self.fail_slot(origin, origin.replies(), lost);
+                }
                 Origin::Client { token, seq, .. } => {
                     trace!(
                         "client={token} seq={seq} re-routed from {}={}",

@@ -180,13 +180,13 @@ impl Proxy {
         }
     }
 
-    /// `cluster_enabled` as Redis says it; in front of a Redis Cluster (`--cluster`), its
-    /// nodes, the slots of each master, the redirects respite followed and when the slot table
-    /// was last read.
+    /// `cluster_enabled:0` (respite is not a cluster node: cluster-aware clients must not take
+    /// it for one); in front of a Redis Cluster (`--cluster`), its nodes, the slots of each
+    /// master, the redirects respite followed and when the slot table was last read.
     fn info_cluster(&self, out: &mut String) {
         let _ = write!(
             out,
-            "# Cluster\r\ncluster_enabled:{}\r\n",
+            "# Cluster\r\ncluster_enabled:0\r\ncluster_behind:{}\r\n",
             u8::from(self.ups.cluster)
         );
         let Some(ranges) = self.ups.cluster_slots.as_ref().filter(|_| self.ups.cluster) else {
