@@ -6,8 +6,6 @@ mod support;
 
 use respite::Config;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -101,35 +99,7 @@ fn transactions_blocking_commands_and_pubsub_run_on_the_slots_master() {
     let _one = one_at_a_time();
     let (_cluster, proxy) = fronted();
     // WATCH/MULTI/EXEC from four writers counts exactly.
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            let mut c = proxy.client();
-            std::thread::spawn(move || {
-                let mut done = 0;
-                for _ in 0..2000 {
-                    if done == 50 {
-                        break;
-                    }
-                    let () = redis::cmd("WATCH")
-                        .arg("counter")
-                        .query(&mut c)
-                        .expect("WATCH");
-                    let v: Option<i64> =
-                        redis::cmd("GET").arg("counter").query(&mut c).expect("GET");
-                    let r: Option<Vec<String>> = redis::pipe()
-                        .atomic()
-                        .cmd("SET")
-                        .arg("counter")
-                        .arg(v.unwrap_or(0) + 1)
-                        .query(&mut c)
-                        .expect("EXEC");
-                    done += usize::from(r.is_some());
-                }
-                done
-            })
-        })
-        .collect();
-    let done: usize = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+    let done = watched_increments(&proxy, "counter", 4, 50);
     let mut c = proxy.client();
     let counter: i64 = redis::cmd("GET").arg("counter").query(&mut c).expect("GET");
     assert_eq!((done, counter), (200, 200));
@@ -175,98 +145,50 @@ fn transactions_blocking_commands_and_pubsub_run_on_the_slots_master() {
     assert_eq!(msg.get_payload::<String>().expect("payload"), "hi");
 }
 
-/// Every acknowledged write (key, value) and every error with when it came.
-type Outcome = (Vec<(String, u64)>, Vec<(Instant, String)>);
-
-/// Four writers SET through respite until `stop`.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Outcome>>,
-}
-
-impl Writers {
-    fn start(proxy: &TestProxy) -> Writers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..4)
-            .map(|w| {
-                let (stop, mut c) = (stop.clone(), proxy.client());
-                std::thread::spawn(move || {
-                    let (mut acked, mut errors) = (Vec::new(), Vec::new());
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        let key = format!("w{w}:{i}");
-                        match redis::cmd("SET").arg(&key).arg(i).query::<()>(&mut c) {
-                            Ok(()) => acked.push((key, i)),
-                            Err(e) => errors.push((Instant::now(), format!("{key}: {e}"))),
-                        }
-                        i += 1;
-                    }
-                    (acked, errors)
-                })
-            })
-            .collect();
-        Writers { stop, threads }
-    }
-
-    /// Stops them; every acknowledged write and every error, with when it came.
-    fn stop(self) -> Outcome {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all = (Vec::new(), Vec::new());
-        for t in self.threads {
-            let (acked, errors) = t.join().expect("writer");
-            all.0.extend(acked);
-            all.1.extend(errors);
-        }
-        all
-    }
-}
-
-/// How long clients saw errors (first to last), how many, and the first few.
-fn window(errors: &[(Instant, String)]) -> (Duration, usize, Vec<&str>) {
-    let first = errors.iter().map(|e| e.0).min();
-    let last = errors.iter().map(|e| e.0).max();
-    let span = first.zip(last).map_or(Duration::ZERO, |(f, l)| l - f);
-    let some = errors.iter().take(3).map(|e| e.1.as_str()).collect();
-    (span, errors.len(), some)
-}
-
-/// Every acknowledged write, read back through respite.
-fn assert_all_present(proxy: &TestProxy, acked: &[(String, u64)]) {
-    let mut c = proxy.client();
-    for chunk in acked.chunks(5000) {
+/// The acknowledged writes of `load` that cannot be read back through respite.
+fn missing(proxy: &TestProxy, load: &LoadReport) -> Vec<String> {
+    let (mut c, mut missing) = (proxy.client(), Vec::new());
+    for chunk in load.acked_keys().chunks(5000) {
         let mut pipe = redis::pipe();
-        for (k, _) in chunk {
+        for k in chunk {
             pipe.cmd("GET").arg(k);
         }
-        let got: Vec<Option<u64>> = pipe.query(&mut c).expect("GET back");
-        for ((k, v), g) in chunk.iter().zip(got) {
-            assert_eq!(g, Some(*v), "acknowledged write {k}");
-        }
+        let got: Vec<Option<String>> = pipe.query(&mut c).expect("GET back");
+        let lost = chunk
+            .iter()
+            .zip(got)
+            .filter(|(_, g)| g.as_deref() != Some("v"));
+        missing.extend(lost.map(|(k, _)| k.clone()));
     }
+    missing
 }
 
 #[test]
 fn resharding_under_load_shows_clients_no_redirect_and_loses_no_write() {
     let _one = one_at_a_time();
     let (cluster, proxy) = fronted();
-    let writers = Writers::start(&proxy);
+    let load = Load::start(proxy.addr, 4, "w");
     std::thread::sleep(Duration::from_millis(300));
     let masters = cluster.masters();
     let moved = cluster.migrate_slots(200, masters[0], masters[1]);
     std::thread::sleep(Duration::from_millis(300));
-    let (acked, errors) = writers.stop();
-    assert!(errors.is_empty(), "errors: {:?}", window(&errors));
+    let report = load.stop();
+    let acked = report.acked_keys();
+    assert_eq!(
+        report.errors(),
+        0,
+        "errors over {:?}",
+        report.error_window()
+    );
     assert!(acked.len() > 1000, "only {} writes", acked.len());
-    assert_all_present(&proxy, &acked);
-    // Keys of the moved slots live on their new master, and respite followed it.
-    let on_new: usize = acked
+    assert_eq!(missing(&proxy, &report), Vec::<String>::new());
+    let in_moved = acked
         .iter()
-        .filter(|(k, _)| moved.contains(&Cluster::slot_of(k.as_bytes())))
+        .filter(|k| moved.contains(&Cluster::slot_of(k.as_bytes())))
         .count();
     let info = String::from_utf8_lossy(&proxy.raw().cmd(&[b"INFO", b"cluster"])).into_owned();
     eprintln!(
-        "resharding: {} writes, {on_new} in the 200 moved slots, 0 errors\n{info}",
+        "resharding: {} writes, {in_moved} in the 200 moved slots, 0 errors\n{info}",
         acked.len()
     );
 }
@@ -275,36 +197,35 @@ fn resharding_under_load_shows_clients_no_redirect_and_loses_no_write() {
 fn failovers_under_load_cost_a_short_window_and_no_acknowledged_write() {
     let _one = one_at_a_time();
     let (cluster, proxy) = fronted();
-    let masters = cluster.masters();
     // Graceful: CLUSTER FAILOVER on a replica.
-    let writers = Writers::start(&proxy);
+    let load = Load::start(proxy.addr, 4, "g");
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    cluster.failover(masters[0]);
+    cluster.failover(cluster.masters()[0]);
     let graceful = started.elapsed();
     std::thread::sleep(Duration::from_millis(1500));
-    let (acked, errors) = writers.stop();
-    assert_all_present(&proxy, &acked);
-    let (span, n, some) = window(&errors);
+    let report = load.stop();
+    assert_eq!(missing(&proxy, &report), Vec::<String>::new());
+    let window = report.error_window();
     eprintln!(
-        "graceful failover ({graceful:?}): {} writes, {n} errors over {span:?} {some:?}",
-        acked.len()
+        "graceful failover ({graceful:?}): {} writes, {} errors over {window:?}",
+        report.acked_keys().len(),
+        report.errors()
     );
-    assert!(span <= Duration::from_secs(2), "errors for {span:?}");
+    assert!(window <= Duration::from_secs(2), "errors for {window:?}");
     // kill -9 of a master: its slots are served again once a replica is promoted.
     let victim = cluster.masters()[1];
-    let writers = Writers::start(&proxy);
+    let victim_key = (0..10_000)
+        .map(|i| format!("probe{i}"))
+        .find(|k| cluster.master_of_slot(Cluster::slot_of(k.as_bytes())) == victim)
+        .expect("a key of the victim's");
+    let load = Load::start(proxy.addr, 4, "k");
     std::thread::sleep(Duration::from_millis(300));
     cluster.kill_master(victim);
     let killed = Instant::now();
     cluster.wait_promoted(victim);
     let promoted = killed.elapsed();
-    // Served again within seconds of the promotion.
     let mut c = proxy.client();
-    let victim_key = (0..10_000)
-        .map(|i| format!("probe{i}"))
-        .find(|k| cluster.master_of_slot(Cluster::slot_of(k.as_bytes())) != masters[0])
-        .expect("a key");
     let served = wait_until(Duration::from_secs(5), || {
         redis::cmd("SET")
             .arg(&victim_key)
@@ -312,26 +233,19 @@ fn failovers_under_load_cost_a_short_window_and_no_acknowledged_write() {
             .query::<()>(&mut c)
             .is_ok()
     });
-    let (acked, errors) = writers.stop();
-    assert!(served, "slots served again after the promotion");
+    let report = load.stop();
+    assert!(
+        served,
+        "the victim's slots are served again after the promotion"
+    );
     // Redis Cluster replicates asynchronously: a kill -9 may lose what the master had not
     // passed on yet. Counted, not asserted.
-    let mut c = proxy.client();
-    let lost = acked
-        .iter()
-        .filter(|(k, v)| {
-            redis::cmd("GET")
-                .arg(k)
-                .query::<Option<u64>>(&mut c)
-                .ok()
-                .flatten()
-                != Some(*v)
-        })
-        .count();
-    let (span, n, some) = window(&errors);
+    let lost = missing(&proxy, &report).len();
     eprintln!(
-        "kill -9: promoted after {promoted:?}; {} writes, {n} errors over {span:?} {some:?}, \
-         {lost} lost by the cluster",
-        acked.len()
+        "kill -9: promoted after {promoted:?}; {} writes, {} errors over {:?}, {lost} lost by \
+         the cluster",
+        report.acked_keys().len(),
+        report.errors(),
+        report.error_window()
     );
 }

@@ -37,35 +37,7 @@ fn transactions_blocking_streams_and_scripts_run_on_the_group_master() {
         .expect("MULTI/EXEC");
     assert_eq!(n, 1);
     // A counter under WATCH from four writers.
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            let mut c = proxy.client();
-            std::thread::spawn(move || {
-                let mut done = 0;
-                for _ in 0..1000 {
-                    if done == 50 {
-                        break;
-                    }
-                    let () = redis::cmd("WATCH")
-                        .arg("counter")
-                        .query(&mut c)
-                        .expect("WATCH");
-                    let v: Option<i64> =
-                        redis::cmd("GET").arg("counter").query(&mut c).expect("GET");
-                    let r: Option<Vec<String>> = redis::pipe()
-                        .atomic()
-                        .cmd("SET")
-                        .arg("counter")
-                        .arg(v.unwrap_or(0) + 1)
-                        .query(&mut c)
-                        .expect("EXEC");
-                    done += usize::from(r.is_some());
-                }
-                done
-            })
-        })
-        .collect();
-    let done: usize = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+    let done = watched_increments(&proxy, "counter", 4, 50);
     assert_eq!(done, 200);
     let home = codis.masters[codis.master_of(b"counter")];
     let stored: i64 = redis::cmd("GET")
@@ -261,61 +233,19 @@ fn a_client_of_codis_sees_no_error_while_respite_starts_and_probes() {
 #[test]
 fn every_command_codis_refuses_leaves_other_clients_alone() {
     let (_codis, proxy) = routed();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let mut raw = proxy.raw();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut bad = Vec::new();
-                for round in 0..2_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let mut batch = Vec::new();
-                    for i in 0..20 {
-                        let key = format!("w{w}:{round}:{i}");
-                        batch.extend_from_slice(&encode_request(&[
-                            &b"SET"[..],
-                            key.as_bytes(),
-                            b"v",
-                        ]));
-                    }
-                    raw.send(&batch);
-                    for _ in 0..20 {
-                        let reply = raw.reply();
-                        if reply != b"+OK\r\n" {
-                            bad.push(String::from_utf8_lossy(&reply).into_owned());
-                        }
-                    }
-                }
-                bad
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
     let refused: Vec<&str> = respite::command_table::COMMANDS
         .iter()
         .filter(|s| s.codis != respite::command::Codis::Yes)
         .map(|s| s.name)
         .collect();
     assert!(refused.len() > 50, "{}", refused.len());
-    for name in &refused {
-        let mut offender = proxy.raw();
-        offender.send(&encode_request(&[name.as_bytes(), b"k", b"0.01"]));
-        assert!(offender.try_reply().is_ok(), "{name} was answered");
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        let bad = w.join().expect("writer");
-        assert!(
-            bad.is_empty(),
-            "{} failed, first {:?}",
-            bad.len(),
-            bad.first()
-        );
-    }
+    others_are_unharmed(&proxy, || {
+        for name in &refused {
+            let mut offender = proxy.raw();
+            offender.send(&encode_request(&[name.as_bytes(), b"k", b"0.01"]));
+            assert!(offender.try_reply().is_ok(), "{name} was answered");
+        }
+    });
 }
 
 #[test]

@@ -9,67 +9,8 @@ use respite::command::{CommandTable, Twem};
 use respite::command_table::COMMANDS;
 use respite::resp::encode_request;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
-
-/// Four clients pipelining SETs (20 at a time) until `stop`; the replies that were not `+OK`.
-fn pipelined_writers(
-    proxy: &TestProxy,
-    stop: Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<Vec<String>>> {
-    (0..4)
-        .map(|client| {
-            let mut raw = proxy.raw();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut bad = Vec::new();
-                for round in 0..2_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let mut batch = Vec::new();
-                    for i in 0..20 {
-                        let key = format!("w{client}:{round}:{i}");
-                        batch.extend_from_slice(&encode_request(&[
-                            &b"SET"[..],
-                            key.as_bytes(),
-                            b"v",
-                        ]));
-                    }
-                    raw.send(&batch);
-                    for _ in 0..20 {
-                        let reply = raw.reply();
-                        if reply != b"+OK\r\n" {
-                            bad.push(String::from_utf8_lossy(&reply).into_owned());
-                        }
-                    }
-                }
-                bad
-            })
-        })
-        .collect()
-}
-
-/// Runs the writers while `offend` runs, then checks no writer saw an error.
-fn others_are_unharmed(proxy: &TestProxy, offend: impl FnOnce()) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = pipelined_writers(proxy, stop.clone());
-    std::thread::sleep(Duration::from_millis(200));
-    offend();
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        let bad = w.join().expect("writer");
-        assert!(
-            bad.is_empty(),
-            "{} failed, first: {:?}",
-            bad.len(),
-            bad.first()
-        );
-    }
-}
 
 #[test]
 fn commands_twemproxy_does_not_serve_never_fail_other_clients() {

@@ -254,37 +254,7 @@ fn without_the_pool_a_refused_command_says_how_to_route_it() {
 #[test]
 fn watch_multi_exec_counts_exactly_from_four_writers() {
     let (fleet, proxy) = routed();
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            let mut c = proxy.client();
-            std::thread::spawn(move || {
-                let mut done = 0;
-                for _ in 0..2000 {
-                    if done == 200 {
-                        break;
-                    }
-                    let () = redis::cmd("WATCH")
-                        .arg("counter")
-                        .query(&mut c)
-                        .expect("WATCH");
-                    let n: Option<i64> =
-                        redis::cmd("GET").arg("counter").query(&mut c).expect("GET");
-                    let result: Option<Vec<String>> = redis::pipe()
-                        .atomic()
-                        .cmd("SET")
-                        .arg("counter")
-                        .arg(n.unwrap_or(0) + 1)
-                        .query(&mut c)
-                        .expect("MULTI/EXEC");
-                    if result.is_some() {
-                        done += 1;
-                    }
-                }
-                done
-            })
-        })
-        .collect();
-    let done: i32 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+    let done = watched_increments(&proxy, "counter", 4, 200);
     assert_eq!(done, 800);
     let home = &fleet.masters[fleet.master_of(b"counter")];
     let n: i64 = redis::cmd("GET")

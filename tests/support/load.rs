@@ -1,6 +1,8 @@
 //! A load generator: `Load` runs raw clients in threads, each sending `SET <prefix><client>:<n>
 //! v` one request at a time until stopped (a million at the most), and `LoadReport` holds every
-//! request's outcome (ok or not, when it ended, how long it took) for the test to judge.
+//! request's outcome (ok or not, when it ended, how long it took) for the test to judge; and
+//! `watched_increments`, writers racing WATCH/MULTI/EXEC on one counter; and
+//! `others_are_unharmed`, pipelining writers that must see no error while a test offends.
 
 use super::proxy::RawClient;
 use std::net::SocketAddr;
@@ -120,6 +122,15 @@ impl LoadReport {
         self.outcomes.iter().filter(|o| o.ok && o.at > t).count()
     }
 
+    /// From the first failure to the last (zero if none failed).
+    pub fn error_window(&self) -> Duration {
+        let failed = || self.outcomes.iter().filter(|o| !o.ok).map(|o| o.at);
+        failed()
+            .min()
+            .zip(failed().max())
+            .map_or(Duration::ZERO, |(first, last)| last - first)
+    }
+
     /// How long after `t` the last failure ended, if any failed.
     pub fn last_error_since(&self, t: Instant) -> Option<Duration> {
         self.outcomes
@@ -136,5 +147,98 @@ impl LoadReport {
             .filter(|o| o.ok)
             .map(|o| format!("{}{}:{}", self.prefix, o.client, o.n))
             .collect()
+    }
+}
+
+/// `writers` clients of `proxy` each add one to `key` `each` times with WATCH, GET and
+/// MULTI/SET/EXEC, retrying when EXEC is aborted (at most 10 tries per increment on average);
+/// returns the increments that committed.
+pub fn watched_increments(
+    proxy: &super::TestProxy,
+    key: &str,
+    writers: usize,
+    each: usize,
+) -> usize {
+    let threads: Vec<_> = (0..writers)
+        .map(|_| {
+            let (mut c, key) = (proxy.client(), key.to_string());
+            std::thread::spawn(move || {
+                let mut done = 0;
+                for _ in 0..each * 10 {
+                    if done == each {
+                        break;
+                    }
+                    let () = redis::cmd("WATCH").arg(&key).query(&mut c).expect("WATCH");
+                    let v: Option<i64> = redis::cmd("GET").arg(&key).query(&mut c).expect("GET");
+                    let r: Option<Vec<String>> = redis::pipe()
+                        .atomic()
+                        .cmd("SET")
+                        .arg(&key)
+                        .arg(v.unwrap_or(0) + 1)
+                        .query(&mut c)
+                        .expect("MULTI/EXEC");
+                    done += usize::from(r.is_some());
+                }
+                done
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().expect("writer")).sum()
+}
+
+/// Four clients pipelining SETs (20 at a time) until `stop`; the replies that were not `+OK`.
+fn pipelined_writers(
+    proxy: &super::TestProxy,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<String>>> {
+    (0..4)
+        .map(|client| {
+            let mut raw = proxy.raw();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut bad = Vec::new();
+                for round in 0..2_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut batch = Vec::new();
+                    for i in 0..20 {
+                        let key = format!("w{client}:{round}:{i}");
+                        batch.extend_from_slice(&respite::resp::encode_request(&[
+                            &b"SET"[..],
+                            key.as_bytes(),
+                            b"v",
+                        ]));
+                    }
+                    raw.send(&batch);
+                    for _ in 0..20 {
+                        let reply = raw.reply();
+                        if reply != b"+OK\r\n" {
+                            bad.push(String::from_utf8_lossy(&reply).into_owned());
+                        }
+                    }
+                }
+                bad
+            })
+        })
+        .collect()
+}
+
+/// Runs four pipelining writers while `offend` runs, then checks no writer saw an error.
+pub fn others_are_unharmed(proxy: &super::TestProxy, offend: impl FnOnce()) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = pipelined_writers(proxy, stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    offend();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let bad = w.join().expect("writer");
+        assert!(
+            bad.is_empty(),
+            "{} failed, first: {:?}",
+            bad.len(),
+            bad.first()
+        );
     }
 }
