@@ -99,6 +99,9 @@ pub struct ClientConn {
     /// The path its last forwarded request took (through the backends, or straight to a shard
     /// master): a request on the other path waits for the requests in flight.
     pub path: crate::proxy::Path,
+    /// In front of a Redis Cluster: the key map's epoch when its requests in flight were
+    /// routed (a request routed by a newer map waits for them: `changes_path`).
+    pub map_epoch: u64,
     /// Speaks RESP3 (`HELLO 3`): replies are converted to RESP3 shapes.
     pub resp3: bool,
     /// Passed `AUTH` (always true without `--password`).
@@ -178,6 +181,7 @@ impl ClientConn {
             barrier: false,
             mode: Mode::Normal,
             path: crate::proxy::Path::Backends,
+            map_epoch: 0,
             queued: Vec::new(),
             txn_head: Vec::new(),
             session: None,

@@ -266,6 +266,8 @@ pub struct Upstreams {
     pub cluster: bool,
     /// The Redis Cluster slot table the key map follows, as a node last reported it.
     pub cluster_slots: Option<Vec<SlotRange>>,
+    /// Counts the key map's changes (a new slot table, a `-MOVED`).
+    pub map_epoch: u64,
 }
 
 impl Upstreams {
@@ -291,6 +293,7 @@ impl Upstreams {
             codis_slots: None,
             cluster: false,
             cluster_slots: None,
+            map_epoch: 0,
         }
     }
 
@@ -380,6 +383,7 @@ impl Upstreams {
         }
         self.keymap = Some(KeyMap::cluster(&ranges, &self.live_shards()));
         self.cluster_slots = Some(ranges);
+        self.map_epoch += 1;
         changed
     }
 

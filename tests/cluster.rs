@@ -81,6 +81,7 @@ fn keys_land_on_the_master_of_their_slot_and_a_pipeline_comes_back_in_order() {
         .query(&mut c)
         .expect("MGET in one slot");
     assert_eq!(v, vec![None, None]);
+    multi_key_commands_across_slots_answer_as_one_redis(&proxy);
     let cross = proxy.raw().cmd(&[b"RENAME", b"k1", b"k2"]);
     assert!(
         cross.starts_with(b"-CROSSSLOT"),
@@ -92,6 +93,52 @@ fn keys_land_on_the_master_of_their_slot_and_a_pipeline_comes_back_in_order() {
         info.contains("cluster_behind:1") && info.contains("cluster_slots_served:16384"),
         "{info}"
     );
+}
+
+/// MGET, MSET, DEL, UNLINK, EXISTS and TOUCH over keys in many slots (split per slot by
+/// respite) get the bytes one redis-server sends, RESP2 and RESP3; MSETNX across slots is
+/// refused whole.
+fn multi_key_commands_across_slots_answer_as_one_redis(proxy: &TestProxy) {
+    let redis = RedisServer::start();
+    let keys: Vec<String> = (0..20).map(|i| format!("mk{i}")).collect();
+    let k = |i: usize| keys[i].as_bytes();
+    let script: Vec<Vec<&[u8]>> = vec![
+        vec![b"MSET", k(0), b"a", k(1), b"b", k(2), b"c", k(3), b"d"],
+        vec![b"MGET", k(3), k(9), k(0), k(1), k(3), k(2)],
+        vec![b"EXISTS", k(0), k(1), k(9), k(0)],
+        vec![b"TOUCH", k(2), k(3), k(8)],
+        vec![b"DEL", k(0), k(5), k(1)],
+        vec![b"UNLINK", k(2), k(3), k(4)],
+        vec![b"MGET", k(0), k(1), k(2), k(3)],
+        vec![b"MSETNX", k(10), b"x", k(11), b"y"],
+        vec![b"EXISTS", k(10), k(11)],
+    ];
+    for hello in [None, Some(&b"3"[..])] {
+        let (mut via, mut direct) = (proxy.raw(), RawClient::connect(redis.addr()));
+        if let Some(v) = hello {
+            via.cmd(&[b"HELLO", v]);
+            direct.cmd(&[b"HELLO", v]);
+        }
+        for cmd in &script {
+            let (got, want) = (via.cmd(cmd), direct.cmd(cmd));
+            if cmd[0] == b"MSETNX" {
+                assert!(
+                    got.starts_with(b"-CROSSSLOT"),
+                    "{}",
+                    String::from_utf8_lossy(&got)
+                );
+                // Keep the standalone server in step with the cluster, where nothing ran.
+                direct.cmd(&[b"DEL", k(10), k(11)]);
+                continue;
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{}",
+                String::from_utf8_lossy(cmd[0])
+            );
+        }
+    }
 }
 
 #[test]

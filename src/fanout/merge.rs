@@ -42,6 +42,9 @@ pub enum Merge {
     AnyKilled,
     /// CONFIG GET: the one part's answer without the parameters that hold secrets.
     RedactConfig,
+    /// A multi-key command split per slot (`split.rs`): part `i`'s array elements go to the
+    /// positions `positions[i]` of the reply (MGET).
+    Gather(Vec<Vec<u32>>),
 }
 
 /// Configuration parameters whose values are never shown to clients.
@@ -97,6 +100,7 @@ pub fn merge(
         }
         Merge::InfoKeyspace(text) => info_keyspace(text, parts),
         Merge::RedactConfig => redact_config(&parts[0]).ok_or(0),
+        Merge::Gather(positions) => gather(parts, positions),
         Merge::AnyKilled => unreachable!("answered above"),
     };
     merged.unwrap_or_else(|i| shard_error(&labels[i], "unexpected reply"))
@@ -154,6 +158,33 @@ fn concat(parts: &[Bytes]) -> Result<Bytes, usize> {
     resp::put_array_header(&mut out, total);
     for b in bodies {
         out.put_slice(b);
+    }
+    Ok(out.freeze())
+}
+
+/// MGET split per slot: each part's values put back where their keys were. `Err(i)`: part `i`
+/// is not an array of as many values as it was asked for.
+fn gather(parts: &[Bytes], positions: &[Vec<u32>]) -> Result<Bytes, usize> {
+    let total: usize = positions.iter().map(Vec::len).sum();
+    let mut values: Vec<&[u8]> = vec![&[]; total];
+    for (i, (p, at)) in parts.iter().zip(positions).enumerate() {
+        let (n, mut off) = array(p).ok_or(i)?;
+        if n != at.len() {
+            return Err(i);
+        }
+        for &to in at {
+            let len = match crate::resp::ReplyScanner::new().scan(&p[off..]) {
+                Ok(Some(len)) => len,
+                _ => return Err(i),
+            };
+            *values.get_mut(to as usize).ok_or(i)? = &p[off..off + len];
+            off += len;
+        }
+    }
+    let mut out = BytesMut::with_capacity(values.iter().map(|v| v.len()).sum::<usize>() + 16);
+    resp::put_array_header(&mut out, total);
+    for v in values {
+        out.put_slice(v);
     }
     Ok(out.freeze())
 }

@@ -16,6 +16,7 @@
 
 mod cursor;
 mod merge;
+pub mod split;
 
 pub use crate::command::FanoutCmd;
 pub use cursor::{decode_cursor, encode_cursor, parse_u128, topology_tag, MAX_SHARDS};
@@ -119,6 +120,11 @@ pub struct Fanout {
     pub labels: Vec<String>,
     /// Parts still unanswered.
     remaining: usize,
+    /// The request of each part, kept when a part may have to be sent again to another node
+    /// (a split request redirected by Redis Cluster); empty otherwise.
+    pub requests: Vec<Bytes>,
+    /// Redirects followed for its parts so far.
+    pub redirects: u8,
 }
 
 impl Fanout {
@@ -131,6 +137,8 @@ impl Fanout {
             parts: vec![None; labels.len()],
             remaining: labels.len(),
             labels,
+            requests: Vec::new(),
+            redirects: 0,
         }
     }
 

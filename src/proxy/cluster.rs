@@ -2,7 +2,8 @@
 //! see them. A `-MOVED` moves the slot in the key map for good (and asks a node for the whole
 //! table at once); an `-ASK` sends `ASKING` and the request to the importing node, once. Either
 //! way the request is sent again with the origin it had, so its reply fills the same slot and
-//! the client's replies keep their order.
+//! the client's replies keep their order. Multi-key commands whose keys span slots are split
+//! per slot and merged (`split_across_slots`, `fanout/split.rs`).
 //!
 //! ```text
 //!  shard reply -MOVED s addr ─▶ key map: s ─▶ addr ─▶ re-send there (at most MAX_REDIRECTS)
@@ -12,7 +13,10 @@
 use super::Proxy;
 use crate::backend::Origin;
 use crate::conns::ConnRef;
+use crate::fanout::{split, Fanout};
 use crate::keymap::cluster::{parse_redirect, Redirect};
+use crate::request::Request;
+use crate::resp;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use log::debug;
@@ -31,36 +35,17 @@ impl Proxy {
         let Some(redirect) = parse_redirect(frame) else {
             return false;
         };
-        let Origin::Client {
-            token,
-            gen,
-            seq,
-            n: 1,
-        } = origin
-        else {
-            return false;
-        };
         let Some(shard) = self.shard_at(&redirect.addr) else {
             // A node respite does not know yet: the next slot table will name it.
             self.refresh_cluster_now();
             return false;
         };
-        // Only for the client that sent it, not one that took its place since.
-        let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) else {
+        let Some((req, resp3)) = self.redirected_request(origin) else {
             return false;
         };
-        let resp3 = c.resp3;
-        let Some(tag) = c.pending.waiting_tag_mut(seq) else {
-            return false;
-        };
-        if tag.redirects >= MAX_REDIRECTS {
-            return false;
-        }
-        tag.redirects += 1;
-        let req = tag.req.clone();
         let Redirect { ask, slot, addr } = redirect;
         debug!(
-            "client={token} seq={seq} {} slot {slot} to {addr}",
+            "{origin:?} {} slot {slot} to {addr}",
             if ask { "ASK" } else { "MOVED" }
         );
         if ask {
@@ -69,11 +54,15 @@ impl Proxy {
             self.stats.cluster_moves += 1;
             if let Some(map) = &mut self.ups.keymap {
                 map.move_slot(slot, &addr, shard);
+                self.ups.map_epoch += 1;
             }
             self.refresh_cluster_now();
         }
         let u = Upstream::shard(shard);
-        let conn_slot = self.ups.get(u).slot_for(token, resp3);
+        let conn_slot = match origin {
+            Origin::Client { token, .. } => self.ups.get(u).slot_for(token, resp3),
+            _ => 0,
+        };
         let Some(conn) = self.backend_conn(u, conn_slot) else {
             return false;
         };
@@ -83,6 +72,82 @@ impl Proxy {
         self.ups.get_mut(u).requests += 1;
         self.enqueue(conn, origin, req);
         true
+    }
+
+    /// The request of `origin` to send again after a redirect, and whether its client speaks
+    /// RESP3; `None` once it was redirected `MAX_REDIRECTS` times, or if it cannot be sent
+    /// again (a run, a client gone and its place taken, a fan-out part that is not a split's).
+    fn redirected_request(&mut self, origin: Origin) -> Option<(Bytes, bool)> {
+        match origin {
+            Origin::Client {
+                token,
+                gen,
+                seq,
+                n: 1,
+            } => {
+                // Only for the client that sent it, not one that took its place since.
+                let c = self.conns.live_client_mut(ConnRef { token, gen })?;
+                let resp3 = c.resp3;
+                let tag = c.pending.waiting_tag_mut(seq)?;
+                (tag.redirects < MAX_REDIRECTS).then(|| {
+                    tag.redirects += 1;
+                    (tag.req.clone(), resp3)
+                })
+            }
+            Origin::Fanout { id, part } => {
+                let f = self.fanouts.get_mut(id)?;
+                let req = f.requests.get(part)?.clone();
+                let most = MAX_REDIRECTS.saturating_mul(u8::try_from(f.requests.len()).ok()?);
+                (f.redirects < most).then(|| {
+                    f.redirects += 1;
+                    (req, false)
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Splits a multi-key request whose keys span slots (`fanout/split.rs`) and sends each
+    /// part to its slot's master; returns the request back if it is not one to split.
+    pub(super) fn split_across_slots(&mut self, token: usize, req: Request) -> Option<Request> {
+        let map = self.ups.keymap.as_ref()?;
+        let Some(split) = split::split(&req, |k| map.cluster_slot(k).unwrap_or(0)) else {
+            return Some(req);
+        };
+        let mut targets = Vec::with_capacity(split.parts.len());
+        for (_, sub) in &split.parts {
+            let part = Request::new(sub.clone(), req.cmd, req.start);
+            match self.key_master(&part) {
+                Ok(Some(master)) => targets.push(Upstream::shard(master)),
+                Ok(None) => return Some(req),
+                Err(answer) => {
+                    self.reply_now(token, &req, answer);
+                    return None;
+                }
+            }
+        }
+        let Some(Origin::Client { gen, seq, .. }) = self.slot_origin(token, &req) else {
+            return None;
+        };
+        let labels = targets.iter().map(|&u| self.ups.get(u).label.clone());
+        let mut fanout = Fanout::new(ConnRef { token, gen }, seq, split.merge, labels.collect());
+        fanout.requests = split.parts.into_iter().map(|(_, sub)| sub).collect();
+        let requests = fanout.requests.clone();
+        let id = self.fanouts.insert(fanout);
+        for (part, (u, sub)) in targets.into_iter().zip(requests).enumerate() {
+            match self.backend_conn(u, 0) {
+                Some(conn) => {
+                    self.ups.get_mut(u).requests += 1;
+                    self.enqueue(conn, Origin::Fanout { id, part }, sub);
+                }
+                None => {
+                    let label = &self.ups.get(u).label;
+                    let failed = resp::error(&format!("ERR shard {label} connection failed"));
+                    self.fanout_part_done(id, part, failed);
+                }
+            }
+        }
+        None
     }
 
     /// The live shard at `addr` (`host:port`).

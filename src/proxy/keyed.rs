@@ -15,6 +15,7 @@ use super::Proxy;
 use crate::backend::Origin;
 use crate::client::Mode;
 use crate::command::{fit, CommandId, Fit, Route, Session};
+use crate::fanout::split;
 use crate::health::Tier;
 use crate::keymap::Home;
 use crate::request::Request;
@@ -40,7 +41,10 @@ impl Proxy {
         frame: &Result<Option<Frame>, FrameError>,
         id: Option<CommandId>,
     ) -> bool {
-        if !self.ups.have_shards() || !matches!(self.ups.tier, Some(Tier::Twemproxy | Tier::Codis))
+        let cluster = self.ups.cluster;
+        if !cluster
+            && (!self.ups.have_shards()
+                || !matches!(self.ups.tier, Some(Tier::Twemproxy | Tier::Codis)))
         {
             return false;
         }
@@ -51,11 +55,28 @@ impl Proxy {
         if c.pending.waiting() == 0 || c.mode != Mode::Normal {
             return false;
         }
+        if cluster {
+            // In front of a Redis Cluster there is one path, but a request routed by a newer
+            // key map must not overtake requests routed by the old one (they may come back
+            // MOVED and be sent after it), and a split request goes over other connections.
+            if c.map_epoch != self.ups.map_epoch {
+                return true;
+            }
+            if !split::splits(self.commands.spec(id).name) {
+                return false;
+            }
+        }
         let bytes = match frame {
             Frame::Inline { args, .. } => resp::encode_request(args),
             frame => Bytes::copy_from_slice(&c.rbuf[..frame.consumed()]),
         };
-        self.path_of(&Request::new(bytes, Some(id), 0)) != c.path
+        let req = Request::new(bytes, Some(id), 0);
+        if cluster {
+            let map = self.ups.keymap.as_ref();
+            return map
+                .is_some_and(|m| split::split(&req, |k| m.cluster_slot(k).unwrap_or(0)).is_some());
+        }
+        self.path_of(&req) != c.path
     }
 
     /// The path `req` takes.
@@ -69,6 +90,17 @@ impl Proxy {
     /// Sends a request the backends refuse (with `refusal`) to the shard master that can run
     /// it, or answers why none can.
     pub(super) fn forward_refused(&mut self, token: usize, req: Request, refusal: &str) {
+        let req = if self.ups.cluster {
+            let Some(req) = self.split_across_slots(token, req) else {
+                return;
+            };
+            if let Some(c) = self.conns.client_mut(token) {
+                c.map_epoch = self.ups.map_epoch;
+            }
+            req
+        } else {
+            req
+        };
         match self.shard_for(&req, refusal) {
             Ok(shard) => {
                 if let Some(c) = self.conns.client_mut(token) {
