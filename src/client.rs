@@ -102,6 +102,9 @@ pub struct ClientConn {
     /// In front of a Redis Cluster: the key map's epoch when its requests in flight were
     /// routed (a request routed by a newer map waits for them: `changes_path`).
     pub map_epoch: u64,
+    /// Its requests waiting for the cluster to serve their slot again (`proxy/cluster.rs`):
+    /// later requests wait behind them.
+    pub waiting_for_cluster: u32,
     /// Speaks RESP3 (`HELLO 3`): replies are converted to RESP3 shapes.
     pub resp3: bool,
     /// Passed `AUTH` (always true without `--password`).
@@ -182,6 +185,7 @@ impl ClientConn {
             mode: Mode::Normal,
             path: crate::proxy::Path::Backends,
             map_epoch: 0,
+            waiting_for_cluster: 0,
             queued: Vec::new(),
             txn_head: Vec::new(),
             session: None,

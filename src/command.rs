@@ -286,6 +286,9 @@ pub enum Admin {
     Refuse(&'static str),
     /// `CONFIG GET`: forward it, and drop the secrets from the answer.
     RedactConfig,
+    /// `CLUSTER SLOTS|SHARDS|NODES|INFO|MYID|KEYSLOT`: in front of a Redis Cluster, answered by
+    /// respite as a cluster of one node (itself); else forwarded.
+    ClusterView,
 }
 
 /// The policy for a `CONFIG` or `ACL` request: a change to one server's configuration or
@@ -294,6 +297,32 @@ pub fn admin_policy(container: &str, sub: &[u8]) -> Admin {
     let is = |names: &[&str]| names.iter().any(|n| sub.eq_ignore_ascii_case(n.as_bytes()));
     match container {
         "CONFIG" if is(&["GET"]) => Admin::RedactConfig,
+        "CLUSTER" if is(&["SLOTS", "SHARDS", "NODES", "INFO", "MYID", "KEYSLOT"]) => {
+            Admin::ClusterView
+        }
+        "CLUSTER"
+            if is(&[
+                "ADDSLOTS",
+                "ADDSLOTSRANGE",
+                "DELSLOTS",
+                "DELSLOTSRANGE",
+                "FAILOVER",
+                "FORGET",
+                "MEET",
+                "REPLICATE",
+                "RESET",
+                "SETSLOT",
+                "SAVECONFIG",
+                "BUMPEPOCH",
+                "FLUSHSLOTS",
+                "SET-CONFIG-EPOCH",
+            ]) =>
+        {
+            Admin::Refuse(
+                "CLUSTER changes are refused by respite: they would change the cluster behind it \
+                 (run them on its nodes)",
+            )
+        }
         "CONFIG" if is(&["SET", "REWRITE", "RESETSTAT"]) => Admin::Refuse(
             "CONFIG SET, REWRITE and RESETSTAT are refused by respite: they would change one \
              server of the fleet behind it (run them on each server)",
@@ -538,7 +567,7 @@ fn route_of(spec: &Spec) -> Route {
         "SHUTDOWN" => Route::Reject("SHUTDOWN is not forwarded by respite"),
         "REPLICAOF" | "SLAVEOF" | "FAILOVER" | "SWAPDB" | "MOVE" | "DEBUG" | "MODULE" | "SAVE"
         | "BGSAVE" | "BGREWRITEAOF" => Route::AdminRefused,
-        "CONFIG" | "ACL" => Route::Admin,
+        "CONFIG" | "ACL" | "CLUSTER" => Route::Admin,
         "ASKING" | "READONLY" | "READWRITE" => {
             Route::Reject("cluster connection modes are not supported by respite")
         }

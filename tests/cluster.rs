@@ -296,3 +296,37 @@ fn failovers_under_load_cost_a_short_window_and_no_acknowledged_write() {
         report.error_window()
     );
 }
+
+#[test]
+fn redis_cli_redis_py_and_ioredis_work_as_plain_and_as_cluster_clients() {
+    let _one = one_at_a_time();
+    let (_cluster, proxy) = fronted();
+    let port = proxy.addr.port();
+    for app in [
+        App::python(
+            "redis-py (RESP3) and RedisCluster",
+            "cluster_clients.py",
+            &[],
+        ),
+        App::node("ioredis and Redis.Cluster", "cluster_clients.js", &[]),
+    ] {
+        let run = app.run(port);
+        assert!(run.passed, "{}: {}", app.name, run.output);
+        eprintln!("{}: {}", app.name, run.summary);
+    }
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["set", "cli:a", "1"]), "OK");
+    // In cluster mode (-c), redis-cli follows the one node respite shows.
+    assert_eq!(cli(&["-c", "set", "cli:b", "2"]), "OK");
+    assert_eq!(cli(&["-c", "mget", "cli:a", "cli:b"]), "1\n2");
+    assert!(cli(&["cluster", "nodes"]).contains("myself,master"));
+    assert_eq!(cli(&["--scan", "--pattern", "cli:*"]).lines().count(), 2);
+    assert!(cli(&["cluster", "forget", "x"]).contains("refused by respite"));
+}

@@ -1,10 +1,13 @@
 //! Redis Cluster: a key's hash slot (CRC16-XMODEM of the key, or of the text between its first
 //! `{` and the next `}` when that text is not empty, modulo 16,384: `keyHashSlot` in Redis's
-//! `cluster.c`), and the slot table a node reports (`CLUSTER SLOTS`: ranges of slots, each with
-//! its master and replicas).
+//! `cluster.c`), the slot table a node reports (`CLUSTER SLOTS`: ranges of slots, each with
+//! its master and replicas), and the cluster respite shows its own clients: one node, itself,
+//! owning every slot (`OneNode`), so that cluster-aware clients send everything to respite.
 
 use super::hashkit::crc16;
-use crate::resp::parse_i64;
+use crate::resp::{self, parse_i64};
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
 
 /// Redis Cluster's slot count (`CLUSTER_SLOTS`).
 pub const SLOTS: usize = 16384;
@@ -108,6 +111,89 @@ pub fn parse_redirect(frame: &[u8]) -> Option<Redirect> {
     (slot < SLOTS && words.next().is_none()).then_some(Redirect { ask, slot, addr })
 }
 
+/// respite seen as a cluster of one node at `addr` (the address the client reached) that owns
+/// every slot: the answers to `CLUSTER SLOTS|SHARDS|NODES|INFO|MYID`, in RESP2.
+pub struct OneNode {
+    pub addr: SocketAddr,
+}
+
+impl OneNode {
+    /// A node id (40 hex digits) that stays the same for one address.
+    pub fn id(&self) -> String {
+        let text = self.addr.to_string();
+        let h = super::hashkit::fnv1a_64(text.as_bytes());
+        format!("{h:016x}{:024x}", u64::from(self.addr.port()))
+    }
+
+    /// The answer to `CLUSTER <sub>`, or `None` for a subcommand it does not answer.
+    pub fn answer(&self, sub: &[u8], args: &[&[u8]]) -> Option<Bytes> {
+        let ip = self.addr.ip().to_string();
+        let port = i64::from(self.addr.port());
+        let id = self.id();
+        let mut out = BytesMut::new();
+        match sub.to_ascii_uppercase().as_slice() {
+            b"SLOTS" => {
+                resp::put_array_header(&mut out, 1);
+                resp::put_array_header(&mut out, 3);
+                resp::put_integer(&mut out, 0);
+                resp::put_integer(&mut out, SLOTS as i64 - 1);
+                resp::put_array_header(&mut out, 3);
+                resp::put_bulk(&mut out, ip.as_bytes());
+                resp::put_integer(&mut out, port);
+                resp::put_bulk(&mut out, id.as_bytes());
+            }
+            b"SHARDS" => {
+                resp::put_array_header(&mut out, 1);
+                resp::put_array_header(&mut out, 4);
+                resp::put_bulk(&mut out, b"slots");
+                resp::put_array_header(&mut out, 2);
+                resp::put_integer(&mut out, 0);
+                resp::put_integer(&mut out, SLOTS as i64 - 1);
+                resp::put_bulk(&mut out, b"nodes");
+                resp::put_array_header(&mut out, 1);
+                resp::put_array_header(&mut out, 14);
+                for (k, v) in [("id", id.as_str()), ("ip", &ip), ("endpoint", &ip)] {
+                    resp::put_bulk(&mut out, k.as_bytes());
+                    resp::put_bulk(&mut out, v.as_bytes());
+                }
+                resp::put_bulk(&mut out, b"port");
+                resp::put_integer(&mut out, port);
+                for (k, v) in [("role", "master"), ("health", "online")] {
+                    resp::put_bulk(&mut out, k.as_bytes());
+                    resp::put_bulk(&mut out, v.as_bytes());
+                }
+                resp::put_bulk(&mut out, b"replication-offset");
+                resp::put_integer(&mut out, 0);
+            }
+            b"NODES" => {
+                let line = format!(
+                    "{id} {ip}:{port}@{port} myself,master - 0 0 1 connected 0-{}\n",
+                    SLOTS - 1
+                );
+                resp::put_bulk(&mut out, line.as_bytes());
+            }
+            b"INFO" => {
+                let text = "cluster_state:ok\r\ncluster_slots_assigned:16384\r\n\
+                            cluster_slots_ok:16384\r\ncluster_slots_pfail:0\r\n\
+                            cluster_slots_fail:0\r\ncluster_known_nodes:1\r\ncluster_size:1\r\n\
+                            cluster_current_epoch:1\r\ncluster_my_epoch:1\r\n";
+                resp::put_bulk(&mut out, text.as_bytes());
+            }
+            b"MYID" => resp::put_bulk(&mut out, id.as_bytes()),
+            b"KEYSLOT" => match args {
+                [key] => resp::put_integer(&mut out, slot(key) as i64),
+                _ => {
+                    return Some(resp::error(
+                        "ERR wrong number of arguments for 'cluster|keyslot' command",
+                    ))
+                }
+            },
+            _ => return None,
+        }
+        Some(out.freeze())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +214,30 @@ mod tests {
         assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
         assert_eq!(slot(b"foo{bar}{zap}"), slot(b"bar"));
         assert_eq!(slot(b"\xff\x00{\xfe}"), slot(b"\xfe"));
+    }
+
+    #[test]
+    fn one_node_owns_every_slot() {
+        let node = OneNode {
+            addr: "127.0.0.1:7000".parse().expect("an address"),
+        };
+        let id = node.id();
+        assert_eq!(id.len(), 40);
+        let slots = node.answer(b"slots", &[]).expect("SLOTS");
+        let ranges = parse_cluster_slots(&slots).expect("a slot table");
+        assert_eq!((ranges[0].first, ranges[0].last), (0, 16383));
+        assert_eq!(ranges[0].master, "127.0.0.1:7000");
+        let nodes = node.answer(b"NODES", &[]).expect("NODES");
+        assert!(String::from_utf8_lossy(&nodes).contains("myself,master - 0 0 1 connected 0-16383"));
+        assert_eq!(
+            node.answer(b"KEYSLOT", &[b"foo"]),
+            Some(resp::integer(12182))
+        );
+        assert_eq!(node.answer(b"ADDSLOTS", &[]), None);
+        for sub in [&b"SHARDS"[..], b"INFO", b"MYID"] {
+            let reply = node.answer(sub, &[]).expect("an answer");
+            assert!(crate::resp::ReplyScanner::new().scan(&reply) == Ok(Some(reply.len())));
+        }
     }
 
     #[test]

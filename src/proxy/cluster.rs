@@ -3,7 +3,10 @@
 //! table at once); an `-ASK` sends `ASKING` and the request to the importing node, once. Either
 //! way the request is sent again with the origin it had, so its reply fills the same slot and
 //! the client's replies keep their order. Multi-key commands whose keys span slots are split
-//! per slot and merged (`split_across_slots`, `fanout/split.rs`).
+//! per slot and merged (`split_across_slots`, `fanout/split.rs`). A request whose slot is not
+//! served for now (its master down until a replica takes over, `-CLUSTERDOWN`, `-TRYAGAIN`
+//! while a slot migrates) waits and is tried again every tick, for at most
+//! `--backend-timeout-ms` from its arrival, while some node is up; then it gets the error.
 //!
 //! ```text
 //!  shard reply -MOVED s addr ─▶ key map: s ─▶ addr ─▶ re-send there (at most MAX_REDIRECTS)
@@ -14,9 +17,9 @@ use super::Proxy;
 use crate::backend::Origin;
 use crate::conns::ConnRef;
 use crate::fanout::{split, Fanout};
-use crate::keymap::cluster::{parse_redirect, Redirect};
+use crate::keymap::cluster::{parse_redirect, OneNode, Redirect};
 use crate::request::Request;
-use crate::resp;
+use crate::resp::{self, reply};
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use log::debug;
@@ -27,6 +30,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 const MAX_REDIRECTS: u8 = 5;
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+/// The answer to a waiting keyless request when no master is left.
+const NO_MASTER: Bytes = Bytes::from_static(b"-CLUSTERDOWN no master is available\r\n");
 
 impl Proxy {
     /// Follows the redirect in `frame`, the reply to `origin` from a shared shard connection,
@@ -150,6 +156,123 @@ impl Proxy {
         None
     }
 
+    /// True if `answer` (why a request cannot be routed now) may pass: the cluster is not
+    /// refusing the request itself (CROSSSLOT), and some node is up to take over.
+    pub(super) fn waits_for_cluster(&self, answer: &[u8]) -> bool {
+        self.ups.cluster
+            && !answer.starts_with(b"-CROSSSLOT")
+            && self.ups.shards.iter().any(|s| s.health.up && !s.retired)
+    }
+
+    /// Takes the reply slot of `req` and lets it wait for its slot to be served again.
+    pub(super) fn wait_for_cluster(&mut self, token: usize, req: Request) {
+        if let Some(origin) = self.slot_origin(token, &req) {
+            self.hold_for_cluster(origin, req);
+        }
+    }
+
+    fn hold_for_cluster(&mut self, origin: Origin, req: Request) {
+        if let Origin::Client { token, gen, .. } = origin {
+            if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {
+                c.waiting_for_cluster += 1;
+            }
+        }
+        self.refresh_cluster_now();
+        self.cluster_waiting.push(Waiting { origin, req });
+    }
+
+    /// A node answered `-TRYAGAIN` or `-CLUSTERDOWN` to `origin`'s request: it waits and is
+    /// tried again, if it has time left. Returns true if it waits (the reply is dropped).
+    pub(super) fn retry_later(&mut self, origin: Origin, frame: &[u8]) -> bool {
+        if !(frame.starts_with(b"-TRYAGAIN") || frame.starts_with(b"-CLUSTERDOWN")) {
+            return false;
+        }
+        let Origin::Client {
+            token,
+            gen,
+            seq,
+            n: 1,
+        } = origin
+        else {
+            return false;
+        };
+        let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) else {
+            return false;
+        };
+        let Some(tag) = c.pending.waiting_tag_mut(seq) else {
+            return false;
+        };
+        let req = Request::new(tag.req.clone(), Some(tag.cmd), tag.start);
+        if self.out_of_time(&req) || !self.waits_for_cluster(frame) {
+            return false;
+        }
+        self.hold_for_cluster(origin, req);
+        true
+    }
+
+    fn out_of_time(&self, req: &Request) -> bool {
+        let budget = u64::try_from(self.config.backend_timeout.as_micros()).unwrap_or(u64::MAX);
+        self.clock_us.saturating_sub(req.start) >= budget
+    }
+
+    /// Every tick: the waiting requests whose slot is served again go to its master, in the
+    /// order they came; those out of time (or with no node left) get the error.
+    pub(super) fn retry_cluster_waiting(&mut self) {
+        if self.cluster_waiting.is_empty() {
+            return;
+        }
+        for Waiting { origin, req } in std::mem::take(&mut self.cluster_waiting) {
+            let Origin::Client { token, gen, .. } = origin else {
+                continue;
+            };
+            let route = match self.key_master(&req) {
+                Ok(master) => master.or_else(|| self.ups.any_master()).ok_or(NO_MASTER),
+                Err(answer) => Err(answer),
+            };
+            let answer = match route {
+                Ok(master) => {
+                    let u = Upstream::shard(master);
+                    let resp3 = self
+                        .conns
+                        .live_client(ConnRef { token, gen })
+                        .is_some_and(|c| c.resp3);
+                    match self.backend_conn(u, self.ups.get(u).slot_for(token, resp3)) {
+                        Some(conn) => {
+                            self.ups.get_mut(u).requests += 1;
+                            self.enqueue(conn, origin, req.bytes);
+                            None
+                        }
+                        None => Some(reply::NO_BACKEND),
+                    }
+                }
+                Err(answer) if self.out_of_time(&req) || !self.waits_for_cluster(&answer) => {
+                    Some(answer)
+                }
+                Err(_) => {
+                    self.cluster_waiting.push(Waiting { origin, req });
+                    continue;
+                }
+            };
+            if let Some(c) = self.conns.live_client_mut(ConnRef { token, gen }) {
+                c.waiting_for_cluster = c.waiting_for_cluster.saturating_sub(1);
+            }
+            if let Some(answer) = answer {
+                self.complete(origin, answer);
+            }
+        }
+    }
+
+    /// `CLUSTER SLOTS|SHARDS|NODES|INFO|MYID|KEYSLOT`: respite is a cluster of one node, at
+    /// the address the client reached, owning every slot.
+    pub(super) fn answer_cluster_view(&mut self, token: usize, req: Request) {
+        let addr = self.conns.client(token).and_then(|c| c.local);
+        let addr = addr.unwrap_or(self.config.listen);
+        let args: Vec<&[u8]> = req.args().skip(2).collect();
+        let sub = req.arg(1).unwrap_or_default();
+        let answer = OneNode { addr }.answer(sub, &args);
+        self.reply_now(token, &req, answer.unwrap_or(reply::NO_BACKEND));
+    }
+
     /// The live shard at `addr` (`host:port`).
     fn shard_at(&self, addr: &str) -> Option<usize> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs().ok()?.collect();
@@ -175,6 +298,13 @@ impl Proxy {
             node.next_probe = now;
         }
     }
+}
+
+/// A request waiting for its slot to be served again.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    origin: Origin,
+    req: Request,
 }
 
 /// At most one early slot-table refresh per this long (many redirects arrive at once when a

@@ -59,7 +59,7 @@ impl Proxy {
             // In front of a Redis Cluster there is one path, but a request routed by a newer
             // key map must not overtake requests routed by the old one (they may come back
             // MOVED and be sent after it), and a split request goes over other connections.
-            if c.map_epoch != self.ups.map_epoch {
+            if c.map_epoch != self.ups.map_epoch || c.waiting_for_cluster > 0 {
                 return true;
             }
             if !split::splits(self.commands.spec(id).name) {
@@ -102,6 +102,7 @@ impl Proxy {
             req
         };
         match self.shard_for(&req, refusal) {
+            Err(answer) if self.waits_for_cluster(&answer) => self.wait_for_cluster(token, req),
             Ok(shard) => {
                 if let Some(c) = self.conns.client_mut(token) {
                     c.path = Path::Shards;

@@ -185,6 +185,8 @@ pub struct Proxy {
     next_cluster_refresh: Instant,
     /// When a node last reported the cluster's slot table.
     cluster_refreshed: Option<Instant>,
+    /// Requests waiting for the cluster to serve their slot again.
+    cluster_waiting: Vec<cluster::Waiting>,
     /// Clients wait in the listen backlog until this, or until the probes have learned what
     /// every backend is (`discovering`).
     discovery_deadline: Instant,
@@ -255,6 +257,7 @@ impl Proxy {
             next_ops_sample: now,
             next_cluster_refresh: now,
             cluster_refreshed: None,
+            cluster_waiting: Vec::new(),
             discovery_deadline: now + 3 * config.health_timeout,
             accept_deferred: false,
             started: now,
@@ -471,6 +474,7 @@ impl Proxy {
         }
         self.close_drained();
         self.check_backend_timeouts();
+        self.retry_cluster_waiting();
         if self.now >= self.next_ops_sample {
             self.next_ops_sample = self.now + Duration::from_millis(100);
             self.stats.sample_ops(self.now);

@@ -302,7 +302,10 @@ impl Proxy {
                 latency.record_n(clock_us.saturating_sub(r.sent), r.k);
             }
             let redirect = r.failed == 1 && r.k == 1 && !session && self.ups.cluster;
-            if redirect && self.follow_redirect(r.origin, &r.frame) {
+            if redirect
+                && (self.follow_redirect(r.origin, &r.frame)
+                    || self.retry_later(r.origin, &r.frame))
+            {
                 continue;
             }
             self.complete_with(r.origin, r.frame, r.k, r.failed, native);

@@ -94,6 +94,8 @@ impl Proxy {
                         self.reply_now(token, &req, resp::error(&format!("ERR {why}")))
                     }
                     Admin::RedactConfig => self.fanout(token, FanoutCmd::ConfigGet, &req, None),
+                    Admin::ClusterView if self.ups.cluster => self.answer_cluster_view(token, req),
+                    Admin::ClusterView => self.forward(token, req),
                 }
             }
         }
