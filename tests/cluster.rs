@@ -144,7 +144,7 @@ fn multi_key_commands_across_slots_answer_as_one_redis(proxy: &TestProxy) {
 #[test]
 fn transactions_blocking_commands_and_pubsub_run_on_the_slots_master() {
     let _one = one_at_a_time();
-    let (_cluster, proxy) = fronted();
+    let (cluster, proxy) = fronted();
     // WATCH/MULTI/EXEC from four writers counts exactly.
     let done = watched_increments(&proxy, "counter", 4, 50);
     let mut c = proxy.client();
@@ -190,6 +190,34 @@ fn transactions_blocking_commands_and_pubsub_run_on_the_slots_master() {
         .expect("PUBLISH");
     let msg = pubsub.get_message().expect("a message");
     assert_eq!(msg.get_payload::<String>().expect("payload"), "hi");
+    // Shard channels live in their slot's master: SSUBSCRIBE and SPUBLISH meet there.
+    let (a, b) = ("{a}feed", "{b}feed");
+    assert_ne!(
+        cluster.master_of_slot(Cluster::slot_of(a.as_bytes())),
+        cluster.master_of_slot(Cluster::slot_of(b.as_bytes()))
+    );
+    let mut sub = proxy.raw();
+    let confirm = sub.cmd(&[b"SSUBSCRIBE", a.as_bytes()]);
+    assert_eq!(
+        confirm,
+        b"*3\r\n$10\r\nssubscribe\r\n$7\r\n{a}feed\r\n:1\r\n"
+    );
+    let n: i64 = redis::cmd("SPUBLISH")
+        .arg(a)
+        .arg("m1")
+        .query(&mut c)
+        .expect("SPUBLISH");
+    assert_eq!(n, 1);
+    assert_eq!(
+        sub.reply(),
+        b"*3\r\n$8\r\nsmessage\r\n$7\r\n{a}feed\r\n$2\r\nm1\r\n"
+    );
+    let other = sub.cmd(&[b"SSUBSCRIBE", b.as_bytes()]);
+    assert!(
+        other.starts_with(b"-ERR respite subscribes"),
+        "{}",
+        String::from_utf8_lossy(&other)
+    );
 }
 
 /// The acknowledged writes of `load` that cannot be read back through respite.

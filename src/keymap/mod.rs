@@ -203,9 +203,12 @@ impl KeyMap {
         };
         let i = servers.iter().position(|s| s == server).unwrap_or_else(|| {
             servers.push(server.to_string());
-            self.shards.push(Some(shard));
+            self.shards.push(None);
             servers.len() - 1
         });
+        if let Some(entry) = self.shards.get_mut(i) {
+            *entry = Some(shard);
+        }
         if let (Some(entry), Ok(i)) = (slots.get_mut(slot), u16::try_from(i)) {
             *entry = i;
         }

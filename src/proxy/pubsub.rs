@@ -115,6 +115,10 @@ impl Proxy {
 
     /// PUBLISH, SPUBLISH, PUBSUB: to the pub/sub target, where the subscribers are.
     pub(super) fn publish(&mut self, token: usize, req: Request) {
+        if self.ups.cluster && req.spec().is_some_and(|s| s.name == "SPUBLISH") {
+            // A shard channel lives in its slot, like a key.
+            return self.forward(token, req);
+        }
         let Some(u) = self.ups.pubsub_target() else {
             let refusal = resp::error("ERR no pub/sub target available");
             return self.reply_now(token, &req, refusal);

@@ -210,7 +210,25 @@ impl Proxy {
         let home = (!pubsub && !req.keys().is_empty())
             .then(|| self.master_for_refused(req))
             .flatten();
-        let target = if pubsub {
+        let subscribed = self.conns.client(token)?.mode == Mode::Subscribed;
+        let target = if pubsub && self.ups.cluster && !req.keys().is_empty() {
+            // Shard channels (SSUBSCRIBE) live in their slot's master.
+            let master = self
+                .key_master(req)
+                .and_then(|m| m.ok_or(reply::NO_BACKEND));
+            let target = master.map(Upstream::shard);
+            match (target, live) {
+                (Ok(t), Some(s)) if s.target == t => return Some(s.conn.token),
+                (Ok(_), Some(_)) if subscribed => Err(resp::error(
+                    "ERR respite subscribes a client on one master: these shard channels live on \
+                     another one (use another connection for them)",
+                )),
+                (t, _) => t,
+            }
+        } else if pubsub && self.ups.cluster && subscribed && live.is_some() {
+            // Channels and patterns: any node of the cluster hears every publish.
+            return live.map(|s| s.conn.token);
+        } else if pubsub {
             self.ups
                 .pubsub_target()
                 .ok_or_else(|| resp::error("ERR no pub/sub target available"))
