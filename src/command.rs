@@ -511,9 +511,14 @@ impl CommandTable {
 
     /// The spec of `container sub` (any case), if the specs know it.
     pub fn subcommand(container: &str, sub: &[u8]) -> Option<&'static Spec> {
-        let sub = std::str::from_utf8(sub).ok()?.to_ascii_uppercase();
+        let mut upper = [0u8; 32];
+        let upper = upper.get_mut(..sub.len())?;
+        for (u, c) in upper.iter_mut().zip(sub) {
+            *u = c.to_ascii_uppercase();
+        }
+        let sub = std::str::from_utf8(upper).ok()?;
         SUBCOMMANDS
-            .binary_search_by(|(c, s)| (*c, s.name).cmp(&(container, sub.as_str())))
+            .binary_search_by(|(c, s)| (*c, s.name).cmp(&(container, sub)))
             .ok()
             .map(|i| &SUBCOMMANDS[i].1)
     }
@@ -579,6 +584,19 @@ fn route_of(spec: &Spec) -> Route {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn containers_have_no_key_specs_of_their_own() {
+        // `Request::keys` looks for a subcommand only where the command has no key specs.
+        for (container, sub) in super::SUBCOMMANDS {
+            let id = super::CommandTable::new().lookup(container.as_bytes());
+            let spec = &super::COMMANDS[usize::from(id.expect("a known container"))];
+            assert!(spec.keys.is_empty(), "{container} (with {})", sub.name);
+        }
+        let sub = super::CommandTable::subcommand("OBJECT", b"encoding");
+        assert_eq!(sub.map(|s| s.name), Some("ENCODING"));
+        assert!(super::CommandTable::subcommand("OBJECT", &[b'x'; 40]).is_none());
+    }
+
     use super::*;
 
     #[test]

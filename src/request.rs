@@ -14,6 +14,7 @@
 
 use crate::command::{CommandId, CommandTable, Spec};
 use crate::command_table::COMMANDS;
+use crate::keys::{Begin, Find, KeySpec};
 use crate::resp::parse_i64;
 use bytes::Bytes;
 use memchr::memchr;
@@ -122,13 +123,26 @@ impl Request {
 
     /// Its keys, where the key specs of its command (or subcommand) put them (`keys.rs`).
     pub fn keys(&self) -> Vec<&[u8]> {
-        let args = self.arg_list();
         let Some(spec) = self.spec() else {
             return Vec::new();
         };
-        let sub = args
-            .get(1)
-            .and_then(|a| CommandTable::subcommand(spec.name, a));
+        // The common case, one key right after the name (GET, SET, HSET...), without walking
+        // the arguments.
+        if let [KeySpec {
+            begin: Begin::Index(1),
+            find: Find::Range { last: 0, .. },
+        }] = spec.keys
+        {
+            return self.arg(1).into_iter().collect();
+        }
+        let args = self.arg_list();
+        // Only a container (OBJECT, XINFO, MEMORY...) has no key specs of its own.
+        let sub = (spec.keys.is_empty())
+            .then(|| {
+                args.get(1)
+                    .and_then(|a| CommandTable::subcommand(spec.name, a))
+            })
+            .flatten();
         let spec = sub.unwrap_or(spec);
         crate::keys::positions(spec.name, spec.keys, &args)
             .into_iter()

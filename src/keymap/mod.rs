@@ -156,22 +156,31 @@ impl KeyMap {
 
     /// Where `key` lives.
     pub fn home(&self, key: &[u8]) -> Home {
-        let server = match &self.rule {
+        match &self.rule {
             Rule::Twemproxy(pool) => match pool.server_for(key) {
-                Some(server) => server,
-                None => return Home::Any,
+                Some(server) => self.server_home(server),
+                None => Home::Any,
             },
-            Rule::Slots { kind, slots, .. } => {
-                let slot = match kind {
-                    SlotKind::Codis => codis::slot(key),
-                    SlotKind::Cluster => cluster::slot(key),
-                };
-                match slots[slot] {
-                    UNSERVED => return Home::Unserved(slot),
-                    server => usize::from(server),
-                }
-            }
+            Rule::Slots { kind, .. } => self.slot_home(match kind {
+                SlotKind::Codis => codis::slot(key),
+                SlotKind::Cluster => cluster::slot(key),
+            }),
+        }
+    }
+
+    /// Where the keys of slot `slot` live (a slot table's rule).
+    pub fn slot_home(&self, slot: usize) -> Home {
+        let Rule::Slots { slots, .. } = &self.rule else {
+            return Home::Any;
         };
+        match slots.get(slot) {
+            Some(&server) if server != UNSERVED => self.server_home(usize::from(server)),
+            _ => Home::Unserved(slot),
+        }
+    }
+
+    /// The shard server `server` of the rule is.
+    fn server_home(&self, server: usize) -> Home {
         match self.shards.get(server).copied().flatten() {
             Some(shard) => Home::Shard(shard),
             None => {

@@ -163,13 +163,17 @@ impl Proxy {
         let mut slot = None;
         for key in req.keys() {
             // Redis Cluster wants every key of a request in one slot, not only on one master.
-            if let Some(s) = map.cluster_slot(key) {
-                if slot.is_some_and(|first| first != s) {
-                    return Err(resp::error(CROSS_SLOT));
+            let placed = match map.cluster_slot(key) {
+                Some(s) if slot.is_some_and(|first| first != s) => {
+                    return Err(resp::error(CROSS_SLOT))
                 }
-                slot = Some(s);
-            }
-            let shard = match map.home(key) {
+                Some(s) => {
+                    slot = Some(s);
+                    map.slot_home(s)
+                }
+                None => map.home(key),
+            };
+            let shard = match placed {
                 Home::Shard(s) => s,
                 Home::Any => return Err(resp::error(NO_HOME)),
                 Home::Missing(server) => {
