@@ -6,6 +6,7 @@ mod support;
 
 use respite::Config;
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -360,4 +361,55 @@ fn redis_cli_redis_py_and_ioredis_work_as_plain_and_as_cluster_clients() {
     assert!(cli(&["cluster", "nodes"]).contains("myself,master"));
     assert_eq!(cli(&["--scan", "--pattern", "cli:*"]).lines().count(), 2);
     assert!(cli(&["cluster", "forget", "x"]).contains("refused by respite"));
+}
+
+#[test]
+fn a_stale_slot_map_is_corrected_for_shared_and_session_requests_alike() {
+    let _one = one_at_a_time();
+    let cluster = Cluster::start(3, 1);
+    let mut config = cluster_config(&cluster);
+    // Probes (and the slot table they read) only every 30 s: redirects must do the work.
+    config.health_interval = Duration::from_secs(30);
+    config.health_timeout = Duration::from_secs(2);
+    let proxy = TestProxy::start(config);
+    let mut raw = proxy.raw();
+    assert_eq!(raw.cmd(&[b"PING"]), b"+PONG\r\n");
+    let masters = cluster.masters();
+    let key_on = |m: SocketAddr, prefix: &str| {
+        (0..10_000)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|k| cluster.master_of_slot(Cluster::slot_of(k.as_bytes())) == m)
+            .expect("a key")
+    };
+    let (blocked, watched) = (key_on(masters[0], "bq"), key_on(masters[0], "wk"));
+    // Their slots move to another master behind respite's back.
+    for key in [&blocked, &watched] {
+        let slot = Cluster::slot_of(key.as_bytes());
+        let first = cluster.slots_of(masters[0]).iter().position(|&s| s == slot);
+        let n = first.expect("the slot is master 0's") + 1;
+        let moved = cluster.migrate_slots(n, masters[0], masters[1]);
+        assert!(moved.contains(&slot));
+    }
+    let mut on_new = cluster.client(masters[1]);
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(&blocked)
+        .arg("x")
+        .query(&mut on_new)
+        .expect("RPUSH on the new master");
+    // A blocking command on a session to the old master: moved to the new one.
+    let popped = raw.cmd(&[b"BLPOP", blocked.as_bytes(), b"1"]);
+    let want = format!("*2\r\n${}\r\n{blocked}\r\n$1\r\nx\r\n", blocked.len());
+    assert_eq!(String::from_utf8_lossy(&popped), want);
+    // WATCH, then a transaction, on the new master.
+    assert_eq!(raw.cmd(&[b"WATCH", watched.as_bytes()]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(raw.cmd(&[b"SET", watched.as_bytes(), b"1"]), b"+QUEUED\r\n");
+    assert_eq!(raw.cmd(&[b"EXEC"]), b"*1\r\n+OK\r\n");
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(&watched)
+        .query(&mut on_new)
+        .expect("GET on the new master");
+    assert_eq!(stored.as_deref(), Some("1"));
+    let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"cluster"])).into_owned();
+    assert!(!info.contains("cluster_moved_followed:0"), "{info}");
 }

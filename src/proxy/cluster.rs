@@ -15,6 +15,7 @@
 
 use super::Proxy;
 use crate::backend::Origin;
+use crate::client::Mode;
 use crate::conns::ConnRef;
 use crate::fanout::{split, Fanout};
 use crate::keymap::cluster::{parse_redirect, OneNode, Redirect};
@@ -77,6 +78,57 @@ impl Proxy {
         }
         self.ups.get_mut(u).requests += 1;
         self.enqueue(conn, origin, req);
+        true
+    }
+
+    /// A `-MOVED` on the session connection `conn` for its only request (a blocking command,
+    /// a WATCH), sent by a stale map: the session moves to the slot's new master and the request
+    /// goes there with its origin. Returns true if it did (`conn` is then closed).
+    pub(super) fn follow_session_redirect(
+        &mut self,
+        conn: usize,
+        origin: Origin,
+        frame: &[u8],
+    ) -> bool {
+        let Some(Redirect {
+            ask: false,
+            slot,
+            addr,
+        }) = parse_redirect(frame)
+        else {
+            return false;
+        };
+        let Origin::Client {
+            token, gen, n: 1, ..
+        } = origin
+        else {
+            return false;
+        };
+        let idle = self.conns.backend(conn).is_some_and(|bc| bc.pipe.is_idle());
+        let mode = self
+            .conns
+            .live_client(ConnRef { token, gen })
+            .map(|c| c.mode.clone());
+        if !idle || !matches!(mode, Some(Mode::Normal | Mode::Watching)) {
+            return false;
+        }
+        let Some(shard) = self.shard_at(&addr) else {
+            return false;
+        };
+        let Some((req, _)) = self.redirected_request(origin) else {
+            return false;
+        };
+        self.stats.cluster_moves += 1;
+        if let Some(map) = &mut self.ups.keymap {
+            map.move_slot(slot, &addr, shard);
+            self.ups.map_epoch += 1;
+        }
+        self.refresh_cluster_now();
+        self.close_session_of(token);
+        match self.connect_session(token, Upstream::shard(shard), false) {
+            Ok(session) => self.enqueue(session, origin, req),
+            Err(answer) => self.complete(origin, answer),
+        }
         true
     }
 

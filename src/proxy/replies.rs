@@ -301,7 +301,11 @@ impl Proxy {
                 let latency = &mut self.ups.get_mut(u).latency;
                 latency.record_n(clock_us.saturating_sub(r.sent), r.k);
             }
-            let redirect = r.failed == 1 && r.k == 1 && !session && self.ups.cluster;
+            let redirect = r.failed == 1 && r.k == 1 && self.ups.cluster;
+            if redirect && session && self.follow_session_redirect(token, r.origin, &r.frame) {
+                return false;
+            }
+            let redirect = redirect && !session;
             if redirect
                 && (self.follow_redirect(r.origin, &r.frame)
                     || self.retry_later(r.origin, &r.frame))
