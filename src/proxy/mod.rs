@@ -95,7 +95,15 @@ const MAX_RUN: u32 = 256;
 /// `--maxclients` against the open-file limit: descriptors are kept for the backend pools,
 /// probes, listeners and a margin, the rest shared by the loops.
 fn client_limit(config: &Config) -> usize {
-    let upstreams = config.backends.len() + config.shards.len() + 1;
+    // Slot tables name their nodes later (Codis without --shards, Redis Cluster): room for a
+    // fleet of 64 nodes.
+    let discovered = config.cluster || (config.codis && config.shards.is_empty());
+    let shards = if discovered {
+        config.shards.len().max(64)
+    } else {
+        config.shards.len()
+    };
+    let upstreams = config.backends.len() + shards + 1;
     let reserve = 64 + upstreams * (2 * config.backend_connections + 1);
     let (limit, lowered) = net::client_capacity(config.maxclients, reserve, config.workers);
     if lowered {
