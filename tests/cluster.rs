@@ -159,24 +159,7 @@ fn transactions_blocking_commands_and_pubsub_run_on_the_slots_master() {
     assert!(raw.cmd(&[b"EXEC"]).starts_with(b"-EXECABORT"));
     assert_eq!(raw.cmd(&[b"EXISTS", b"{a}x"]), b":0\r\n");
     // BLPOP is woken by an LPUSH from another client.
-    let mut blocked = proxy.client();
-    let waiter = std::thread::spawn(move || {
-        redis::cmd("BLPOP")
-            .arg("jobs")
-            .arg(5)
-            .query::<Option<(String, String)>>(&mut blocked)
-            .expect("BLPOP")
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let _: i64 = redis::cmd("LPUSH")
-        .arg("jobs")
-        .arg("j1")
-        .query(&mut c)
-        .expect("LPUSH");
-    assert_eq!(
-        waiter.join().expect("waiter"),
-        Some(("jobs".into(), "j1".into()))
-    );
+    assert_blpop_woken_by_lpush(&proxy, "jobs", "j1");
     // Pub/sub: a publish reaches a subscriber through the cluster.
     let mut sub = proxy.client();
     let mut pubsub = sub.as_pubsub();

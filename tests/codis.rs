@@ -46,24 +46,7 @@ fn transactions_blocking_streams_and_scripts_run_on_the_group_master() {
         .expect("GET on the master");
     assert_eq!(stored, 200);
     // BLPOP (Codis refuses blocking commands) woken by an LPUSH through Codis.
-    let mut blocked = proxy.client();
-    let waiter = std::thread::spawn(move || {
-        redis::cmd("BLPOP")
-            .arg("jobs")
-            .arg(5)
-            .query::<Option<(String, String)>>(&mut blocked)
-            .expect("BLPOP")
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let _: i64 = redis::cmd("LPUSH")
-        .arg("jobs")
-        .arg("j")
-        .query(&mut c)
-        .expect("LPUSH");
-    assert_eq!(
-        waiter.join().expect("waiter"),
-        Some(("jobs".into(), "j".into()))
-    );
+    assert_blpop_woken_by_lpush(&proxy, "jobs", "j");
     // Streams: XREADGROUP's key is not where Codis looks for it.
     for i in 0..10 {
         let _: String = redis::cmd("XADD")

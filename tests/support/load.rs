@@ -2,7 +2,8 @@
 //! v` one request at a time until stopped (a million at the most), and `LoadReport` holds every
 //! request's outcome (ok or not, when it ended, how long it took) for the test to judge; and
 //! `watched_increments`, writers racing WATCH/MULTI/EXEC on one counter; and
-//! `others_are_unharmed`, pipelining writers that must see no error while a test offends.
+//! `others_are_unharmed`, pipelining writers that must see no error while a test offends; and
+//! `assert_blpop_woken_by_lpush`.
 
 use super::proxy::RawClient;
 use std::net::SocketAddr;
@@ -241,4 +242,26 @@ pub fn others_are_unharmed(proxy: &super::TestProxy, offend: impl FnOnce()) {
             bad.first()
         );
     }
+}
+
+/// A client of `proxy` blocked in `BLPOP key 5` is woken by an `LPUSH key value` from another
+/// client 300 ms later, and gets it.
+pub fn assert_blpop_woken_by_lpush(proxy: &super::TestProxy, key: &str, value: &str) {
+    let mut blocked = proxy.client();
+    let k = key.to_string();
+    let waiter = std::thread::spawn(move || {
+        redis::cmd("BLPOP")
+            .arg(&k)
+            .arg(5)
+            .query::<Option<(String, String)>>(&mut blocked)
+            .expect("BLPOP")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(key)
+        .arg(value)
+        .query(&mut proxy.client())
+        .expect("LPUSH");
+    let got = waiter.join().expect("waiter");
+    assert_eq!(got, Some((key.to_string(), value.to_string())));
 }

@@ -31,7 +31,9 @@ pub use codis::Codis;
 #[allow(unused_imports)]
 pub use fake_backend::{FakeBackend, RefusedPort, Reply};
 #[allow(unused_imports)]
-pub use load::{others_are_unharmed, watched_increments, Load, LoadReport, Outcome};
+pub use load::{
+    assert_blpop_woken_by_lpush, others_are_unharmed, watched_increments, Load, LoadReport, Outcome,
+};
 #[allow(unused_imports)]
 pub use nutcracker_pool::NutcrackerPool;
 #[allow(unused_imports)]

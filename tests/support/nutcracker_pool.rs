@@ -11,7 +11,7 @@ use super::{free_port, wait_until};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// How long one pipelined batch of `SET`s gets to be answered.
@@ -46,16 +46,7 @@ impl NutcrackerPool {
         let path = dir.path().join("nutcracker.yml");
         std::fs::write(&path, config(port)).expect("write nutcracker config");
         let log = dir.path().join("nutcracker.log");
-        let child = Command::new("nutcracker")
-            .arg("-c")
-            .arg(&path)
-            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
-            .arg("-o")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nutcracker must be installed (scripts/install-deps)");
+        let child = super::servers::spawn_nutcracker(&path, &log);
         let n = NutcrackerPool {
             child: Some(child),
             port,

@@ -23,6 +23,20 @@ fn answers_ping(port: u16, ping: &[u8]) -> bool {
 }
 
 /// SIGKILL by PID, and reap.
+/// nutcracker over the config at `conf`, logging to `log`, its stats on a free port.
+pub(super) fn spawn_nutcracker(conf: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new("nutcracker")
+        .arg("-c")
+        .arg(conf)
+        .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
+        .arg("-o")
+        .arg(log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nutcracker must be installed (scripts/install-deps)")
+}
+
 fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
@@ -185,16 +199,7 @@ impl Nutcracker {
         let conf_path = dir.path().join("nutcracker.yml");
         std::fs::write(&conf_path, conf).expect("write nutcracker conf");
         let log = dir.path().join("nutcracker.log");
-        let child = Command::new("nutcracker")
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
-            .arg("-o")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nutcracker must be installed (scripts/install-deps)");
+        let child = spawn_nutcracker(&conf_path, &log);
         let n = Nutcracker {
             child: Some(child),
             port,
