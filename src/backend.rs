@@ -127,6 +127,8 @@ pub struct Pipeline {
     /// When the last of those arrived (µs; 0: none yet): a run whose replies keep coming is not
     /// late, however long it streams.
     front_progress: u64,
+    /// Replies framed on this connection so far.
+    pub answered: u64,
     /// Replies read and not yet framed.
     pub rbuf: BytesMut,
     /// Framing state of `rbuf`.
@@ -269,6 +271,7 @@ impl Pipeline {
                 Err(e) => return Err(ReplyFault::Bad(e)),
             }
         }
+        self.answered += u64::from(k);
         // When the read ends inside a run, the replies so far are handed over now.
         let whole = k == want;
         if whole {

@@ -289,6 +289,9 @@ pub enum Admin {
     /// `CLUSTER SLOTS|SHARDS|NODES|INFO|MYID|KEYSLOT`: in front of a Redis Cluster, answered by
     /// respite as a cluster of one node (itself); else forwarded.
     ClusterView,
+    /// A `CLUSTER` change (`SETSLOT`, `FAILOVER`, `FORGET`...): refused in front of a Redis
+    /// Cluster (it would change the cluster behind respite); else forwarded.
+    ClusterChange,
 }
 
 /// The policy for a `CONFIG` or `ACL` request: a change to one server's configuration or
@@ -297,7 +300,18 @@ pub fn admin_policy(container: &str, sub: &[u8]) -> Admin {
     let is = |names: &[&str]| names.iter().any(|n| sub.eq_ignore_ascii_case(n.as_bytes()));
     match container {
         "CONFIG" if is(&["GET"]) => Admin::RedactConfig,
-        "CLUSTER" if is(&["SLOTS", "SHARDS", "NODES", "INFO", "MYID", "KEYSLOT"]) => {
+        "CLUSTER"
+            if is(&[
+                "SLOTS",
+                "SHARDS",
+                "NODES",
+                "INFO",
+                "MYID",
+                "KEYSLOT",
+                "COUNTKEYSINSLOT",
+                "GETKEYSINSLOT",
+            ]) =>
+        {
             Admin::ClusterView
         }
         "CLUSTER"
@@ -318,10 +332,7 @@ pub fn admin_policy(container: &str, sub: &[u8]) -> Admin {
                 "SET-CONFIG-EPOCH",
             ]) =>
         {
-            Admin::Refuse(
-                "CLUSTER changes are refused by respite: they would change the cluster behind it \
-                 (run them on its nodes)",
-            )
+            Admin::ClusterChange
         }
         "CONFIG" if is(&["SET", "REWRITE", "RESETSTAT"]) => Admin::Refuse(
             "CONFIG SET, REWRITE and RESETSTAT are refused by respite: they would change one \

@@ -124,7 +124,7 @@ pub struct Fanout {
     /// (a split request redirected by Redis Cluster); empty otherwise.
     pub requests: Vec<Bytes>,
     /// Redirects followed for its parts so far.
-    pub redirects: u8,
+    pub redirects: u32,
 }
 
 impl Fanout {

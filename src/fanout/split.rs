@@ -13,6 +13,7 @@ use super::Merge;
 use crate::request::Request;
 use crate::resp;
 use bytes::Bytes;
+use std::collections::HashMap;
 
 /// The parts of a split request: each part's slot (its first key's) and request, and the merge.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,13 +47,15 @@ pub fn split(req: &Request, slot_of: impl Fn(&[u8]) -> usize) -> Option<Split> {
     }
     // Groups in order of their first key: (slot, indices of its keys among the keys).
     let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
+    let mut group_of: HashMap<usize, usize> = HashMap::new();
     for (i, group) in args.chunks(step).enumerate() {
         let slot = slot_of(group[0]);
         let i = u32::try_from(i).ok()?;
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, keys)) => keys.push(i),
-            None => groups.push((slot, vec![i])),
-        }
+        let g = *group_of.entry(slot).or_insert_with(|| {
+            groups.push((slot, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
     }
     if groups.len() < 2 {
         return None;

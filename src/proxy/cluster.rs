@@ -19,6 +19,7 @@ use crate::client::Mode;
 use crate::conns::ConnRef;
 use crate::fanout::{split, Fanout};
 use crate::keymap::cluster::{parse_redirect, OneNode, Redirect};
+use crate::keymap::Home;
 use crate::request::Request;
 use crate::resp::{self, reply};
 use crate::upstream::Upstream;
@@ -43,9 +44,9 @@ impl Proxy {
             return false;
         };
         let Some(shard) = self.shard_at(&redirect.addr) else {
-            // A node respite does not know yet: the next slot table will name it.
-            self.refresh_cluster_now();
-            return false;
+            // A node respite does not know yet (added, importing its first slot): the request
+            // waits until a slot table names it.
+            return self.retry_later(origin, b"-TRYAGAIN redirected to an unknown node\r\n");
         };
         let Some((req, resp3)) = self.redirected_request(origin) else {
             return false;
@@ -104,12 +105,14 @@ impl Proxy {
         else {
             return false;
         };
-        let idle = self.conns.backend(conn).is_some_and(|bc| bc.pipe.is_idle());
+        // Its only request so far: nothing else (a key already watched) would move with it.
+        let first =
+            (self.conns.backend(conn)).is_some_and(|bc| bc.pipe.is_idle() && bc.pipe.answered == 1);
         let mode = self
             .conns
             .live_client(ConnRef { token, gen })
             .map(|c| c.mode.clone());
-        if !idle || !matches!(mode, Some(Mode::Normal | Mode::Watching)) {
+        if !first || !matches!(mode, Some(Mode::Normal | Mode::Watching)) {
             return false;
         }
         let Some(shard) = self.shard_at(&addr) else {
@@ -155,7 +158,8 @@ impl Proxy {
             Origin::Fanout { id, part } => {
                 let f = self.fanouts.get_mut(id)?;
                 let req = f.requests.get(part)?.clone();
-                let most = MAX_REDIRECTS.saturating_mul(u8::try_from(f.requests.len()).ok()?);
+                let parts = u32::try_from(f.requests.len()).unwrap_or(u32::MAX);
+                let most = u32::from(MAX_REDIRECTS).saturating_mul(parts);
                 (f.redirects < most).then(|| {
                     f.redirects += 1;
                     (req, false)
@@ -168,7 +172,9 @@ impl Proxy {
     /// Splits a multi-key request whose keys span slots (`fanout/split.rs`) and sends each
     /// part to its slot's master; returns the request back if it is not one to split.
     pub(super) fn split_across_slots(&mut self, token: usize, req: Request) -> Option<Request> {
-        let map = self.ups.keymap.as_ref()?;
+        let Some(map) = self.ups.keymap.as_ref() else {
+            return Some(req);
+        };
         let Some(split) = split::split(&req, |k| map.cluster_slot(k).unwrap_or(0)) else {
             return Some(req);
         };
@@ -317,12 +323,38 @@ impl Proxy {
     /// `CLUSTER SLOTS|SHARDS|NODES|INFO|MYID|KEYSLOT`: respite is a cluster of one node, at
     /// the address the client reached, owning every slot.
     pub(super) fn answer_cluster_view(&mut self, token: usize, req: Request) {
+        let sub = req.arg(1).unwrap_or_default();
+        if sub.eq_ignore_ascii_case(b"COUNTKEYSINSLOT")
+            || sub.eq_ignore_ascii_case(b"GETKEYSINSLOT")
+        {
+            return self.forward_to_slot(token, req);
+        }
         let addr = self.conns.client(token).and_then(|c| c.local);
         let addr = addr.unwrap_or(self.config.listen);
         let args: Vec<&[u8]> = req.args().skip(2).collect();
-        let sub = req.arg(1).unwrap_or_default();
         let answer = OneNode { addr }.answer(sub, &args);
         self.reply_now(token, &req, answer.unwrap_or(reply::NO_BACKEND));
+    }
+
+    /// `CLUSTER COUNTKEYSINSLOT|GETKEYSINSLOT slot ...`: to the master of that slot.
+    fn forward_to_slot(&mut self, token: usize, req: Request) {
+        let slot = req.arg(2).and_then(crate::resp::parse_i64);
+        let slot = slot.and_then(|s| usize::try_from(s).ok());
+        let home = slot
+            .zip(self.ups.keymap.as_ref())
+            .map(|(s, m)| m.slot_home(s));
+        let master = match home {
+            Some(Home::Shard(s)) => self.ups.master_for(s).ok(),
+            _ => None,
+        };
+        let Some(master) = master else {
+            // Invalid slot, or not served: the node's own answer comes from any master.
+            return self.forward(token, req);
+        };
+        let u = Upstream::shard(master);
+        let resp3 = self.conns.client(token).is_some_and(|c| c.resp3);
+        let conn_slot = self.ups.get(u).slot_for(token, resp3);
+        self.forward_to(token, req, u, conn_slot);
     }
 
     /// The live shard at `addr` (`host:port`).

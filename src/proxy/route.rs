@@ -95,7 +95,12 @@ impl Proxy {
                     }
                     Admin::RedactConfig => self.fanout(token, FanoutCmd::ConfigGet, &req, None),
                     Admin::ClusterView if self.ups.cluster => self.answer_cluster_view(token, req),
-                    Admin::ClusterView => self.forward(token, req),
+                    Admin::ClusterChange if self.ups.cluster => {
+                        let refusal = "ERR CLUSTER changes are refused by respite: they would \
+                                       change the cluster behind it (run them on its nodes)";
+                        self.reply_now(token, &req, resp::error(refusal))
+                    }
+                    Admin::ClusterView | Admin::ClusterChange => self.forward(token, req),
                 }
             }
         }
