@@ -66,9 +66,22 @@ fn keys_land_on_the_master_of_their_slot_and_a_pipeline_comes_back_in_order() {
     // One keyspace: DBSIZE sums the masters, SCAN walks every key once.
     let size: usize = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
     assert_eq!(size, n);
-    let scanned: Vec<String> = redis::Commands::scan_match(&mut c, "k*")
-        .expect("SCAN")
-        .collect();
+    let (mut scanned, mut cursor) = (Vec::<String>::new(), 0u128);
+    for _ in 0..1000 {
+        let (next, keys): (u128, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor.to_string())
+            .arg("MATCH")
+            .arg("k*")
+            .arg("COUNT")
+            .arg(500)
+            .query(&mut c)
+            .expect("SCAN");
+        scanned.extend(keys);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
     let unique: HashSet<&String> = scanned.iter().collect();
     assert_eq!((scanned.len(), unique.len()), (n, n));
     // Keys of one slot together are fine; of two slots, Redis Cluster's own error.
