@@ -347,6 +347,8 @@ pub struct BackendConn {
     /// In subscribed mode: every frame is handed over as it comes (replies are told from
     /// published messages by `pubsub.rs`).
     pub subscribed: bool,
+    /// The shard channels its last confirmation counted (Redis counts them per connection).
+    pub shard_channels: i64,
 }
 
 impl BackendConn {
@@ -367,6 +369,7 @@ impl BackendConn {
             oneshot: false,
             resp3: false,
             subscribed: false,
+            shard_channels: 0,
         }
     }
 

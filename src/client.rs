@@ -147,6 +147,9 @@ pub struct ClientConn {
     pub txn_head: Vec<bytes::Bytes>,
     /// Its connection of its own, if any.
     pub session: Option<Session>,
+    /// In front of a Redis Cluster: subscribed connections of its own to other masters than
+    /// its session's, for shard channels that live there.
+    pub shard_subs: Vec<Session>,
     /// What it is subscribed to, as the confirmations reported it.
     pub subs: Subscriptions,
     /// Queued in the loop's dirty list.
@@ -189,6 +192,7 @@ impl ClientConn {
             queued: Vec::new(),
             txn_head: Vec::new(),
             session: None,
+            shard_subs: Vec::new(),
             subs: Subscriptions::default(),
             dirty: false,
         }

@@ -87,6 +87,16 @@ fn first_bulk(rest: &[u8]) -> Option<&[u8]> {
     bulk.get(nl + 1..nl + 1 + len)
 }
 
+/// `frame` (a confirmation) with the integer that ends it replaced by `n`.
+pub fn with_count(frame: &[u8], n: i64) -> Option<bytes::Bytes> {
+    let body = frame.strip_suffix(b"\r\n")?;
+    let colon = memchr::memrchr(b':', body)?;
+    let mut out = bytes::BytesMut::with_capacity(frame.len() + 20);
+    out.extend_from_slice(&frame[..colon]);
+    crate::resp::put_integer(&mut out, n);
+    Some(out.freeze())
+}
+
 /// The integer that ends a frame (`...:N\r\n`).
 fn last_integer(frame: &[u8]) -> Option<i64> {
     let body = frame.strip_suffix(b"\r\n")?;
@@ -146,6 +156,22 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_confirmation_takes_another_count() {
+        let frame = b"*3\r\n$10\r\nssubscribe\r\n$2\r\nch\r\n:1\r\n";
+        let total = with_count(frame, 12).expect("a confirmation");
+        assert_eq!(
+            &total[..],
+            b"*3\r\n$10\r\nssubscribe\r\n$2\r\nch\r\n:12\r\n"
+        );
+        assert_eq!(
+            PushFrame::of(&total),
+            PushFrame::Confirmation(SubKind::SSubscribe, 12)
+        );
+        let push = with_count(b">3\r\n$12\r\nsunsubscribe\r\n$1\r\nc\r\n:0\r\n", 3);
+        assert!(push.is_some_and(|p| p.ends_with(b":3\r\n")));
+    }
     use crate::command::CommandTable;
     use crate::resp::encode_request;
 

@@ -205,12 +205,30 @@ fn transactions_blocking_commands_and_pubsub_run_on_the_slots_master() {
         sub.reply(),
         b"*3\r\n$8\r\nsmessage\r\n$7\r\n{a}feed\r\n$2\r\nm1\r\n"
     );
+    // One client, shard channels on two masters: one connection to each behind respite, the
+    // counts as one Redis would give them.
     let other = sub.cmd(&[b"SSUBSCRIBE", b.as_bytes()]);
+    assert_eq!(other, b"*3\r\n$10\r\nssubscribe\r\n$7\r\n{b}feed\r\n:2\r\n");
+    for (channel, text) in [(b, "m2"), (a, "m3")] {
+        let n: i64 = redis::cmd("SPUBLISH")
+            .arg(channel)
+            .arg(text)
+            .query(&mut c)
+            .expect("SPUBLISH");
+        assert_eq!(n, 1);
+        let want = format!("*3\r\n$8\r\nsmessage\r\n$7\r\n{channel}\r\n$2\r\n{text}\r\n");
+        assert_eq!(String::from_utf8_lossy(&sub.reply()), want);
+    }
+    // SUNSUBSCRIBE from everything: one confirmation per channel, counting down to 0, and the
+    // client is back in normal mode.
+    sub.send(&respite::resp::encode_request(&[&b"SUNSUBSCRIBE"[..]]));
+    let mut counts: Vec<Vec<u8>> = (0..2).map(|_| sub.reply()).collect();
+    counts.sort();
     assert!(
-        other.starts_with(b"-ERR respite subscribes"),
-        "{}",
-        String::from_utf8_lossy(&other)
+        counts[0].ends_with(b":0\r\n") && counts[1].ends_with(b":1\r\n"),
+        "{counts:?}"
     );
+    assert_eq!(sub.cmd(&[b"SET", a.as_bytes(), b"v"]), b"+OK\r\n");
 }
 
 /// The acknowledged writes of `load` that cannot be read back through respite.

@@ -14,11 +14,12 @@
 //! follows the confirmation of its channel.
 
 use super::Proxy;
+use crate::backend::Origin;
 use crate::client::Mode;
 use crate::command::{Local, Route, Session};
 use crate::conns::ConnRef;
 use crate::pending::Tag;
-use crate::pubsub::PushFrame;
+use crate::pubsub::{PushFrame, SubKind};
 use crate::request::Request;
 use crate::resp;
 use crate::resp3::{convert, Shape};
@@ -69,6 +70,9 @@ impl Proxy {
 
     /// Sends a request on the subscribed connection, with a slot for the frames that answer it.
     fn send_subscribed(&mut self, token: usize, req: Request) {
+        if self.unsubscribe_every_master(token, &req) {
+            return;
+        }
         let Some(conn) = self.open_session(token, &req, true) else {
             return;
         };
@@ -84,6 +88,42 @@ impl Proxy {
             bc.subscribed = true;
         }
         self.enqueue(conn, origin, req.bytes);
+    }
+
+    /// SUNSUBSCRIBE naming no channel from a client with shard channels on several masters:
+    /// sent on each connection that holds some, each answering for its own, into one slot.
+    /// Returns false if that is not the case.
+    fn unsubscribe_every_master(&mut self, token: usize, req: &Request) -> bool {
+        let Some(c) = self.conns.client(token) else {
+            return false;
+        };
+        let all = req.argc() == 1 && req.spec().is_some_and(|s| s.name == "SUNSUBSCRIBE");
+        if !all || c.shard_subs.is_empty() {
+            return false;
+        }
+        let sessions = c.session.iter().chain(&c.shard_subs);
+        let holding: Vec<(usize, u32)> = sessions
+            .filter_map(|s| {
+                let bc = self.conns.live_backend(s.conn)?;
+                let n = u32::try_from(bc.shard_channels).ok().filter(|&n| n > 0)?;
+                Some((s.conn.token, n))
+            })
+            .collect();
+        if holding.len() < 2 {
+            return false;
+        }
+        let total = holding.iter().map(|&(_, n)| n).sum();
+        let shape = if c.resp3 { Shape::Push } else { Shape::Plain };
+        let Some(Origin::Client { gen, seq, .. }) =
+            self.take_slot_for(token, Tag::of(req, shape), total)
+        else {
+            return true;
+        };
+        for (conn, n) in holding {
+            let origin = Origin::Client { token, gen, seq, n };
+            self.enqueue(conn, origin, req.bytes.clone());
+        }
+        true
     }
 
     /// An UNSUBSCRIBE-family command from a client that is not subscribed: answered as Redis
@@ -150,6 +190,7 @@ impl Proxy {
             return false;
         };
         let failed = u32::from(frame.first() == Some(&b'-'));
+        let (frame, kind) = self.count_shard_channels(owner, conn, frame, kind);
         let ended = match (kind, self.conns.live_client_mut(owner)) {
             (PushFrame::Confirmation(sub, count), Some(c)) => {
                 c.subs.confirm(sub, count);
@@ -159,6 +200,40 @@ impl Proxy {
         };
         self.complete_with(origin, frame, 1, failed, native);
         ended && self.end_subscription(owner, conn)
+    }
+
+    /// A shard channel confirmation on `conn`: Redis counts the shard channels of that
+    /// connection; a client with shard channels on several masters is told its total, as one
+    /// Redis would count them.
+    fn count_shard_channels(
+        &mut self,
+        owner: ConnRef,
+        conn: usize,
+        frame: Bytes,
+        kind: PushFrame,
+    ) -> (Bytes, PushFrame) {
+        let PushFrame::Confirmation(sub @ (SubKind::SSubscribe | SubKind::SUnsubscribe), count) =
+            kind
+        else {
+            return (frame, kind);
+        };
+        if let Some(bc) = self.conns.backend_mut(conn) {
+            bc.shard_channels = count;
+        }
+        let Some(c) = self
+            .conns
+            .live_client(owner)
+            .filter(|c| !c.shard_subs.is_empty())
+        else {
+            return (frame, kind);
+        };
+        let sessions = c.session.iter().chain(&c.shard_subs);
+        let live = sessions.filter_map(|s| self.conns.live_backend(s.conn));
+        let total = live.map(|bc| bc.shard_channels).sum();
+        match crate::pubsub::with_count(&frame, total) {
+            Some(rewritten) => (rewritten, PushFrame::Confirmation(sub, total)),
+            None => (frame, kind),
+        }
     }
 
     /// A published message for `owner`: behind the replies still owed to it, so that it never

@@ -219,10 +219,7 @@ impl Proxy {
             let target = master.map(Upstream::shard);
             match (target, live) {
                 (Ok(t), Some(s)) if s.target == t => return Some(s.conn.token),
-                (Ok(_), Some(_)) if subscribed => Err(resp::error(
-                    "ERR respite subscribes a client on one master: these shard channels live on \
-                     another one (use another connection for them)",
-                )),
+                (Ok(t), Some(s)) if subscribed => return self.shard_sub_conn(token, t, s, req),
                 (t, _) => t,
             }
         } else if pubsub && self.ups.cluster && subscribed && live.is_some() {
@@ -261,6 +258,50 @@ impl Proxy {
         match self.connect_session(token, target, false) {
             Ok(conn) => Some(conn),
             Err(answer) => {
+                self.reply_now(token, req, answer);
+                None
+            }
+        }
+    }
+
+    /// The subscribed connection of client `token` to master `target`, other than its session
+    /// `main`: for SSUBSCRIBE, the one it has or a new one; for SUNSUBSCRIBE, the one it has,
+    /// else `main` (which answers that nothing is subscribed).
+    fn shard_sub_conn(
+        &mut self,
+        token: usize,
+        target: Upstream,
+        main: ClientSession,
+        req: &Request,
+    ) -> Option<usize> {
+        let c = self.conns.client(token)?;
+        let have = c.shard_subs.iter().find(|s| s.target == target);
+        if let Some(s) = have.filter(|s| self.conns.is_live(s.conn)) {
+            return Some(s.conn.token);
+        }
+        if req.spec().is_none_or(|s| s.name != "SSUBSCRIBE") {
+            return Some(main.conn.token);
+        }
+        let owner = self.conns.at(token);
+        match self.open_data_conn(target, 0, owner) {
+            Ok(conn) => {
+                self.ups.get_mut(target).sessions += 1;
+                if let Some(bc) = self.conns.backend_mut(conn.token) {
+                    bc.subscribed = true;
+                }
+                if let Some(c) = self.conns.client_mut(token) {
+                    c.shard_subs.retain(|s| s.target != target);
+                    c.shard_subs.push(ClientSession {
+                        conn,
+                        target,
+                        closing: false,
+                    });
+                }
+                Some(conn.token)
+            }
+            Err(e) => {
+                let label = &self.ups.get(target).label;
+                let answer = resp::error(&format!("ERR shard {label} connection failed: {e}"));
                 self.reply_now(token, req, answer);
                 None
             }
@@ -338,11 +379,12 @@ impl Proxy {
         let Some(c) = self.conns.client_mut(token) else {
             return;
         };
-        let Some(s) = c.session.take() else {
-            return;
-        };
-        if self.conns.is_live(s.conn) {
-            self.drop_session_conn(s.conn.token, None);
+        let extra = std::mem::take(&mut c.shard_subs);
+        let sessions = c.session.take().into_iter().chain(extra);
+        for s in sessions.collect::<Vec<_>>() {
+            if self.conns.is_live(s.conn) {
+                self.drop_session_conn(s.conn.token, None);
+            }
         }
     }
 
@@ -369,6 +411,7 @@ impl Proxy {
         if c.session.is_some_and(|s| s.conn.token == conn) {
             c.session = None;
         }
+        c.shard_subs.retain(|s| s.conn.token != conn);
         if let Some(lost) = lost {
             self.session_lost(owner, lost);
         }
