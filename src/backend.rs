@@ -102,14 +102,6 @@ pub struct Drained {
     pub unsent: VecDeque<(Origin, Bytes)>,
 }
 
-impl Drained {
-    /// Every request, written then unsent, in order.
-    pub fn into_origins(self) -> impl Iterator<Item = Origin> {
-        let written = self.written.into_iter().map(|(o, _)| o);
-        written.chain(self.unsent.into_iter().map(|(o, _)| o))
-    }
-}
-
 /// The two FIFOs of one backend connection and the framing of its replies: everything about
 /// the request and reply streams but the socket.
 #[derive(Debug, Default)]

@@ -100,10 +100,14 @@ impl Proxy {
         resp::error(&format!("ERR {} {label} connection lost", u.kind()))
     }
 
-    /// Every request of a connection that is going away gets `error`, in order.
+    /// Every request of a connection that is going away gets `error` for each reply it still
+    /// owes, in order.
     pub(super) fn fail_all(&mut self, drained: Drained, error: &Bytes) {
-        for origin in drained.into_origins() {
-            self.complete(origin, error.clone());
+        let unsent = drained.unsent.into_iter().map(|(o, _)| (o, o.replies()));
+        for (origin, owed) in drained.written.into_iter().chain(unsent) {
+            if owed > 0 {
+                self.fail_slot(origin, owed, error);
+            }
         }
     }
 

@@ -102,15 +102,22 @@ impl Proxy {
             return false;
         }
         let sessions = c.session.iter().chain(&c.shard_subs);
-        let holding: Vec<(usize, u32)> = sessions
+        let live: Vec<(usize, i64)> = sessions
             .filter_map(|s| {
                 let bc = self.conns.live_backend(s.conn)?;
-                let n = u32::try_from(bc.shard_channels).ok().filter(|&n| n > 0)?;
-                Some((s.conn.token, n))
+                Some((s.conn.token, bc.shard_channels))
             })
             .collect();
-        if holding.len() < 2 {
-            return false;
+        let mut holding: Vec<(usize, u32)> = live
+            .iter()
+            .filter_map(|&(conn, n)| Some((conn, u32::try_from(n).ok().filter(|&n| n > 0)?)))
+            .collect();
+        if holding.is_empty() {
+            // Nothing held anywhere: one connection answers that, once.
+            let Some(&(conn, _)) = live.first() else {
+                return false;
+            };
+            holding.push((conn, 1));
         }
         let total = holding.iter().map(|&(_, n)| n).sum();
         let shape = if c.resp3 { Shape::Push } else { Shape::Plain };
@@ -260,7 +267,14 @@ impl Proxy {
     /// closes — at once if it owes nothing more, else once what was pipelined on it is
     /// answered (a barrier: later requests wait). Returns true if it closed now.
     fn end_subscription(&mut self, owner: ConnRef, conn: usize) -> bool {
-        let idle = self.conns.backend(conn).is_none_or(|bc| bc.pipe.is_idle());
+        // Idle only when none of its subscribed connections (several, for shard channels on
+        // several masters) owes it anything.
+        let idle = self.conns.live_client(owner).is_some_and(|c| {
+            let sessions = c.session.iter().chain(&c.shard_subs);
+            let mut conns = sessions.filter_map(|s| self.conns.live_backend(s.conn));
+            conns.all(|bc| bc.pipe.is_idle())
+        });
+        let idle = idle && self.conns.backend(conn).is_none_or(|bc| bc.pipe.is_idle());
         if let Some(bc) = self.conns.backend_mut(conn) {
             bc.subscribed = false;
         }

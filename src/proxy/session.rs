@@ -282,6 +282,13 @@ impl Proxy {
         if req.spec().is_none_or(|s| s.name != "SSUBSCRIBE") {
             return Some(main.conn.token);
         }
+        let limit = self.config.max_session_connections;
+        if self.ups.get(target).sessions >= limit {
+            let label = &self.ups.get(target).label;
+            let answer = format!("ERR max session connections ({limit}) reached for shard {label}");
+            self.reply_now(token, req, resp::error(&answer));
+            return None;
+        }
         let owner = self.conns.at(token);
         match self.open_data_conn(target, 0, owner) {
             Ok(conn) => {
