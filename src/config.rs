@@ -406,6 +406,53 @@ fn backend_credentials(cli: &Cli, file: &FileConfig) -> Result<Credentials, Conf
     Ok((set(user), set(password)))
 }
 
+/// What places keys behind respite: the twemproxy pool, Codis's slot table, or a Redis
+/// Cluster (no backends: the seeds are the shards); at most one.
+struct KeyPlacement {
+    twemproxy: Option<Pool>,
+    codis: bool,
+    cluster: bool,
+}
+
+fn key_placement(
+    cli: &Cli,
+    file: &FileConfig,
+    backends: &[SocketAddr],
+    shards: &[SocketAddr],
+) -> Result<KeyPlacement, ConfigError> {
+    let twemproxy = cli
+        .twemproxy_config
+        .clone()
+        .or(file.twemproxy_config.clone());
+    let twemproxy = twemproxy
+        .map(|spec| Pool::load(&spec).map_err(ConfigError))
+        .transpose()?;
+    let codis = cli.codis || file.codis.unwrap_or(false);
+    let cluster = backends.is_empty();
+    let refuse = |why: &str| Err(ConfigError(why.into()));
+    if cluster && (codis || twemproxy.is_some()) {
+        return refuse(
+            "--cluster excludes --codis and --twemproxy-config: the cluster places its keys",
+        );
+    }
+    if codis && twemproxy.is_some() {
+        return refuse(
+            "--codis and --twemproxy-config exclude each other: the backends are one or the other",
+        );
+    }
+    if twemproxy.is_some() && shards.is_empty() {
+        return refuse(
+            "--twemproxy-config needs --shards: the Redis servers of the pool, where respite sends \
+             what twemproxy refuses",
+        );
+    }
+    Ok(KeyPlacement {
+        twemproxy,
+        codis,
+        cluster,
+    })
+}
+
 fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
     let file = &file;
     let Addresses {
@@ -427,33 +474,11 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
     let (backend_user, backend_password) = backend_credentials(cli, file)?;
     let millis = |ms| Duration::from_millis(ms);
     let timeout = pick!(cli, file, timeout, 0);
-    let twemproxy = cli
-        .twemproxy_config
-        .clone()
-        .or(file.twemproxy_config.clone());
-    let twemproxy = twemproxy
-        .map(|spec| Pool::load(&spec).map_err(ConfigError))
-        .transpose()?;
-    let codis = cli.codis || file.codis.unwrap_or(false);
-    let cluster = backends.is_empty();
-    if cluster && (codis || twemproxy.is_some()) {
-        return Err(ConfigError(
-            "--cluster excludes --codis and --twemproxy-config: the cluster places its keys".into(),
-        ));
-    }
-    if codis && twemproxy.is_some() {
-        return Err(ConfigError(
-            "--codis and --twemproxy-config exclude each other: the backends are one or the other"
-                .into(),
-        ));
-    }
-    if twemproxy.is_some() && shards.is_empty() {
-        return Err(ConfigError(
-            "--twemproxy-config needs --shards: the Redis servers of the pool, where respite \
-             sends what twemproxy refuses"
-                .into(),
-        ));
-    }
+    let KeyPlacement {
+        twemproxy,
+        codis,
+        cluster,
+    } = key_placement(cli, file, &backends, &shards)?;
     Ok(Config {
         listen,
         backends,
