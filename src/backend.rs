@@ -13,9 +13,9 @@
 
 use crate::conns::ConnRef;
 use crate::resp::{FrameError, ReplyScanner};
+use crate::tls::Stream;
 use crate::upstream::Upstream;
 use bytes::{Bytes, BytesMut};
-use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
@@ -309,7 +309,7 @@ impl Pipeline {
 #[derive(Debug)]
 pub struct BackendConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Its backend or shard.
     pub upstream: Upstream,
     /// Its slot in the backend's pool.
@@ -345,7 +345,7 @@ pub struct BackendConn {
 
 impl BackendConn {
     /// A connection that has started connecting.
-    pub fn new(stream: TcpStream, upstream: Upstream, slot: usize, now: Instant) -> Self {
+    pub fn new(stream: Stream, upstream: Upstream, slot: usize, now: Instant) -> Self {
         BackendConn {
             stream,
             upstream,
@@ -381,6 +381,10 @@ impl BackendConn {
                 Err(e) => return Err(e),
             };
             self.pipe.written(n, now_us);
+        }
+        if !self.stream.flush_tls()? {
+            self.writable = false;
+            return Ok(());
         }
         self.stalled_since = None;
         Ok(())

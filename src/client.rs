@@ -23,9 +23,9 @@ use crate::net::OutQueue;
 use crate::pending::PendingQueue;
 use crate::pubsub::Subscriptions;
 use crate::resp::{Limits, RequestScanner};
+use crate::tls::Stream;
 use crate::upstream::Upstream;
 use bytes::BytesMut;
-use mio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -79,7 +79,7 @@ pub struct Session {
 #[derive(Debug)]
 pub struct ClientConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Client id (`CLIENT ID`), unique for the process.
     pub id: u64,
     /// Remote address.
@@ -158,8 +158,8 @@ pub struct ClientConn {
 
 impl ClientConn {
     /// A new client connection.
-    pub fn new(stream: TcpStream, id: u64, peer: SocketAddr, authed: bool, now: Instant) -> Self {
-        let local = stream.local_addr().ok();
+    pub fn new(stream: Stream, id: u64, peer: SocketAddr, authed: bool, now: Instant) -> Self {
+        let local = stream.tcp().local_addr().ok();
         ClientConn {
             stream,
             id,

@@ -6,6 +6,7 @@
 use crate::keymap::twemproxy::Pool;
 use crate::picker::PickerKind;
 use crate::resp::Limits;
+use crate::tls::TlsSettings;
 use clap::Parser;
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -27,8 +28,12 @@ impl std::error::Error for ConfigError {}
 /// The validated configuration of one respite process.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address clients connect to.
-    pub listen: SocketAddr,
+    /// Address plaintext clients connect to (`None`: `--listen off`, TLS clients only).
+    pub listen: Option<SocketAddr>,
+    /// TLS for clients and for backends.
+    pub tls: TlsSettings,
+    /// Addresses given by host name (`redis.example:6380`), for TLS server names.
+    pub hostnames: Vec<(SocketAddr, String)>,
     /// Equivalent endpoints that each serve the whole keyspace, in configuration order.
     pub backends: Vec<SocketAddr>,
     /// Redis instances that cluster-wide commands fan out to (masters take part; replicas are
@@ -108,9 +113,42 @@ pub struct Cli {
     /// TOML configuration file (keys are the flag names with underscores).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:6380].
+    /// Address to listen on for plaintext clients, or `off` [default: 127.0.0.1:6380].
     #[arg(long)]
     pub listen: Option<String>,
+    /// Address to listen on for TLS clients (needs --tls-cert and --tls-key).
+    #[arg(long)]
+    pub tls_listen: Option<String>,
+    /// Certificate chain served to TLS clients (PEM).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that TLS clients' certificates must be signed by (mutual TLS).
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Milliseconds a TLS client has to finish its handshake [default: 10000].
+    #[arg(long)]
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// Speak TLS to backends, shards and the pub/sub target.
+    #[arg(long)]
+    pub backend_tls: bool,
+    /// CA certificates (PEM) for the backends' certificates [default: the system trust store].
+    #[arg(long)]
+    pub backend_ca: Option<PathBuf>,
+    /// Client certificate (PEM) respite presents to backends (mutual TLS).
+    #[arg(long)]
+    pub backend_cert: Option<PathBuf>,
+    /// Private key of --backend-cert (PEM).
+    #[arg(long)]
+    pub backend_key: Option<PathBuf>,
+    /// Name checked in every backend certificate [default: the host part of each address].
+    #[arg(long)]
+    pub backend_sni: Option<String>,
+    /// Accept any backend certificate: no verification (development only).
+    #[arg(long)]
+    pub backend_tls_insecure: bool,
     /// Comma-separated backend addresses [default: 127.0.0.1:6379].
     #[arg(long, value_delimiter = ',')]
     pub backends: Option<Vec<String>>,
@@ -219,6 +257,17 @@ pub struct Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    tls_listen: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_handshake_timeout_ms: Option<u64>,
+    backend_tls: Option<bool>,
+    backend_ca: Option<PathBuf>,
+    backend_cert: Option<PathBuf>,
+    backend_key: Option<PathBuf>,
+    backend_sni: Option<String>,
+    backend_tls_insecure: Option<bool>,
     backends: Option<Vec<String>>,
     shards: Option<Vec<String>>,
     pubsub: Option<String>,
@@ -313,18 +362,28 @@ macro_rules! pick {
 
 /// Where respite listens and what it talks to.
 struct Addresses {
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
     backends: Vec<SocketAddr>,
     shards: Vec<SocketAddr>,
     pubsub: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    hostnames: Vec<(SocketAddr, String)>,
+}
+
+/// The host of `host:port` when it is a name rather than an IP address.
+fn host_name(s: &str) -> Option<String> {
+    let (host, _) = s.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_err()
+        .then(|| host.to_string())
 }
 
 fn addresses(cli: &Cli, file: &FileConfig) -> Result<Addresses, ConfigError> {
-    let listen = resolve(
-        "listen",
-        &pick!(cli, file, listen, "127.0.0.1:6380".to_string()),
-    )?;
+    let listen = match pick!(cli, file, listen, "127.0.0.1:6380".to_string()).as_str() {
+        "off" | "" => None,
+        addr => Some(resolve("listen", addr)?),
+    };
     let seeds = pick!(cli, file, cluster, Vec::new());
     if !seeds.is_empty() {
         let given = |c: &Option<Vec<String>>, f: &Option<Vec<String>>| c.is_some() || f.is_some();
@@ -346,11 +405,18 @@ fn addresses(cli: &Cli, file: &FileConfig) -> Result<Addresses, ConfigError> {
             "at least one backend is required (--backends host:port,...)".into(),
         ));
     }
-    let resolve_all = |what, names: &[String]| {
+    let mut hostnames = Vec::new();
+    let mut resolve_all = |what, names: &[String]| {
         names
             .iter()
-            .map(|b| resolve(what, b.trim()))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|b| {
+                let addr = resolve(what, b.trim())?;
+                if let Some(host) = host_name(b) {
+                    hostnames.push((addr, host));
+                }
+                Ok(addr)
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()
     };
     let backends = resolve_all("backend", &backend_names)?;
     let shards = if seeds.is_empty() {
@@ -358,6 +424,8 @@ fn addresses(cli: &Cli, file: &FileConfig) -> Result<Addresses, ConfigError> {
     } else {
         resolve_all("cluster", &seeds)?
     };
+    let pubsub_name = cli.pubsub.clone().or(file.pubsub.clone());
+    let pubsub = resolve_all("pubsub", pubsub_name.as_slice())?.pop();
     if shards.len() > crate::fanout::MAX_SHARDS {
         return Err(ConfigError(format!(
             "at most {} shards are supported (got {})",
@@ -365,17 +433,71 @@ fn addresses(cli: &Cli, file: &FileConfig) -> Result<Addresses, ConfigError> {
             shards.len()
         )));
     }
-    let optional = |what, name: Option<String>| name.map(|a| resolve(what, a.trim())).transpose();
+    let metrics_listen = cli.metrics_listen.clone().or(file.metrics_listen.clone());
     Ok(Addresses {
         listen,
         backends,
         shards,
-        pubsub: optional("pubsub", cli.pubsub.clone().or(file.pubsub.clone()))?,
-        metrics_listen: optional(
-            "metrics_listen",
-            cli.metrics_listen.clone().or(file.metrics_listen.clone()),
-        )?,
+        pubsub,
+        metrics_listen: metrics_listen
+            .map(|a| resolve("metrics_listen", a.trim()))
+            .transpose()?,
+        hostnames,
     })
+}
+
+/// The TLS settings; the files they name are loaded once here, so that a bad one stops
+/// respite at start with its reason.
+fn tls(
+    cli: &Cli,
+    file: &FileConfig,
+    listen: Option<SocketAddr>,
+    hostnames: &[(SocketAddr, String)],
+) -> Result<TlsSettings, ConfigError> {
+    let path = |c: &Option<PathBuf>, f: &Option<PathBuf>| c.clone().or(f.clone());
+    let tls_listen = cli.tls_listen.clone().or(file.tls_listen.clone());
+    let s = TlsSettings {
+        listen: tls_listen
+            .map(|a| resolve("tls_listen", a.trim()))
+            .transpose()?,
+        cert: path(&cli.tls_cert, &file.tls_cert),
+        key: path(&cli.tls_key, &file.tls_key),
+        client_ca: path(&cli.tls_client_ca, &file.tls_client_ca),
+        handshake_timeout: Duration::from_millis(positive(
+            "tls_handshake_timeout_ms",
+            pick!(cli, file, tls_handshake_timeout_ms, 10_000),
+        )?),
+        backend: cli.backend_tls || file.backend_tls.unwrap_or(false),
+        backend_ca: path(&cli.backend_ca, &file.backend_ca),
+        backend_cert: path(&cli.backend_cert, &file.backend_cert),
+        backend_key: path(&cli.backend_key, &file.backend_key),
+        backend_sni: cli.backend_sni.clone().or(file.backend_sni.clone()),
+        backend_insecure: cli.backend_tls_insecure || file.backend_tls_insecure.unwrap_or(false),
+    };
+    let refuse = |why: &str| Err(ConfigError(why.into()));
+    if listen.is_none() && s.listen.is_none() {
+        return refuse("--listen off needs --tls-listen: clients must connect somewhere");
+    }
+    let server_files = s.cert.is_some() || s.key.is_some() || s.client_ca.is_some();
+    if s.listen.is_none() && server_files {
+        return refuse("--tls-cert, --tls-key and --tls-client-ca need --tls-listen");
+    }
+    if s.listen.is_some() && (s.cert.is_none() || s.key.is_none()) {
+        return refuse("--tls-listen needs --tls-cert and --tls-key");
+    }
+    let backend_files = s.backend_ca.is_some() || s.backend_cert.is_some();
+    let backend_options = backend_files || s.backend_sni.is_some() || s.backend_insecure;
+    if !s.backend && (backend_options || s.backend_key.is_some()) {
+        return refuse(
+            "--backend-ca, --backend-cert, --backend-key, --backend-sni and \
+             --backend-tls-insecure need --backend-tls",
+        );
+    }
+    if s.backend_cert.is_some() != s.backend_key.is_some() {
+        return refuse("--backend-cert and --backend-key go together");
+    }
+    crate::tls::Tls::load(&s, hostnames).map_err(ConfigError)?;
+    Ok(s)
 }
 
 fn limits(cli: &Cli, file: &FileConfig) -> Result<Limits, ConfigError> {
@@ -461,7 +583,9 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
         shards,
         pubsub,
         metrics_listen,
+        hostnames,
     } = addresses(cli, file)?;
+    let tls = tls(cli, file, listen, &hostnames)?;
     let backend_connections = positive(
         "backend_connections",
         pick!(cli, file, backend_connections, 1),
@@ -481,6 +605,8 @@ fn build(cli: &Cli, file: FileConfig, config_file: Option<PathBuf>) -> Result<Co
     } = key_placement(cli, file, &backends, &shards)?;
     Ok(Config {
         listen,
+        tls,
+        hostnames,
         backends,
         shards,
         pubsub,
@@ -551,7 +677,7 @@ mod tests {
     #[test]
     fn defaults_front_the_local_redis() {
         let c = Config::from_cli(&cli(&[])).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:6380".parse().unwrap());
+        assert_eq!(c.listen, Some("127.0.0.1:6380".parse().unwrap()));
         assert_eq!(c.backends, vec!["127.0.0.1:6379".parse().unwrap()]);
         assert_eq!((c.fall, c.rise, c.backend_connections), (3, 2, 1));
         assert_eq!(c.limits, Limits::default());

@@ -14,7 +14,7 @@ use crate::backend::BackendConn;
 use crate::client::ClientConn;
 use crate::health::ProbeConn;
 use crate::metrics::HttpConn;
-use mio::net::TcpStream;
+use crate::tls::Stream;
 use slab::Slab;
 
 /// A reference to a slab entry that may have been replaced.
@@ -41,7 +41,7 @@ pub enum Conn {
 
 impl Conn {
     /// Its socket.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut Stream {
         match self {
             Conn::Client(c) => &mut c.stream,
             Conn::Backend(b) => &mut b.stream,
@@ -236,7 +236,9 @@ mod tests {
         // Any connected socket will do: the slab never touches it.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        Conn::Http(HttpConn::new(TcpStream::from_std(s)))
+        Conn::Http(HttpConn::new(Stream::Plain(mio::net::TcpStream::from_std(
+            s,
+        ))))
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //! answers and says what they told (`ProbeReport`); the loop applies it (`proxy/probe.rs`).
 
 use crate::resp::ReplyScanner;
+use crate::tls::Stream;
 use crate::upstream::{Role, Upstream};
 use bytes::{BufMut, BytesMut};
-use mio::net::TcpStream;
 use std::time::Instant;
 
 /// What a health result changed.
@@ -364,7 +364,7 @@ impl Default for ProbeRound {
 #[derive(Debug)]
 pub struct ProbeConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// What it probes.
     pub upstream: Upstream,
     /// The non-blocking connect has completed.
@@ -377,7 +377,7 @@ pub struct ProbeConn {
 
 impl ProbeConn {
     /// A probe connection that has started connecting.
-    pub fn new(stream: TcpStream, upstream: Upstream) -> Self {
+    pub fn new(stream: Stream, upstream: Upstream) -> Self {
         ProbeConn {
             stream,
             upstream,

@@ -39,7 +39,9 @@ pub mod request;
 pub mod resp;
 pub mod resp3;
 pub mod stats;
+pub mod tls;
 pub mod upstream;
 
 pub use config::{Cli, Config, ConfigError};
 pub use proxy::{Listeners, Proxy, ShutdownHandle};
+pub use tls::TlsSettings;

@@ -44,7 +44,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config, cli: Cli, worker: usize, reuse_port: bool) -> ExitCode {
-    let listen = config.listen;
+    let addrs = [config.listen, config.tls.listen];
+    let listen: Vec<String> = addrs.iter().flatten().map(|a| a.to_string()).collect();
+    let listen = listen.join(" and ");
     let mut proxy = match Proxy::bind(config, reuse_port) {
         Ok(p) => p,
         Err(e) => {

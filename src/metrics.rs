@@ -7,8 +7,8 @@
 //!  read ─▶ head complete? ─▶ GET /metrics: 200 + text │ else 404/405/400/431 ─▶ write ─▶ close
 //! ```
 
+use crate::tls::Stream;
 use bytes::BytesMut;
-use mio::net::TcpStream;
 use std::io::{self, Write};
 
 /// Largest request head accepted before answering 431.
@@ -18,7 +18,7 @@ const MAX_HEAD_BYTES: usize = 8 * 1024;
 #[derive(Debug)]
 pub struct HttpConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Request bytes read so far.
     pub rbuf: BytesMut,
     /// Response bytes not yet written.
@@ -29,7 +29,7 @@ pub struct HttpConn {
 
 impl HttpConn {
     /// A connection just accepted.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: Stream) -> Self {
         HttpConn {
             stream,
             rbuf: BytesMut::new(),

@@ -1,6 +1,7 @@
 //! Socket helpers shared by every connection kind: draining reads through the loop's scratch
 //! buffer, vectored writes of queued `Bytes`, and the non-blocking connect check.
 
+use crate::tls::{Stream, TlsEvents};
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use std::collections::VecDeque;
@@ -24,23 +25,37 @@ pub struct ReadOutcome {
     pub eof: bool,
     /// The read cap was hit before `WouldBlock`: the socket may still be readable.
     pub more: bool,
+    /// What TLS did on the way (a handshake completed, a refused write may go again).
+    pub tls: TlsEvents,
 }
 
 /// Reads `stream` until `WouldBlock`, EOF or the per-event cap, appending to `rbuf`. Unless
 /// `hup` (the event said the peer closed), a short read ends the drain: the kernel gave all it
 /// had, and new data raises a new edge.
 pub fn read_into(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     scratch: &mut [u8],
     hup: bool,
 ) -> io::Result<ReadOutcome> {
     let mut out = ReadOutcome::default();
+    let result = drain(stream, rbuf, scratch, hup, &mut out);
+    out.tls = stream.take_events();
+    result.map(|()| out)
+}
+
+fn drain(
+    stream: &mut Stream,
+    rbuf: &mut BytesMut,
+    scratch: &mut [u8],
+    hup: bool,
+    out: &mut ReadOutcome,
+) -> io::Result<()> {
     for _ in 0..READS_PER_EVENT {
         match stream.read(scratch) {
             Ok(0) => {
                 out.eof = true;
-                return Ok(out);
+                return Ok(());
             }
             Ok(n) => {
                 if rbuf.capacity() - rbuf.len() < n {
@@ -57,26 +72,26 @@ pub fn read_into(
                 }
                 rbuf.extend_from_slice(&scratch[..n]);
                 out.bytes += n;
-                if n < scratch.len() && !hup {
+                if n < scratch.len() && !hup && !stream.saw_eof() {
                     // A short read almost always means the socket is drained; the next
                     // edge will tell us otherwise. Saves one EAGAIN read per event.
-                    return Ok(out);
+                    return Ok(());
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
     out.more = true;
-    Ok(out)
+    Ok(())
 }
 
 /// Writes as much of `queue` as the socket takes, starting `offset` bytes into its front, with
 /// one vectored write per call of the kernel. Returns the bytes written and whether the socket
 /// would block (the rest waits for WRITABLE).
 #[inline]
-pub fn write_queue<'a, I>(stream: &mut TcpStream, mut bufs: impl FnMut() -> I) -> io::Result<usize>
+pub fn write_queue<'a, I>(stream: &mut Stream, mut bufs: impl FnMut() -> I) -> io::Result<usize>
 where
     I: Iterator<Item = &'a [u8]>,
 {
@@ -159,8 +174,9 @@ impl OutQueue {
         self.bufs.iter().flat_map(|b| b.iter().copied()).collect()
     }
 
-    /// Writes until empty or `WouldBlock`. Returns `Ok(true)` when everything was written.
-    pub fn flush(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+    /// Writes until empty or `WouldBlock`. Returns `Ok(true)` when everything was written
+    /// (TLS records included).
+    pub fn flush(&mut self, stream: &mut Stream) -> io::Result<bool> {
         if self.bufs.len() == 1 {
             // The common case (one reply, or one run's replies): a plain write.
             let n = match retry(|| stream.write(&self.bufs[0])) {
@@ -182,7 +198,7 @@ impl OutQueue {
             }
             self.consume(n);
         }
-        Ok(true)
+        stream.flush_tls()
     }
 
     fn consume(&mut self, mut n: usize) {
@@ -238,7 +254,16 @@ pub fn client_capacity(requested: usize, reserve: usize, loops: usize) -> (usize
 
 /// After WRITABLE on a connecting socket: `Ok(true)` once connected, `Ok(false)` if still
 /// connecting (a spurious event), `Err` if the connect failed.
-pub fn connect_finished(stream: &TcpStream) -> io::Result<bool> {
+pub fn connect_finished(stream: &mut Stream) -> io::Result<bool> {
+    if !tcp_connected(stream.tcp())? {
+        return Ok(false);
+    }
+    // A TLS client speaks first: its ClientHello goes out now (the rest on WRITABLE).
+    stream.flush_tls()?;
+    Ok(true)
+}
+
+fn tcp_connected(stream: &TcpStream) -> io::Result<bool> {
     if let Some(e) = stream.take_error()? {
         return Err(e);
     }

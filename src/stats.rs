@@ -86,6 +86,8 @@ pub struct Stats {
     pub output_limit_disconnects: u64,
     /// `accept` calls that failed (EMFILE...).
     pub accept_errors: u64,
+    /// TLS clients and handshakes.
+    pub tls: crate::tls::TlsCounters,
 }
 
 impl Stats {

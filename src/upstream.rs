@@ -133,6 +133,8 @@ pub struct Backend {
     /// Shards only: the master this one replicated before it was promoted, so that a fan-out
     /// knows the dead master's data is still served.
     pub promoted_from: Option<String>,
+    /// With `--backend-tls`: `notAfter` of the certificate it presented to the last probe.
+    pub cert_expiry: Option<i64>,
 }
 
 impl Backend {
@@ -166,6 +168,7 @@ impl Backend {
             latency: Default::default(),
             role: Role::Unknown,
             promoted_from: None,
+            cert_expiry: None,
         }
     }
 

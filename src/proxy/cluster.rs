@@ -330,7 +330,8 @@ impl Proxy {
             return self.forward_to_slot(token, req);
         }
         let addr = self.conns.client(token).and_then(|c| c.local);
-        let addr = addr.unwrap_or(self.config.listen);
+        let addr = (addr.or(self.config.listen).or(self.config.tls.listen))
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], self.port)));
         let args: Vec<&[u8]> = req.args().skip(2).collect();
         let answer = OneNode { addr }.answer(sub, &args);
         self.reply_now(token, &req, answer.unwrap_or(reply::NO_BACKEND));

@@ -14,7 +14,6 @@ use crate::resp3::{shape_for, Shape};
 use crate::upstream::{Group, Upstream};
 use bytes::Bytes;
 use log::debug;
-use mio::net::TcpStream;
 use std::io;
 
 impl Proxy {
@@ -248,7 +247,7 @@ impl Proxy {
         slot: usize,
         owner: Option<ConnRef>,
     ) -> io::Result<ConnRef> {
-        let stream = TcpStream::connect(self.ups.get(u).addr)?;
+        let stream = self.upstream_stream(u)?;
         let mut conn = BackendConn::new(stream, u, slot, self.now);
         conn.owner = owner;
         if let Some(auth) = self.backend_auth() {

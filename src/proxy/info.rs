@@ -6,7 +6,7 @@ use crate::stats::{ProcessUsage, REDIS_VERSION};
 use crate::upstream::{Role, Tier};
 use std::fmt::Write;
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "server",
     "clients",
     "memory",
@@ -16,6 +16,7 @@ const SECTIONS: [&str; 12] = [
     "backends",
     "shards",
     "cluster",
+    "tls",
     "commandstats",
     "latencystats",
     "keyspace",
@@ -87,6 +88,7 @@ impl Proxy {
             "backends" => self.info_backends(out),
             "shards" => self.info_shards(out),
             "cluster" => self.info_cluster(out),
+            "tls" => self.info_tls(out),
             "commandstats" => self.stats.write_commandstats(out),
             "latencystats" => self.stats.write_latencystats(out),
             // Without shards respite has no keyspace of its own to report; with shards the

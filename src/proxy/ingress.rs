@@ -23,9 +23,15 @@ use std::io;
 use std::time::Duration;
 
 impl Proxy {
-    pub(super) fn accept(&mut self) {
+    /// Accepts the clients waiting on the plaintext listener, or on the TLS one.
+    pub(super) fn accept(&mut self, tls: bool) {
         loop {
-            let Some(listener) = &self.listener else {
+            let listener = if tls {
+                &self.tls_listener
+            } else {
+                &self.listener
+            };
+            let Some(listener) = listener else {
                 return;
             };
             let (mut stream, peer) = match listener.accept() {
@@ -43,7 +49,9 @@ impl Proxy {
             self.stats.total_connections_received += 1;
             if self.clients >= self.config.maxclients {
                 use std::io::Write;
-                let _ = stream.write(&reply::MAX_CLIENTS);
+                if !tls {
+                    let _ = stream.write(&reply::MAX_CLIENTS);
+                }
                 self.stats.rejected_connections += 1;
                 warn!(
                     "client peer={peer} rejected: maxclients {} reached",
@@ -52,6 +60,9 @@ impl Proxy {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            let Some(stream) = self.client_stream(stream, tls, peer) else {
+                continue;
+            };
             let id = self.next_client_id;
             self.next_client_id += 1;
             let authed = self.config.password.is_none();
@@ -64,6 +75,9 @@ impl Proxy {
                 }
             };
             self.clients += 1;
+            if tls {
+                self.track_handshake(r);
+            }
             debug!("client={} id={id} peer={peer} connected", r.token);
         }
     }
@@ -80,7 +94,7 @@ impl Proxy {
     pub(super) fn on_client_writable(&mut self, token: usize) {
         if let Some(c) = self.conns.client_mut(token) {
             c.writable = true;
-            if !c.out.is_empty() {
+            if !c.out.is_empty() || c.stream.wants_write() {
                 self.mark_client_dirty(token);
             }
         }
@@ -97,6 +111,12 @@ impl Proxy {
         }
         match net::read_into(&mut c.stream, &mut c.rbuf, &mut self.scratch, hup) {
             Ok(r) => {
+                if r.tls.handshake_done {
+                    self.stats.tls.handshakes += 1;
+                }
+                if r.eof && c.stream.handshaking() {
+                    return self.handshake_failed(token, crate::tls::Failure::Eof, "closed");
+                }
                 if r.eof {
                     c.read_closed = true;
                 } else if r.more {
@@ -106,6 +126,9 @@ impl Proxy {
                 }
             }
             Err(e) => {
+                if let Some(failure) = c.stream.failure() {
+                    return self.handshake_failed(token, failure, &e.to_string());
+                }
                 debug!("client={token} peer={} read error: {e}", c.peer);
                 self.close_client(token, "read error");
                 return;
@@ -334,8 +357,12 @@ impl Proxy {
 
     pub(crate) fn close_client(&mut self, token: usize, why: &str) {
         self.close_session_of(token);
-        if let Some(Conn::Client(c)) = self.remove(token) {
+        if let Some(Conn::Client(mut c)) = self.remove(token) {
             self.clients -= 1;
+            if c.stream.is_tls() {
+                self.stats.tls.clients -= 1;
+                c.stream.close_notify();
+            }
             debug!("client={token} id={} peer={} closed: {why}", c.id, c.peer);
         }
     }

@@ -73,6 +73,7 @@ impl Proxy {
         }
         s.write_prometheus(&mut o);
         self.upstream_metrics(&mut o);
+        self.tls_metrics(&mut o);
         o
     }
 
@@ -166,7 +167,7 @@ impl Proxy {
                     return;
                 }
             };
-            let _ = self.add(Conn::Http(HttpConn::new(stream)));
+            let _ = self.add(Conn::Http(HttpConn::new(crate::tls::Stream::Plain(stream))));
         }
     }
 }

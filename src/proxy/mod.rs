@@ -52,6 +52,7 @@ mod route;
 mod session;
 mod shutdown;
 mod streaming;
+mod tls;
 
 pub use keyed::Path;
 pub use shutdown::ShutdownHandle;
@@ -76,6 +77,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const METRICS: Token = Token(usize::MAX - 4);
+const TLS_LISTENER: Token = Token(usize::MAX - 5);
 
 /// Housekeeping period: probe deadlines, request timeouts, idle clients.
 const TICK: Duration = Duration::from_millis(50);
@@ -119,39 +121,47 @@ fn client_limit(config: &Config) -> usize {
 /// The sockets a proxy serves, bound before it starts.
 #[derive(Debug)]
 pub struct Listeners {
-    /// Where clients connect.
-    pub clients: std::net::TcpListener,
+    /// Where plaintext clients connect, if anywhere.
+    pub clients: Option<std::net::TcpListener>,
+    /// Where TLS clients connect, if anywhere.
+    pub tls: Option<std::net::TcpListener>,
     /// Where `/metrics` is served, if anywhere.
     pub metrics: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
-    /// Binds `config.listen` (one of several sockets sharing the port with `reuse_port`:
-    /// SO_REUSEPORT, the kernel spreads connections over them) and `config.metrics_listen`.
+    /// Binds `config.listen` and `config.tls.listen` (each one of several sockets sharing the
+    /// port with `reuse_port`: SO_REUSEPORT, the kernel spreads connections over them) and
+    /// `config.metrics_listen`.
     pub fn bind(config: &Config, reuse_port: bool) -> io::Result<Listeners> {
-        let clients = if reuse_port {
+        let bind = |addr: std::net::SocketAddr| -> io::Result<std::net::TcpListener> {
+            if !reuse_port {
+                return std::net::TcpListener::bind(addr);
+            }
             use socket2::{Domain, Socket, Type};
-            let socket = Socket::new(Domain::for_address(config.listen), Type::STREAM, None)?;
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
             socket.set_reuse_port(true)?;
-            socket.bind(&config.listen.into())?;
+            socket.bind(&addr.into())?;
             socket.listen(1024)?;
-            socket.into()
-        } else {
-            std::net::TcpListener::bind(config.listen)?
+            Ok(socket.into())
         };
-        let metrics = config
-            .metrics_listen
-            .map(std::net::TcpListener::bind)
-            .transpose()?;
-        Ok(Listeners { clients, metrics })
+        Ok(Listeners {
+            clients: config.listen.map(bind).transpose()?,
+            tls: config.tls.listen.map(bind).transpose()?,
+            metrics: config
+                .metrics_listen
+                .map(std::net::TcpListener::bind)
+                .transpose()?,
+        })
     }
 }
 
 impl From<std::net::TcpListener> for Listeners {
     fn from(clients: std::net::TcpListener) -> Self {
         Listeners {
-            clients,
+            clients: Some(clients),
+            tls: None,
             metrics: None,
         }
     }
@@ -161,7 +171,12 @@ impl From<std::net::TcpListener> for Listeners {
 pub struct Proxy {
     poll: Poll,
     listener: Option<TcpListener>,
+    tls_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    /// The certificates in use (`tls/`).
+    pub(crate) tls: crate::tls::Tls,
+    /// TLS clients still in their handshake, by deadline (`close_stalled_handshakes`).
+    handshakes: std::collections::VecDeque<(Instant, ConnRef)>,
     conns: Conns,
     /// The backends, shards and pub/sub target.
     ups: Upstreams,
@@ -210,7 +225,13 @@ impl Proxy {
     /// in): a client listener alone, or with the metrics listener (`Listeners::bind` binds both
     /// from the configuration).
     pub fn new(config: Config, listeners: impl Into<Listeners>) -> io::Result<Proxy> {
-        let Listeners { clients, metrics } = listeners.into();
+        let Listeners {
+            clients,
+            tls: tls_clients,
+            metrics,
+        } = listeners.into();
+        let tls = crate::tls::Tls::load(&config.tls, &config.hostnames)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let adopt = |l: std::net::TcpListener, token| -> io::Result<TcpListener> {
             l.set_nonblocking(true)?;
@@ -219,8 +240,12 @@ impl Proxy {
                 .register(&mut l, token, Interest::READABLE)?;
             Ok(l)
         };
-        let port = clients.local_addr()?.port();
-        let listener = adopt(clients, LISTENER)?;
+        let port = match (&clients, &tls_clients) {
+            (Some(l), _) | (None, Some(l)) => l.local_addr()?.port(),
+            (None, None) => return Err(io::Error::other("no listener for clients")),
+        };
+        let listener = clients.map(|l| adopt(l, LISTENER)).transpose()?;
+        let tls_listener = tls_clients.map(|l| adopt(l, TLS_LISTENER)).transpose()?;
         let metrics_listener = metrics.map(|l| adopt(l, METRICS)).transpose()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let now = Instant::now();
@@ -238,8 +263,11 @@ impl Proxy {
         config.maxclients = client_limit(&config);
         Ok(Proxy {
             poll,
-            listener: Some(listener),
+            listener,
+            tls_listener,
             metrics_listener,
+            tls,
+            handshakes: std::collections::VecDeque::new(),
             conns: Conns::with_capacity(1024),
             ups,
             fanouts: Slab::new(),
@@ -298,22 +326,34 @@ impl Proxy {
         Ok(())
     }
 
-    /// The address clients connect to.
+    /// The address clients connect to (the TLS one when plaintext is off).
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.listener {
-            Some(l) => l.local_addr(),
-            None => Err(io::ErrorKind::NotConnected.into()),
+        match (&self.listener, &self.tls_listener) {
+            (Some(l), _) | (None, Some(l)) => l.local_addr(),
+            (None, None) => Err(io::ErrorKind::NotConnected.into()),
         }
+    }
+
+    /// The address TLS clients connect to.
+    pub fn tls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tls_listener.as_ref()?.local_addr().ok()
     }
 
     /// Runs the loop until shutdown completes.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         info!(
-            "listening on {} with {} backend(s), picker {:?}",
-            self.local_addr()?,
+            "listening on {} (TLS on {}) with {} backend(s), picker {:?}{}",
+            addr(&self.listener).map_or("-".into(), |a| a.to_string()),
+            addr(&self.tls_listener).map_or("-".into(), |a| a.to_string()),
             self.ups.backends.len(),
-            self.config.picker
+            self.config.picker,
+            if self.tls.to_backends() {
+                ", TLS to backends"
+            } else {
+                ""
+            },
         );
         loop {
             let timeout = if self.revisit.is_empty() {
@@ -338,7 +378,8 @@ impl Proxy {
             }
             if self.accept_deferred && !self.discovering() {
                 self.accept_deferred = false;
-                self.accept();
+                self.accept(false);
+                self.accept(true);
             }
             self.flush_dirty();
             if self.draining_until.is_some() && self.drained() {
@@ -350,8 +391,9 @@ impl Proxy {
 
     fn on_event(&mut self, event: &mio::event::Event) {
         match event.token() {
-            LISTENER if self.discovering() => self.accept_deferred = true,
-            LISTENER => self.accept(),
+            LISTENER | TLS_LISTENER if self.discovering() => self.accept_deferred = true,
+            LISTENER => self.accept(false),
+            TLS_LISTENER => self.accept(true),
             METRICS => self.accept_http(),
             WAKER => {
                 if self.stop.load(Ordering::SeqCst) {
@@ -491,9 +533,11 @@ impl Proxy {
             self.next_idle_check = self.now + Duration::from_secs(1);
             self.close_idle_clients();
         }
-        if self.listener.is_some() && self.stats.accept_errors > 0 {
+        self.close_stalled_handshakes();
+        if self.stats.accept_errors > 0 {
             // Retry accepts deferred by EMFILE once per tick.
-            self.accept();
+            self.accept(false);
+            self.accept(true);
         }
     }
 }

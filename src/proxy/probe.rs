@@ -10,7 +10,6 @@ use crate::keymap::cluster::SlotRange;
 use crate::net;
 use crate::upstream::{Group, Role, Upstream};
 use log::{debug, info, warn};
-use mio::net::TcpStream;
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -61,7 +60,8 @@ impl Proxy {
         if let Some(r) = self.ups.get(u).probe.filter(|&r| self.conns.is_live(r)) {
             return Some(r.token);
         }
-        let opened = TcpStream::connect(self.ups.get(u).addr)
+        let opened = self
+            .upstream_stream(u)
             .and_then(|stream| self.add(Conn::Probe(ProbeConn::new(stream, u))));
         match opened {
             Ok(r) => {
@@ -108,7 +108,7 @@ impl Proxy {
         };
         let u = p.upstream;
         if !p.connected && writable {
-            match net::connect_finished(&p.stream) {
+            match net::connect_finished(&mut p.stream) {
                 Ok(true) => p.connected = true,
                 Ok(false) => return,
                 Err(e) => {
@@ -128,8 +128,28 @@ impl Proxy {
         else {
             return;
         };
-        let eof = net::read_into(&mut p.stream, &mut p.round.rbuf, &mut self.scratch, hup)
-            .map_or(true, |r| r.eof);
+        let read = match net::read_into(&mut p.stream, &mut p.round.rbuf, &mut self.scratch, hup) {
+            Ok(read) => read,
+            Err(e) => {
+                if let Some(failure) = p.stream.failure() {
+                    self.stats.tls.backend_failures[failure.index()] += 1;
+                }
+                self.probe_done(u, Err(&format!("read: {e}")));
+                self.close_probe(token);
+                return;
+            }
+        };
+        if read.tls.handshake_done {
+            let expiry = p.stream.peer_certificates().and_then(crate::tls::expiry_of);
+            self.ups.get_mut(u).cert_expiry = expiry;
+        }
+        if read.tls.writable_again {
+            self.probe_write(token);
+        }
+        let Some(p) = self.conns.probe_mut(token) else {
+            return;
+        };
+        let eof = read.eof;
         let report = p.round.answers(eof);
         self.apply_probe_report(u, token, report, eof);
     }

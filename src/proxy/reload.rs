@@ -21,29 +21,31 @@ use log::{error, info, warn};
 
 impl Proxy {
     /// Re-reads the configuration the proxy was started with (flags over file) and applies it.
+    /// The TLS files are read again either way (`Tls::reload`).
     pub(crate) fn reload(&mut self) {
         let Some(cli) = self.reload_cli.as_ref() else {
-            warn!("SIGHUP ignored: no --config file to reload");
-            return;
+            warn!("SIGHUP: no configuration to reload; re-reading the TLS files");
+            return self.reload_tls();
         };
-        let new = match Config::from_cli(cli) {
-            Ok(c) => c,
+        match Config::from_cli(cli) {
+            Ok(new) => self.apply_config(new),
             Err(e) => {
                 error!("reload rejected, keeping the running configuration: {e}");
-                return;
+                self.reload_tls();
             }
-        };
-        self.apply_config(new);
+        }
     }
 
     /// Applies `new` to the running loop (see the module docs).
     pub fn apply_config(&mut self, mut new: Config) {
-        if new.listen != self.config.listen {
-            warn!(
-                "reload: listen {} -> {} needs a restart; still listening on {}",
-                self.config.listen, new.listen, self.config.listen
-            );
+        if new.listen != self.config.listen || new.tls.listen != self.config.tls.listen {
+            warn!("reload: listen and tls_listen changes need a restart");
             new.listen = self.config.listen;
+            new.tls.listen = self.config.tls.listen;
+        }
+        if new.tls.backend != self.config.tls.backend {
+            warn!("reload: turning backend_tls on or off needs a restart");
+            new.tls.backend = self.config.tls.backend;
         }
         if new.metrics_listen != self.config.metrics_listen {
             warn!("reload: metrics_listen changes need a restart");
@@ -75,6 +77,7 @@ impl Proxy {
             new.picker
         );
         self.config = new;
+        self.reload_tls();
         self.close_drained();
     }
 

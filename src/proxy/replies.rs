@@ -162,7 +162,7 @@ impl Proxy {
             self.close_client(token, "output limit");
             return;
         }
-        if c.writable && !c.out.is_empty() {
+        if c.writable && (!c.out.is_empty() || c.stream.wants_write()) {
             match c.out.flush(&mut c.stream) {
                 Ok(true) => {}
                 Ok(false) => c.writable = false,
@@ -173,7 +173,7 @@ impl Proxy {
                 }
             }
         }
-        let done = c.out.is_empty() && c.pending.is_empty();
+        let done = c.out.is_empty() && c.pending.is_empty() && !c.stream.wants_write();
         if done && (c.close_after_flush || c.read_closed || draining) {
             self.close_client(token, "done");
             return;
@@ -194,7 +194,7 @@ impl Proxy {
             return;
         };
         if !bc.connected {
-            match net::connect_finished(&bc.stream) {
+            match net::connect_finished(&mut bc.stream) {
                 Ok(true) => {
                     bc.connected = true;
                     trace!(
@@ -211,7 +211,7 @@ impl Proxy {
             }
         }
         bc.writable = true;
-        if bc.pipe.has_unsent() && !bc.dirty {
+        if (bc.pipe.has_unsent() || bc.stream.wants_write()) && !bc.dirty {
             bc.dirty = true;
             self.dirty_backends.push(token);
         }
@@ -253,9 +253,16 @@ impl Proxy {
                 if read.more {
                     self.revisit.push(r);
                 }
+                if read.tls.writable_again {
+                    // Requests refused while the handshake ran may go now.
+                    self.on_backend_writable(token);
+                }
                 read.eof
             }
             Err(e) => {
+                if let Some(failure) = bc.stream.failure() {
+                    self.stats.tls.backend_failures[failure.index()] += 1;
+                }
                 self.fail_backend_conn(token, &format!("read: {e}"), false);
                 return;
             }

@@ -14,7 +14,10 @@ impl Proxy {
             return;
         }
         info!("shutting down ({why}): no new connections, finishing in-flight requests");
-        if let Some(mut l) = self.listener.take() {
+        for mut l in [self.listener.take(), self.tls_listener.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = self.poll.registry().deregister(&mut l);
         }
         self.draining_until = Some(self.now + self.config.shutdown_timeout);

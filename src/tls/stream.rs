@@ -1,0 +1,300 @@
+//! `Stream`: a connection's socket, plain or TLS. rustls is sans-I/O: this file drives it from
+//! the loop's non-blocking reads and writes, so TLS connections look like plain ones to the rest
+//! of the proxy (`Read`/`Write` with `WouldBlock`).
+//!
+//! ```text
+//!  read:  socket ─read_tls─▶ rustls ─process_new_packets─▶ plaintext ─reader─▶ caller's buffer
+//!                                  └─ handshake replies, alerts ─write_tls─▶ socket
+//!  write: caller's buffers ─writer (encrypts)─▶ records ─write_tls (vectored)─▶ socket
+//! ```
+//!
+//! Invariants: a TLS read returns short only when the socket would block or has closed
+//! (`saw_eof`), so the loop's short-read shortcut stays right for edge-triggered readiness; a
+//! write first pushes out the records of earlier writes and takes no new bytes while any are
+//! left (the socket's backpressure reaches the caller as `WouldBlock`), so at most one write's
+//! records (`wants_write`) wait for WRITABLE; bytes written while the handshake runs wait in
+//! rustls up to its buffer limit, after which the writer is told `WouldBlock` and woken by the
+//! read that ends the handshake (`take_events`). Plain streams pay one branch per call.
+
+use mio::event::Source;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::Connection;
+use std::io::{self, IoSlice, Read, Write};
+
+/// A connection's socket.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plaintext.
+    Plain(TcpStream),
+    /// TLS, driven by rustls.
+    Tls(Box<TlsStream>),
+}
+
+/// What a TLS stream's reads did beyond returning bytes (`Stream::take_events`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TlsEvents {
+    /// The handshake completed.
+    pub handshake_done: bool,
+    /// A write was refused while the handshake ran: the writer may write again.
+    pub writable_again: bool,
+}
+
+/// A TLS connection over a non-blocking socket.
+#[derive(Debug)]
+pub struct TlsStream {
+    tcp: TcpStream,
+    conn: Connection,
+    /// The peer closed the socket (a read returned 0).
+    eof: bool,
+    /// Why the handshake failed, if it did (`super::Failure`).
+    failure: Option<super::Failure>,
+    events: TlsEvents,
+    /// A write was refused during the handshake.
+    write_refused: bool,
+}
+
+impl Stream {
+    /// A TLS stream over `tcp`, the handshake not yet begun.
+    pub fn tls(tcp: TcpStream, conn: impl Into<Connection>) -> Stream {
+        Stream::Tls(Box::new(TlsStream {
+            tcp,
+            conn: conn.into(),
+            eof: false,
+            failure: None,
+            events: TlsEvents::default(),
+            write_refused: false,
+        }))
+    }
+
+    /// The socket under it.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.tcp,
+        }
+    }
+
+    /// True for a TLS stream.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// True while a TLS handshake has not completed.
+    pub fn handshaking(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.conn.is_handshaking() && t.failure.is_none(),
+        }
+    }
+
+    /// Encrypted bytes wait for the socket to take them.
+    #[inline]
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.conn.wants_write(),
+        }
+    }
+
+    /// A read saw the peer close the socket while plaintext was still being returned.
+    #[inline]
+    pub fn saw_eof(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.eof,
+        }
+    }
+
+    /// Why the handshake failed, once it has.
+    pub fn failure(&self) -> Option<super::Failure> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t.failure,
+        }
+    }
+
+    /// The peer's certificate chain (a TLS stream past its handshake).
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t.conn.peer_certificates(),
+        }
+    }
+
+    /// What the reads since the last call did (see `TlsEvents`).
+    #[inline]
+    pub fn take_events(&mut self) -> TlsEvents {
+        match self {
+            Stream::Plain(_) => TlsEvents::default(),
+            Stream::Tls(t) => std::mem::take(&mut t.events),
+        }
+    }
+
+    /// Writes the encrypted bytes waiting, until none are left (`Ok(true)`) or the socket
+    /// would block (`Ok(false)`). Plain streams have none.
+    #[inline]
+    pub fn flush_tls(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Plain(_) => Ok(true),
+            Stream::Tls(t) => t.flush_records(),
+        }
+    }
+
+    /// Queues a TLS close_notify and tries once to send it (a clean close; nothing waits).
+    pub fn close_notify(&mut self) {
+        if let Stream::Tls(t) = self {
+            if !t.conn.is_handshaking() && t.failure.is_none() {
+                t.conn.send_close_notify();
+                let _ = t.conn.write_tls(&mut t.tcp);
+            }
+        }
+    }
+}
+
+impl TlsStream {
+    fn flush_records(&mut self) -> io::Result<bool> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.tcp) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads plaintext into `out` until it is full, the socket would block, or the peer closed.
+    fn read_plain(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        // Bounded: each pass either fills `out`, returns, or reads more of the socket (which
+        // ends in WouldBlock or EOF).
+        loop {
+            match self.conn.reader().read(&mut out[filled..]) {
+                Ok(0) => return Ok(filled),
+                Ok(n) => {
+                    filled += n;
+                    if filled == out.len() {
+                        return Ok(filled);
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Closed without close_notify: Redis clients do, and so is any EOF.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                Err(e) => return Err(e),
+            }
+            if self.eof {
+                return Ok(filled);
+            }
+            match self.conn.read_tls(&mut self.tcp) {
+                Ok(0) => {
+                    self.eof = true;
+                    if self.conn.is_handshaking() && self.failure.is_none() {
+                        self.failure = Some(super::Failure::Eof);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return if filled > 0 { Ok(filled) } else { Err(e) };
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let handshaking = self.conn.is_handshaking();
+            if let Err(e) = self.conn.process_new_packets() {
+                // Send the alert rustls queued, once; the connection is done.
+                let _ = self.conn.write_tls(&mut self.tcp);
+                self.failure.get_or_insert(super::Failure::of(&e));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if handshaking && !self.conn.is_handshaking() {
+                self.events.handshake_done = true;
+                self.events.writable_again |= std::mem::take(&mut self.write_refused);
+            }
+            // Handshake messages, key updates: out now, or on WRITABLE.
+            self.flush_records()?;
+        }
+    }
+
+    fn write_plain(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if !self.flush_records()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.conn.writer().write_vectored(bufs)?;
+        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            // rustls's buffer is full: only while the handshake runs (records just flushed).
+            self.write_refused = true;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.flush_records()?;
+        Ok(n)
+    }
+}
+
+impl Read for Stream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read_plain(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write_plain(&[IoSlice::new(buf)]),
+        }
+    }
+
+    #[inline]
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write_vectored(bufs),
+            Stream::Tls(t) => t.write_plain(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls().map(|_| ())
+    }
+}
+
+impl Source for Stream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.register(registry, token, interests),
+            Stream::Tls(t) => t.tcp.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.reregister(registry, token, interests),
+            Stream::Tls(t) => t.tcp.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.deregister(registry),
+            Stream::Tls(t) => t.tcp.deregister(registry),
+        }
+    }
+}
