@@ -114,8 +114,9 @@ impl Proxy {
                 if r.tls.handshake_done {
                     self.stats.tls.handshakes += 1;
                 }
-                if r.eof && c.stream.handshaking() {
-                    return self.handshake_failed(token, crate::tls::Failure::Eof, "closed");
+                if let Some(failure) = c.stream.failure().filter(|_| r.eof) {
+                    // Closed during the handshake.
+                    return self.handshake_failed(token, failure, "closed");
                 }
                 if r.eof {
                     c.read_closed = true;

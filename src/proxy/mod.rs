@@ -96,7 +96,7 @@ const MAX_RUN: u32 = 256;
 
 /// `--maxclients` against the open-file limit: descriptors are kept for the backend pools,
 /// probes, listeners and a margin, the rest shared by the loops.
-fn client_limit(config: &Config) -> usize {
+pub(super) fn client_limit(config: &Config) -> usize {
     // Slot tables name their nodes later (Codis without --shards, Redis Cluster): room for a
     // fleet of 64 nodes.
     let discovered = config.cluster || (config.codis && config.shards.is_empty());

@@ -76,6 +76,8 @@ impl Proxy {
             "reloaded: backends +{added} -{retired}, shards +{sadded} -{sretired}, picker {:?}",
             new.picker
         );
+        // 0 means "from the open-file limit", worked out once the loop starts (`client_limit`).
+        new.maxclients = super::client_limit(&new);
         self.config = new;
         self.reload_tls();
         self.close_drained();

@@ -19,6 +19,7 @@ mod nutcracker_pool;
 mod process;
 mod proxy;
 mod servers;
+mod tls;
 
 #[allow(unused_imports)]
 pub use apps::{
@@ -42,6 +43,11 @@ pub use process::{signal, RespiteProcess};
 pub use proxy::{config_for, config_over, patient, wait_for_roles, RawClient, TestProxy};
 #[allow(unused_imports)]
 pub use servers::{Fleet, Nutcracker, RedisServer};
+#[allow(unused_imports)]
+pub use tls::{
+    cert_der, client_config, client_hello, info_number, ping_over_tls, unix_now, Pki, TlsClient,
+    TlsRedis, SERVER_CERT_DAYS,
+};
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};

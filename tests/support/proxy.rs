@@ -14,6 +14,8 @@ use std::time::Duration;
 /// respite running in a thread of the test on 127.0.0.1:0.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// Where it serves TLS clients, when started with `start_tls`.
+    pub tls_addr: Option<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -21,25 +23,57 @@ pub struct TestProxy {
 impl TestProxy {
     /// Starts respite with `config` (its `listen` is ignored).
     pub fn start(config: Config) -> TestProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        Self::start_on(config, listener.into())
+        let clients = Some(TcpListener::bind("127.0.0.1:0").expect("bind"));
+        Self::start_on(
+            config,
+            Listeners {
+                clients,
+                tls: None,
+                metrics: None,
+            },
+        )
+    }
+
+    /// Starts respite with `config` on a plaintext and a TLS listener (`config.tls.listen` is
+    /// set to the TLS one, whose address is `tls_addr`); `config.tls` must name the cert and key.
+    pub fn start_tls(mut config: Config) -> TestProxy {
+        let clients = Some(TcpListener::bind("127.0.0.1:0").expect("bind"));
+        let tls = TcpListener::bind("127.0.0.1:0").expect("bind");
+        config.tls.listen = Some(tls.local_addr().expect("addr"));
+        let listeners = Listeners {
+            clients,
+            tls: Some(tls),
+            metrics: None,
+        };
+        Self::start_on(config, listeners)
     }
 
     /// Starts respite with `config`, serving `/metrics` on `metrics` (already bound).
     pub fn start_with_metrics(config: Config, metrics: TcpListener) -> TestProxy {
-        let clients = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let clients = Some(TcpListener::bind("127.0.0.1:0").expect("bind"));
         let metrics = Some(metrics);
-        Self::start_on(config, Listeners { clients, metrics })
+        let tls = None;
+        Self::start_on(
+            config,
+            Listeners {
+                clients,
+                tls,
+                metrics,
+            },
+        )
     }
 
     fn start_on(config: Config, listeners: Listeners) -> TestProxy {
         let _ = env_logger::builder().is_test(true).try_init();
-        let addr = listeners.clients.local_addr().expect("addr");
+        let local = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr().expect("addr"));
+        let addr = local(&listeners.clients).expect("a plaintext listener");
+        let tls_addr = local(&listeners.tls);
         let mut proxy = Proxy::new(config, listeners).expect("proxy");
         let handle = proxy.shutdown_handle();
         let thread = std::thread::spawn(move || proxy.run());
         TestProxy {
             addr,
+            tls_addr,
             handle,
             thread: Some(thread),
         }
