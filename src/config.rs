@@ -709,4 +709,30 @@ mod tests {
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(err(&["--config", path.to_str().unwrap()]).contains("unknown field"));
     }
+
+    #[test]
+    fn tls_settings_say_what_is_missing() {
+        let err = |args: &[&str]| Config::from_cli(&cli(args)).unwrap_err().0;
+        assert!(err(&["--listen", "off"]).contains("needs --tls-listen"));
+        assert!(err(&["--tls-listen", "127.0.0.1:0"]).contains("needs --tls-cert and --tls-key"));
+        assert!(err(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).contains("need --tls-listen"));
+        assert!(err(&["--backend-sni", "redis.example"]).contains("need --backend-tls"));
+        let missing = [
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+        ];
+        let missing = err(&[&missing[..], &["--tls-key", "/nonexistent/k.pem"]].concat());
+        assert!(missing.contains("cannot read certificates from /nonexistent/c.pem"));
+        // The system trust store is the default CA (a machine without one is told so).
+        match Config::from_cli(&cli(&["--backends", "localhost:7000", "--backend-tls"])) {
+            Ok(c) => {
+                assert!(c.tls.backend && c.listen.is_some());
+                assert_eq!(c.hostnames.len(), 1);
+                assert_eq!(c.hostnames[0].1, "localhost");
+            }
+            Err(e) => assert!(e.0.contains("system trust store"), "{e}"),
+        }
+    }
 }

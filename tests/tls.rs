@@ -643,3 +643,69 @@ fn two_thousand_stalled_handshakes_hold_up_no_one_and_are_closed_at_the_timeout(
     assert_eq!(early.cmd(&[b"PING"]), b"+PONG\r\n");
     assert_eq!(late.cmd(&[b"PING"]), b"+PONG\r\n");
 }
+
+#[test]
+fn sessions_fan_outs_and_pub_sub_run_over_tls_backends() {
+    let pki = Pki::new();
+    let (a, b) = (TlsRedis::start(&pki, false), TlsRedis::start(&pki, false));
+    // One backend (backends are equivalent), two shards: `b` is empty, but SCAN walks it too.
+    let proxy = tls_proxy(&pki, vec![a.addr()], |c| {
+        tls_backends(c, &pki);
+        c.shards = vec![a.addr(), b.addr()];
+    });
+    wait_for_roles(&proxy);
+    // Sessions: WATCH/MULTI/EXEC and a blocking pop, each on a TLS connection of its own.
+    assert_eq!(watched_increments(&proxy, "tls:counter", 2, 20), 40);
+    assert_blpop_woken_by_lpush(&proxy, "tls:queue", "job");
+    // Fan-outs: keys written through the backends are all found by SCAN over both shards.
+    let mut c = proxy.client();
+    for i in 0..100 {
+        let () = redis::cmd("SET")
+            .arg(format!("fan:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .expect("SET");
+    }
+    let mut found: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    for _ in 0..1_000 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("fan:*")
+            .query(&mut c)
+            .expect("SCAN");
+        found.extend(keys);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    found.sort();
+    found.dedup();
+    assert_eq!((cursor, found.len()), (0, 100), "SCAN over two TLS shards");
+    // Pub/sub, on a TLS connection to the pub/sub target.
+    let mut sub = proxy.client();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe("tls:news").expect("SUBSCRIBE");
+    ps.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let published = wait_until(Duration::from_secs(3), || {
+        redis::cmd("PUBLISH")
+            .arg("tls:news")
+            .arg("hello")
+            .query::<i64>(&mut c)
+            .is_ok_and(|n| n >= 1)
+    });
+    assert!(published, "PUBLISH reached the subscriber");
+    let msg = ps.get_message().expect("a message");
+    assert_eq!(msg.get_payload::<String>().expect("payload"), "hello");
+    drop(ps);
+    // Every upstream's certificate was seen, and no handshake failed.
+    let mut raw = proxy.raw();
+    let info = String::from_utf8_lossy(&raw.cmd(&[b"INFO", b"tls"])).into_owned();
+    for line in ["backend0_cert:", "shard0_cert:", "shard1_cert:"] {
+        assert!(info.contains(line), "INFO tls has {line}:\n{info}");
+    }
+    assert_eq!(tls_stat(&mut raw, "backend_tls_handshake_failures"), 0);
+}
