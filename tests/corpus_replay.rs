@@ -57,6 +57,28 @@ fn cursor_codec_corpus_holds() {
 }
 
 #[test]
+fn cert_expiry_corpus_holds() {
+    replay("cert_expiry", checks::check_cert_expiry);
+}
+
+#[test]
+fn openssl_certificates_in_the_corpus_have_their_expiry_read() {
+    let expiry = |name: &str| {
+        let (_, der) = corpus("cert_expiry")
+            .into_iter()
+            .find(|(n, _)| n.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} in the corpus"));
+        respite::tls::not_after(&der)
+    };
+    let (ca, rsa) = (expiry("ca.der"), expiry("rsa-10y.der"));
+    assert!(ca.is_some() && expiry("server.der").is_some() && expiry("client.der").is_some());
+    // Made the same day, valid 30 days and 10 years.
+    let days = (rsa.unwrap_or(0) - ca.unwrap_or(0)) / 86_400;
+    assert!((3615..=3625).contains(&days), "{days} days apart");
+    assert_eq!(expiry("truncated.der"), None);
+}
+
+#[test]
 fn every_chunking_adds_up() {
     for sel in 0..=u8::MAX {
         let sizes = checks::chunk_sizes(sel, 1000);

@@ -16,6 +16,9 @@
 //! each multibulk frame on (`consume`) once its `partial_name()` is known. Only `respite` and
 //! `redis_protocol` may be used here: the main crate's integration tests compile this file too.
 //!
+//! A certificate's expiry (`check_cert_expiry`) is read from any bytes without a panic, and
+//! bytes after the certificate never change it.
+//!
 //! The SCAN cursor codec (`check_cursor_codec`) is checked apart: a packed cursor round-trips
 //! through its decimal text, and any bytes decode to `None` or to a triple that packs back into
 //! the same integer.
@@ -744,4 +747,19 @@ pub fn check_resp3_converter(data: &[u8]) {
 
 fn memchr_null(frame: &[u8]) -> Option<usize> {
     frame.windows(4).position(|w| w == b"-1\r\n")
+}
+
+/// Reads `notAfter` out of `data` as a DER certificate: never panics, and what follows the
+/// certificate's outer element cannot change the answer.
+pub fn check_cert_expiry(data: &[u8]) {
+    let expiry = respite::tls::not_after(data);
+    let mut longer = data.to_vec();
+    longer.extend_from_slice(b"\x30\x03\x02\x01\x00 trailing bytes");
+    if expiry.is_some() {
+        assert_eq!(
+            respite::tls::not_after(&longer),
+            expiry,
+            "trailing bytes changed it"
+        );
+    }
 }

@@ -256,6 +256,11 @@ pub fn seconds_left(not_after: i64) -> i64 {
     not_after - now
 }
 
+/// `notAfter` of a DER certificate (seconds since the epoch), `None` if it cannot be read.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    der::not_after(der)
+}
+
 /// `notAfter` of the leaf of a chain.
 pub fn expiry_of(chain: &[CertificateDer<'_>]) -> Option<i64> {
     der::not_after(chain.first()?)
