@@ -247,8 +247,8 @@ impl ClientConn {
         self.mode == Mode::Subscribed
     }
 
-    /// True when every reply has been written and nothing waits.
+    /// True when every reply has been written (TLS records included) and nothing waits.
     pub fn is_idle(&self) -> bool {
-        self.pending.is_empty() && self.out.is_empty()
+        self.pending.is_empty() && self.out.is_empty() && !self.stream.wants_write()
     }
 }

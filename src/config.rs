@@ -493,6 +493,9 @@ fn tls(
              --backend-tls-insecure need --backend-tls",
         );
     }
+    if s.backend_insecure && s.backend_ca.is_some() {
+        return refuse("--backend-tls-insecure verifies nothing: drop it or --backend-ca");
+    }
     if s.backend_cert.is_some() != s.backend_key.is_some() {
         return refuse("--backend-cert and --backend-key go together");
     }

@@ -41,6 +41,7 @@ pub fn read_into(
     let mut out = ReadOutcome::default();
     let result = drain(stream, rbuf, scratch, hup, &mut out);
     out.tls = stream.take_events();
+    out.more |= out.tls.more;
     result.map(|()| out)
 }
 

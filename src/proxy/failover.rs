@@ -226,7 +226,16 @@ impl Proxy {
             }
         }
         for token in expired {
-            self.fail_backend_conn(token, "request timed out", true);
+            let handshaking = self
+                .conns
+                .backend(token)
+                .is_some_and(|bc| bc.stream.handshaking());
+            if handshaking {
+                self.count_upstream_failure(Some(crate::tls::Failure::Timeout));
+                self.fail_backend_conn(token, "TLS handshake timed out", true);
+            } else {
+                self.fail_backend_conn(token, "request timed out", true);
+            }
         }
     }
 }

@@ -60,7 +60,7 @@ impl Proxy {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let Some(stream) = self.client_stream(stream, tls, peer) else {
+            let Some(stream) = self.client_stream(stream, peer, tls) else {
                 continue;
             };
             let id = self.next_client_id;
@@ -76,7 +76,8 @@ impl Proxy {
             };
             self.clients += 1;
             if tls {
-                self.track_handshake(r);
+                self.stats.tls.clients += 1;
+                self.handshakes.push_back(r);
             }
             debug!("client={} id={id} peer={peer} connected", r.token);
         }
@@ -113,6 +114,15 @@ impl Proxy {
             Ok(r) => {
                 if r.tls.handshake_done {
                     self.stats.tls.handshakes += 1;
+                }
+                if r.tls.writable_again {
+                    // Replies refused while the handshake ran (none today: nothing is sent
+                    // before a request) go now.
+                    c.writable = true;
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty_clients.push(token);
+                    }
                 }
                 if let Some(failure) = c.stream.failure().filter(|_| r.eof) {
                     // Closed during the handshake.
@@ -384,6 +394,8 @@ impl Proxy {
             .conns
             .clients()
             // A client stalled inside a streamed request is idle too (a slow loris).
+            // A client in its TLS handshake has its own deadline.
+            .filter(|(_, c)| !c.stream.handshaking())
             .filter(|(_, c)| {
                 (c.pending.is_empty() || (c.streaming() && !c.held))
                     && now.duration_since(c.last_active) >= timeout

@@ -175,8 +175,8 @@ pub struct Proxy {
     metrics_listener: Option<TcpListener>,
     /// The certificates in use (`tls/`).
     pub(crate) tls: crate::tls::Tls,
-    /// TLS clients still in their handshake, by deadline (`close_stalled_handshakes`).
-    handshakes: std::collections::VecDeque<(Instant, ConnRef)>,
+    /// TLS clients that were in their handshake, in accept order (`close_stalled_handshakes`).
+    handshakes: std::collections::VecDeque<ConnRef>,
     conns: Conns,
     /// The backends, shards and pub/sub target.
     ups: Upstreams,
@@ -232,6 +232,12 @@ impl Proxy {
         } = listeners.into();
         let tls = crate::tls::Tls::load(&config.tls, &config.hostnames)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if config.tls.backend_insecure {
+            warn!(
+                "--backend-tls-insecure: backend certificates are NOT verified; anyone on the \
+                 path can read and change the traffic (development only)"
+            );
+        }
         let poll = Poll::new()?;
         let adopt = |l: std::net::TcpListener, token| -> io::Result<TcpListener> {
             l.set_nonblocking(true)?;

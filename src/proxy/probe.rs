@@ -8,6 +8,7 @@ use crate::conns::Conn;
 use crate::health::{probe_request, Flip, ProbeConn, ProbeReport, Tier};
 use crate::keymap::cluster::SlotRange;
 use crate::net;
+use crate::tls::Failure;
 use crate::upstream::{Group, Role, Upstream};
 use log::{debug, info, warn};
 use std::io::{self, Write};
@@ -20,7 +21,19 @@ impl Proxy {
         if let Some(r) = self.ups.get(u).probe {
             if let Some(deadline) = self.conns.live_probe(r).and_then(|p| p.round.deadline) {
                 if now >= deadline {
-                    self.probe_done(u, Err("timeout"));
+                    let handshaking = self
+                        .conns
+                        .live_probe(r)
+                        .is_some_and(|p| p.stream.handshaking());
+                    self.count_upstream_failure(handshaking.then_some(Failure::Timeout));
+                    self.probe_done(
+                        u,
+                        Err(if handshaking {
+                            "TLS handshake timeout"
+                        } else {
+                            "timeout"
+                        }),
+                    );
                     self.close_probe(r.token);
                 }
                 return;
@@ -79,7 +92,12 @@ impl Proxy {
         let Some(p) = self.conns.probe_mut(token) else {
             return;
         };
-        if !p.connected || p.out.is_empty() {
+        if !p.connected {
+            return;
+        }
+        if p.out.is_empty() {
+            // Records of an earlier write may wait for this WRITABLE.
+            let _ = p.stream.flush_tls();
             return;
         }
         match p.stream.write(&p.out) {
@@ -131,9 +149,8 @@ impl Proxy {
         let read = match net::read_into(&mut p.stream, &mut p.round.rbuf, &mut self.scratch, hup) {
             Ok(read) => read,
             Err(e) => {
-                if let Some(failure) = p.stream.failure() {
-                    self.stats.tls.backend_failures[failure.index()] += 1;
-                }
+                let failure = p.stream.failure();
+                self.count_upstream_failure(failure);
                 self.probe_done(u, Err(&format!("read: {e}")));
                 self.close_probe(token);
                 return;
@@ -150,6 +167,14 @@ impl Proxy {
             return;
         };
         let eof = read.eof;
+        if eof {
+            // Closed during its TLS handshake.
+            let failure = p.stream.failure();
+            self.count_upstream_failure(failure);
+        }
+        let Some(p) = self.conns.probe_mut(token) else {
+            return;
+        };
         let report = p.round.answers(eof);
         self.apply_probe_report(u, token, report, eof);
     }

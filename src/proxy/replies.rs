@@ -260,13 +260,17 @@ impl Proxy {
                 read.eof
             }
             Err(e) => {
-                if let Some(failure) = bc.stream.failure() {
-                    self.stats.tls.backend_failures[failure.index()] += 1;
-                }
+                let failure = bc.stream.failure();
+                self.count_upstream_failure(failure);
                 self.fail_backend_conn(token, &format!("read: {e}"), false);
                 return;
             }
         };
+        if eof {
+            // Closed during its TLS handshake.
+            let failure = self.conns.backend(token).and_then(|bc| bc.stream.failure());
+            self.count_upstream_failure(failure);
+        }
         if self.deliver_replies(token) && eof {
             self.backend_closed(token);
         }

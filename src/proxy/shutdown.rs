@@ -43,6 +43,7 @@ impl Proxy {
             self.remove(t);
         }
         self.clients = 0;
+        self.stats.tls.clients = 0;
         true
     }
 }

@@ -8,7 +8,6 @@
 //! front each tick).
 
 use super::Proxy;
-use crate::conns::ConnRef;
 use crate::tls::{seconds_left, Failure, Stream};
 use crate::upstream::Upstream;
 use log::{debug, info, warn};
@@ -22,28 +21,16 @@ impl Proxy {
     pub(super) fn client_stream(
         &mut self,
         tcp: TcpStream,
-        tls: bool,
         peer: SocketAddr,
+        tls: bool,
     ) -> Option<Stream> {
         if !tls {
             return Some(Stream::Plain(tcp));
         }
-        match self.tls.accept(tcp) {
-            Ok(stream) => {
-                self.stats.tls.clients += 1;
-                Some(stream)
-            }
-            Err(e) => {
-                warn!("TLS client peer={peer} refused: {e}");
-                None
-            }
-        }
-    }
-
-    /// Starts the handshake clock of a TLS client.
-    pub(super) fn track_handshake(&mut self, r: ConnRef) {
-        let deadline = self.now + self.config.tls.handshake_timeout;
-        self.handshakes.push_back((deadline, r));
+        self.tls
+            .accept(tcp)
+            .map_err(|e| warn!("TLS client peer={peer} refused: {e}"))
+            .ok()
     }
 
     /// Counts a client's failed handshake and closes it.
@@ -63,20 +50,31 @@ impl Proxy {
         self.close_client(token, "TLS handshake failed");
     }
 
-    /// Closes the clients whose handshake has outlived its deadline.
+    /// Closes the clients whose handshake has outlived `--tls-handshake-timeout-ms`. They
+    /// are queued in accept order, so the oldest is at the front whatever the timeout is now.
     pub(super) fn close_stalled_handshakes(&mut self) {
-        while let Some(&(deadline, r)) = self.handshakes.front() {
-            if deadline > self.now {
+        let timeout = self.config.tls.handshake_timeout;
+        while let Some(&r) = self.handshakes.front() {
+            let Some(c) = self.conns.live_client(r) else {
+                self.handshakes.pop_front();
+                continue;
+            };
+            if !c.stream.handshaking() {
+                self.handshakes.pop_front();
+                continue;
+            }
+            if self.now < c.created + timeout {
                 return;
             }
             self.handshakes.pop_front();
-            let stalled = self
-                .conns
-                .live_client(r)
-                .is_some_and(|c| c.stream.handshaking());
-            if stalled {
-                self.handshake_failed(r.token, Failure::Timeout, "handshake timeout");
-            }
+            self.handshake_failed(r.token, Failure::Timeout, "handshake timeout");
+        }
+    }
+
+    /// Counts a failed handshake with an upstream, if `stream` was in one.
+    pub(super) fn count_upstream_failure(&mut self, failure: Option<Failure>) {
+        if let Some(f) = failure {
+            self.stats.tls.backend_failures[f.index()] += 1;
         }
     }
 

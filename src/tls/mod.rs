@@ -117,6 +117,20 @@ impl Failure {
         }
     }
 
+    /// The reason behind a socket error during a handshake.
+    pub fn of_io(e: &std::io::Error) -> Failure {
+        use std::io::ErrorKind as K;
+        if let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            return Failure::of(tls);
+        }
+        match e.kind() {
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                Failure::Eof
+            }
+            _ => Failure::Other,
+        }
+    }
+
     /// Its index in `ALL`.
     pub fn index(self) -> usize {
         self as usize
@@ -164,12 +178,6 @@ impl Tls {
             let (config, expiry) = client_config(s)?;
             tls.client = Some(config);
             tls.client_cert_expiry = expiry;
-            if s.backend_insecure {
-                warn!(
-                    "--backend-tls-insecure: backend certificates are NOT verified; anyone on \
-                     the path can read and change the traffic (development only)"
-                );
-            }
         }
         Ok(tls)
     }

@@ -8,13 +8,16 @@
 //!  write: caller's buffers ─writer (encrypts)─▶ records ─write_tls (vectored)─▶ socket
 //! ```
 //!
-//! Invariants: a TLS read returns short only when the socket would block or has closed
-//! (`saw_eof`), so the loop's short-read shortcut stays right for edge-triggered readiness; a
-//! write first pushes out the records of earlier writes and takes no new bytes while any are
-//! left (the socket's backpressure reaches the caller as `WouldBlock`), so at most one write's
-//! records (`wants_write`) wait for WRITABLE; bytes written while the handshake runs wait in
-//! rustls up to its buffer limit, after which the writer is told `WouldBlock` and woken by the
-//! read that ends the handshake (`take_events`). Plain streams pay one branch per call.
+//! Invariants: a TLS read returns short only when the socket would block, the peer has closed
+//! (`saw_eof`: a TCP EOF or a close_notify), or it has decrypted its byte budget (then
+//! `TlsEvents::more` asks the loop to come back), so the loop's short-read shortcut stays right
+//! for edge-triggered readiness and one peer cannot hold the loop with records that carry no
+//! plaintext; a write first pushes out the records of earlier writes and takes no new bytes
+//! while any are left (the socket's backpressure reaches the caller as `WouldBlock`), so at
+//! most one write's records (`wants_write`) wait for WRITABLE; nothing is written before the
+//! handshake completes (the writer is told `WouldBlock` and woken by the read that ends it,
+//! `TlsEvents::writable_again`), so requests a failed handshake never carried are still unsent.
+//! Plain streams pay one branch per call.
 
 use mio::event::Source;
 use mio::net::TcpStream;
@@ -38,6 +41,8 @@ pub struct TlsEvents {
     pub handshake_done: bool,
     /// A write was refused while the handshake ran: the writer may write again.
     pub writable_again: bool,
+    /// A read stopped at its byte budget: the socket may still hold data.
+    pub more: bool,
 }
 
 /// A TLS connection over a non-blocking socket.
@@ -45,8 +50,10 @@ pub struct TlsEvents {
 pub struct TlsStream {
     tcp: TcpStream,
     conn: Connection,
-    /// The peer closed the socket (a read returned 0).
+    /// The peer closed the socket (a read returned 0) or sent close_notify.
     eof: bool,
+    /// Plaintext has arrived: later failures are not the handshake's.
+    established: bool,
     /// Why the handshake failed, if it did (`super::Failure`).
     failure: Option<super::Failure>,
     events: TlsEvents,
@@ -61,6 +68,7 @@ impl Stream {
             tcp,
             conn: conn.into(),
             eof: false,
+            established: false,
             failure: None,
             events: TlsEvents::default(),
             write_refused: false,
@@ -97,7 +105,7 @@ impl Stream {
         }
     }
 
-    /// A read saw the peer close the socket while plaintext was still being returned.
+    /// A read saw the peer close (TCP EOF or close_notify) while plaintext was still returned.
     #[inline]
     pub fn saw_eof(&self) -> bool {
         match self {
@@ -166,15 +174,36 @@ impl TlsStream {
         Ok(true)
     }
 
-    /// Reads plaintext into `out` until it is full, the socket would block, or the peer closed.
+    /// Reads plaintext into `out` until it is full, the socket would block, the peer closed, or
+    /// the byte budget is spent.
     fn read_plain(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let result = self.read_records(out);
+        if let Err(e) = result.as_ref() {
+            let fatal = e.kind() != io::ErrorKind::WouldBlock;
+            if fatal && (self.conn.is_handshaking() || !self.established) {
+                self.failure.get_or_insert(super::Failure::of_io(e));
+            }
+        }
+        result
+    }
+
+    fn read_records(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
-        // Bounded: each pass either fills `out`, returns, or reads more of the socket (which
-        // ends in WouldBlock or EOF).
+        // Records may carry no plaintext at all: past this many bytes of them, come back later.
+        let budget = 4 * out.len().max(16 * 1024);
+        let mut read = 0;
+        // Bounded: each pass fills `out`, returns, or reads more of the socket (which ends in
+        // WouldBlock, EOF or the budget).
         loop {
             match self.conn.reader().read(&mut out[filled..]) {
+                Ok(0) if filled < out.len() => {
+                    // close_notify: nothing more will come.
+                    self.eof = true;
+                    return Ok(filled);
+                }
                 Ok(0) => return Ok(filled),
                 Ok(n) => {
+                    self.established = true;
                     filled += n;
                     if filled == out.len() {
                         return Ok(filled);
@@ -189,6 +218,14 @@ impl TlsStream {
             if self.eof {
                 return Ok(filled);
             }
+            if read >= budget {
+                self.events.more = true;
+                return if filled > 0 {
+                    Ok(filled)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
             match self.conn.read_tls(&mut self.tcp) {
                 Ok(0) => {
                     self.eof = true;
@@ -196,7 +233,7 @@ impl TlsStream {
                         self.failure = Some(super::Failure::Eof);
                     }
                 }
-                Ok(_) => {}
+                Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return if filled > 0 { Ok(filled) } else { Err(e) };
                 }
@@ -207,7 +244,9 @@ impl TlsStream {
             if let Err(e) = self.conn.process_new_packets() {
                 // Send the alert rustls queued, once; the connection is done.
                 let _ = self.conn.write_tls(&mut self.tcp);
-                self.failure.get_or_insert(super::Failure::of(&e));
+                if handshaking || !self.established {
+                    self.failure.get_or_insert(super::Failure::of(&e));
+                }
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
             if handshaking && !self.conn.is_handshaking() {
@@ -223,12 +262,12 @@ impl TlsStream {
         if !self.flush_records()? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = self.conn.writer().write_vectored(bufs)?;
-        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            // rustls's buffer is full: only while the handshake runs (records just flushed).
+        if self.conn.is_handshaking() {
+            // Kept by the writer until the handshake is done (see the module comment).
             self.write_refused = true;
             return Err(io::ErrorKind::WouldBlock.into());
         }
+        let n = self.conn.writer().write_vectored(bufs)?;
         self.flush_records()?;
         Ok(n)
     }

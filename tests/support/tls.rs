@@ -277,6 +277,12 @@ impl TlsClient {
 
     /// Reads one complete reply, or the I/O error (EOF is `UnexpectedEof`).
     pub fn try_reply(&mut self) -> std::io::Result<Vec<u8>> {
+        self.reply_by(65536, Duration::ZERO)
+    }
+
+    /// Reads one complete reply `chunk` bytes at a time, pausing `pause` between reads (a slow
+    /// reader keeps the server's socket full).
+    pub fn reply_by(&mut self, chunk: usize, pause: Duration) -> std::io::Result<Vec<u8>> {
         loop {
             if let Some(n) = self
                 .scanner
@@ -285,13 +291,30 @@ impl TlsClient {
             {
                 return Ok(self.buf.drain(..n).collect());
             }
-            let mut chunk = [0u8; 65536];
-            let n = self.stream.read(&mut chunk)?;
+            let mut read = vec![0u8; chunk];
+            let n = self.stream.read(&mut read)?;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&read[..n]);
+            std::thread::sleep(pause);
         }
+    }
+
+    /// The TCP socket under the TLS session, to write what is not TLS.
+    pub fn sock_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream.sock
+    }
+
+    /// Sends `bytes` and a close_notify in one flight, keeping the TCP connection open.
+    pub fn send_then_close_notify(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.conn.writer().write_all(bytes)?;
+        self.stream.conn.send_close_notify();
+        let mut flight = Vec::new();
+        while self.stream.conn.wants_write() {
+            self.stream.conn.write_tls(&mut flight)?;
+        }
+        self.stream.sock.write_all(&flight)
     }
 
     /// Sends a command and reads its reply, or the error of either.
