@@ -370,7 +370,7 @@ impl BackendConn {
     pub fn flush(&mut self, now: Instant, now_us: u64) -> io::Result<()> {
         while self.pipe.has_unsent() {
             let pipe = &self.pipe;
-            let n = match crate::net::write_queue(&mut self.stream, || pipe.unsent_slices()) {
+            let n = match self.stream.write_queue(|| pipe.unsent_slices()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

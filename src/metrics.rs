@@ -44,7 +44,7 @@ impl HttpConn {
         if self.responded {
             return Ok(None);
         }
-        let r = crate::net::read_into(&mut self.stream, &mut self.rbuf, scratch, true)?;
+        let r = self.stream.read_into(&mut self.rbuf, scratch, true)?;
         if r.eof && self.rbuf.is_empty() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

@@ -1,7 +1,7 @@
 //! Socket helpers shared by every connection kind: draining reads through the loop's scratch
 //! buffer, vectored writes of queued `Bytes`, and the non-blocking connect check.
 
-use crate::tls::{Stream, TlsEvents};
+use crate::tls::TlsEvents;
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use std::collections::VecDeque;
@@ -15,6 +15,32 @@ const RESERVE_CHUNK_BYTES: usize = 16 * 1024;
 pub const READS_PER_EVENT: usize = 16;
 /// Buffers handed to one `write_vectored` call.
 const IOV_PER_WRITE: usize = 64;
+
+/// A socket the loop reads and writes: a plain TCP stream, or a TLS one (`tls::stream`). The
+/// functions below are generic over it, so that a plain socket runs exactly the plaintext code
+/// (`tls::Stream` picks the kind once per call, not once per system call).
+pub trait Socket: Read + Write {
+    /// A read has seen the peer close while it still returned bytes.
+    #[inline]
+    fn saw_eof(&self) -> bool {
+        false
+    }
+
+    /// Writes bytes waiting below the caller's buffers (TLS records): `Ok(true)` when none are
+    /// left.
+    #[inline]
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// What the reads since the last call did beyond returning bytes.
+    #[inline]
+    fn take_events(&mut self) -> TlsEvents {
+        TlsEvents::default()
+    }
+}
+
+impl Socket for TcpStream {}
 
 /// What draining a socket found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +58,8 @@ pub struct ReadOutcome {
 /// Reads `stream` until `WouldBlock`, EOF or the per-event cap, appending to `rbuf`. Unless
 /// `hup` (the event said the peer closed), a short read ends the drain: the kernel gave all it
 /// had, and new data raises a new edge.
-pub fn read_into(
-    stream: &mut Stream,
+pub fn read_into<S: Socket>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     scratch: &mut [u8],
     hup: bool,
@@ -45,8 +71,9 @@ pub fn read_into(
     result.map(|()| out)
 }
 
-fn drain(
-    stream: &mut Stream,
+#[inline]
+fn drain<S: Socket>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     scratch: &mut [u8],
     hup: bool,
@@ -92,7 +119,10 @@ fn drain(
 /// one vectored write per call of the kernel. Returns the bytes written and whether the socket
 /// would block (the rest waits for WRITABLE).
 #[inline]
-pub fn write_queue<'a, I>(stream: &mut Stream, mut bufs: impl FnMut() -> I) -> io::Result<usize>
+pub fn write_queue<'a, S: Socket, I>(
+    stream: &mut S,
+    mut bufs: impl FnMut() -> I,
+) -> io::Result<usize>
 where
     I: Iterator<Item = &'a [u8]>,
 {
@@ -177,7 +207,7 @@ impl OutQueue {
 
     /// Writes until empty or `WouldBlock`. Returns `Ok(true)` when everything was written
     /// (TLS records included).
-    pub fn flush(&mut self, stream: &mut Stream) -> io::Result<bool> {
+    pub fn flush<S: Socket>(&mut self, stream: &mut S) -> io::Result<bool> {
         if self.bufs.len() == 1 {
             // The common case (one reply, or one run's replies): a plain write.
             let n = match retry(|| stream.write(&self.bufs[0])) {
@@ -199,7 +229,7 @@ impl OutQueue {
             }
             self.consume(n);
         }
-        stream.flush_tls()
+        stream.flush_pending()
     }
 
     fn consume(&mut self, mut n: usize) {
@@ -255,7 +285,7 @@ pub fn client_capacity(requested: usize, reserve: usize, loops: usize) -> (usize
 
 /// After WRITABLE on a connecting socket: `Ok(true)` once connected, `Ok(false)` if still
 /// connecting (a spurious event), `Err` if the connect failed.
-pub fn connect_finished(stream: &mut Stream) -> io::Result<bool> {
+pub fn connect_finished(stream: &mut crate::tls::Stream) -> io::Result<bool> {
     if !tcp_connected(stream.tcp())? {
         return Ok(false);
     }

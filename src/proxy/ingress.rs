@@ -14,7 +14,6 @@ use crate::command::{Codis, CommandId, Route};
 use crate::command_table::COMMANDS;
 use crate::conns::{Conn, ConnRef};
 use crate::health::Tier;
-use crate::net;
 use crate::pending::Tag;
 use crate::request::Request;
 use crate::resp::{self, reply, Frame, FrameError};
@@ -110,25 +109,25 @@ impl Proxy {
         if c.reading_stopped(self.draining_until.is_some()) {
             return;
         }
-        match net::read_into(&mut c.stream, &mut c.rbuf, &mut self.scratch, hup) {
+        match c.stream.read_into(&mut c.rbuf, &mut self.scratch, hup) {
             Ok(r) => {
-                if r.tls.handshake_done {
-                    self.stats.tls.handshakes += 1;
-                }
-                if r.tls.writable_again {
-                    // Replies refused while the handshake ran (none today: nothing is sent
-                    // before a request) go now.
-                    c.writable = true;
-                    if !c.dirty {
-                        c.dirty = true;
-                        self.dirty_clients.push(token);
+                if r.tls != crate::tls::TlsEvents::default() {
+                    self.stats.tls.handshakes += u64::from(r.tls.handshake_done);
+                    if r.tls.writable_again {
+                        // Replies refused while the handshake ran (none today: nothing is
+                        // sent before a request) go now.
+                        c.writable = true;
+                        if !c.dirty {
+                            c.dirty = true;
+                            self.dirty_clients.push(token);
+                        }
                     }
                 }
-                if let Some(failure) = c.stream.failure().filter(|_| r.eof) {
-                    // Closed during the handshake.
-                    return self.handshake_failed(token, failure, "closed");
-                }
                 if r.eof {
+                    if let Some(failure) = c.stream.failure() {
+                        // Closed during the handshake.
+                        return self.handshake_failed(token, failure, "closed");
+                    }
                     c.read_closed = true;
                 } else if r.more {
                     self.revisit.push(ConnRef { token, gen });

@@ -146,7 +146,10 @@ impl Proxy {
         else {
             return;
         };
-        let read = match net::read_into(&mut p.stream, &mut p.round.rbuf, &mut self.scratch, hup) {
+        let read = match p
+            .stream
+            .read_into(&mut p.round.rbuf, &mut self.scratch, hup)
+        {
             Ok(read) => read,
             Err(e) => {
                 let failure = p.stream.failure();

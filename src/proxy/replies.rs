@@ -163,7 +163,7 @@ impl Proxy {
             return;
         }
         if c.writable && (!c.out.is_empty() || c.stream.wants_write()) {
-            match c.out.flush(&mut c.stream) {
+            match c.stream.flush_queue(&mut c.out) {
                 Ok(true) => {}
                 Ok(false) => c.writable = false,
                 Err(e) => {
@@ -248,7 +248,10 @@ impl Proxy {
         if !bc.connected {
             return;
         }
-        let eof = match net::read_into(&mut bc.stream, &mut bc.pipe.rbuf, &mut self.scratch, hup) {
+        let eof = match bc
+            .stream
+            .read_into(&mut bc.pipe.rbuf, &mut self.scratch, hup)
+        {
             Ok(read) => {
                 if read.more {
                     self.revisit.push(r);

@@ -19,6 +19,8 @@
 //! `TlsEvents::writable_again`), so requests a failed handshake never carried are still unsent.
 //! Plain streams pay one branch per call.
 
+use crate::net::{self, OutQueue, ReadOutcome, Socket};
+use bytes::BytesMut;
 use mio::event::Source;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -84,6 +86,7 @@ impl Stream {
     }
 
     /// True for a TLS stream.
+    #[inline]
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
@@ -105,15 +108,6 @@ impl Stream {
         }
     }
 
-    /// A read saw the peer close (TCP EOF or close_notify) while plaintext was still returned.
-    #[inline]
-    pub fn saw_eof(&self) -> bool {
-        match self {
-            Stream::Plain(_) => false,
-            Stream::Tls(t) => t.eof,
-        }
-    }
-
     /// Why the handshake failed, once it has.
     pub fn failure(&self) -> Option<super::Failure> {
         match self {
@@ -130,15 +124,6 @@ impl Stream {
         }
     }
 
-    /// What the reads since the last call did (see `TlsEvents`).
-    #[inline]
-    pub fn take_events(&mut self) -> TlsEvents {
-        match self {
-            Stream::Plain(_) => TlsEvents::default(),
-            Stream::Tls(t) => std::mem::take(&mut t.events),
-        }
-    }
-
     /// Writes the encrypted bytes waiting, until none are left (`Ok(true)`) or the socket
     /// would block (`Ok(false)`). Plain streams have none.
     #[inline]
@@ -146,6 +131,41 @@ impl Stream {
         match self {
             Stream::Plain(_) => Ok(true),
             Stream::Tls(t) => t.flush_records(),
+        }
+    }
+
+    /// `net::read_into` on the socket of its kind.
+    #[inline]
+    pub fn read_into(
+        &mut self,
+        rbuf: &mut BytesMut,
+        scratch: &mut [u8],
+        hup: bool,
+    ) -> io::Result<ReadOutcome> {
+        match self {
+            Stream::Plain(s) => net::read_into(s, rbuf, scratch, hup),
+            Stream::Tls(t) => net::read_into(&mut **t, rbuf, scratch, hup),
+        }
+    }
+
+    /// `OutQueue::flush` on the socket of its kind.
+    #[inline]
+    pub fn flush_queue(&mut self, out: &mut OutQueue) -> io::Result<bool> {
+        match self {
+            Stream::Plain(s) => out.flush(s),
+            Stream::Tls(t) => out.flush(&mut **t),
+        }
+    }
+
+    /// `net::write_queue` on the socket of its kind.
+    #[inline]
+    pub fn write_queue<'a, I>(&mut self, bufs: impl FnMut() -> I) -> io::Result<usize>
+    where
+        I: Iterator<Item = &'a [u8]>,
+    {
+        match self {
+            Stream::Plain(s) => net::write_queue(s, bufs),
+            Stream::Tls(t) => net::write_queue(&mut **t, bufs),
         }
     }
 
@@ -273,30 +293,45 @@ impl TlsStream {
     }
 }
 
-impl Read for Stream {
-    #[inline]
+impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(t) => t.read_plain(buf),
-        }
+        self.read_plain(buf)
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_plain(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_plain(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_records().map(|_| ())
+    }
+}
+
+impl Socket for TlsStream {
+    fn saw_eof(&self) -> bool {
+        self.eof
+    }
+
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        self.flush_records()
+    }
+
+    fn take_events(&mut self) -> TlsEvents {
+        std::mem::take(&mut self.events)
     }
 }
 
 impl Write for Stream {
-    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
-            Stream::Tls(t) => t.write_plain(&[IoSlice::new(buf)]),
-        }
-    }
-
-    #[inline]
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write_vectored(bufs),
-            Stream::Tls(t) => t.write_plain(bufs),
+            Stream::Tls(t) => t.write(buf),
         }
     }
 
