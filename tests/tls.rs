@@ -15,31 +15,10 @@ use support::*;
 
 const DAY_SECS: u64 = 86_400;
 
-/// respite on a plaintext and a TLS port, serving `pki.server_cert`, in front of `backends`,
-/// with what `set` changes.
-fn tls_proxy(pki: &Pki, backends: Vec<SocketAddr>, set: impl FnOnce(&mut Config)) -> TestProxy {
-    let mut c = config_over(backends);
-    c.tls.cert = Some(pki.server_cert.clone());
-    c.tls.key = Some(pki.server_key.clone());
-    set(&mut c);
-    TestProxy::start_tls(c)
-}
-
 /// Speak TLS to the backends, trusting `pki.ca`.
 fn tls_backends(c: &mut Config, pki: &Pki) {
     c.tls.backend = true;
     c.tls.backend_ca = Some(pki.ca.clone());
-}
-
-/// A number from respite's `INFO tls`.
-fn tls_stat(raw: &mut RawClient, field: &str) -> u64 {
-    let info = raw.cmd(&[b"INFO", b"tls"]);
-    info_number(&info, field).unwrap_or_else(|| {
-        panic!(
-            "INFO tls has no {field}:\n{}",
-            String::from_utf8_lossy(&info)
-        )
-    })
 }
 
 /// Asserts that `left` seconds is what remains of a certificate valid `days` from a moment ago.

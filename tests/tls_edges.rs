@@ -6,28 +6,9 @@
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use support::*;
-
-/// respite serving TLS clients with `pki`'s server certificate in front of `backends`.
-fn tls_proxy(
-    pki: &Pki,
-    backends: Vec<SocketAddr>,
-    set: impl FnOnce(&mut respite::Config),
-) -> TestProxy {
-    let mut c = config_over(backends);
-    c.tls.cert = Some(pki.server_cert.clone());
-    c.tls.key = Some(pki.server_key.clone());
-    set(&mut c);
-    TestProxy::start_tls(c)
-}
-
-/// A number from respite's `INFO tls`.
-fn tls_stat(proxy: &TestProxy, field: &str) -> u64 {
-    let info = proxy.raw().cmd(&[b"INFO", b"tls"]);
-    info_number(&info, field).unwrap_or_else(|| panic!("INFO tls has no {field}"))
-}
 
 #[test]
 fn a_close_notify_sent_with_the_last_request_closes_after_its_reply() {
@@ -45,7 +26,7 @@ fn a_close_notify_sent_with_the_last_request_closes_after_its_reply() {
     let end = client.try_reply();
     assert!(end.is_err(), "respite closes after the reply: {end:?}");
     assert!(began.elapsed() < Duration::from_secs(2), "closed at once");
-    assert_eq!(tls_stat(&proxy, "tls_handshake_failures"), 0);
+    assert_eq!(tls_stat(&mut proxy.raw(), "tls_handshake_failures"), 0);
 }
 
 #[test]
@@ -96,7 +77,7 @@ fn client_handshakes_that_break_are_counted_once_by_reason() {
         .expect("linger 0: close sends RST");
     drop(s);
     let counted = wait_until(Duration::from_secs(3), || {
-        tls_stat(&proxy, "tls_handshake_failures_eof") == 1
+        tls_stat(&mut proxy.raw(), "tls_handshake_failures_eof") == 1
     });
     assert!(counted, "a reset during the handshake is an eof failure");
     // Garbage after a good handshake and a request is not a handshake failure.
@@ -107,13 +88,13 @@ fn client_handshakes_that_break_are_counted_once_by_reason() {
         .write_all(&[0x17, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5]);
     assert!(closed.is_ok());
     assert!(good.try_reply().is_err(), "closed after garbage");
-    assert_eq!(tls_stat(&proxy, "tls_handshakes"), 1);
+    assert_eq!(tls_stat(&mut proxy.raw(), "tls_handshakes"), 1);
     assert_eq!(
-        tls_stat(&proxy, "tls_handshake_failures"),
+        tls_stat(&mut proxy.raw(), "tls_handshake_failures"),
         1,
         "only the reset"
     );
-    assert_eq!(tls_stat(&proxy, "tls_clients"), 0);
+    assert_eq!(tls_stat(&mut proxy.raw(), "tls_clients"), 0);
 }
 
 #[test]
@@ -142,8 +123,8 @@ fn backends_that_close_or_stall_the_handshake_are_counted_and_ejected() {
         c.backend_timeout = Duration::from_secs(1);
     });
     let counted = wait_until(Duration::from_secs(3), || {
-        tls_stat(&proxy, "backend_tls_handshake_failures_eof") >= 1
-            && tls_stat(&proxy, "backend_tls_handshake_failures_timeout") >= 1
+        tls_stat(&mut proxy.raw(), "backend_tls_handshake_failures_eof") >= 1
+            && tls_stat(&mut proxy.raw(), "backend_tls_handshake_failures_timeout") >= 1
     });
     assert!(
         counted,
@@ -187,5 +168,5 @@ fn requests_toward_a_backend_whose_handshake_fails_go_to_another() {
         failed.len(),
         failed.first()
     );
-    assert!(tls_stat(&proxy, "backend_tls_handshake_failures") >= 1);
+    assert!(tls_stat(&mut proxy.raw(), "backend_tls_handshake_failures") >= 1);
 }

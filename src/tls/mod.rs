@@ -209,24 +209,21 @@ impl Tls {
             warn!("TLS: keeping the backend names: {e}");
         }
         if self.server.is_some() {
-            match server_config(s) {
-                Ok((config, expiry)) => {
-                    self.server = Some(config);
-                    self.served_expiry = expiry;
-                    info!("TLS: served certificate reloaded");
-                }
-                Err(e) => warn!("TLS: keeping the served certificate: {e}"),
-            }
+            replace(
+                &mut self.server,
+                &mut self.served_expiry,
+                server_config(s),
+                "served certificate",
+            );
         }
         if self.client.is_some() {
-            match client_config(s) {
-                Ok((config, expiry)) => {
-                    self.client = Some(config);
-                    self.client_cert_expiry = expiry;
-                    info!("TLS: backend CA and client certificate reloaded");
-                }
-                Err(e) => warn!("TLS: keeping the backend TLS settings: {e}"),
-            }
+            let loaded = client_config(s);
+            replace(
+                &mut self.client,
+                &mut self.client_cert_expiry,
+                loaded,
+                "backend CA and client certificate",
+            );
         }
     }
 
@@ -253,6 +250,23 @@ impl Tls {
         });
         let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         Ok(Stream::tls(tcp, conn))
+    }
+}
+
+/// One side's configuration after a reload: the new one if it loaded, else the old one kept.
+fn replace<C>(
+    config: &mut Option<Arc<C>>,
+    expiry: &mut Option<i64>,
+    loaded: Result<(Arc<C>, Option<i64>), String>,
+    what: &str,
+) {
+    match loaded {
+        Ok((new, new_expiry)) => {
+            *config = Some(new);
+            *expiry = new_expiry;
+            info!("TLS: {what} reloaded");
+        }
+        Err(e) => warn!("TLS: keeping the {what}: {e}"),
     }
 }
 

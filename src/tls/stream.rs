@@ -85,6 +85,13 @@ impl Stream {
         }
     }
 
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &mut t.tcp,
+        }
+    }
+
     /// True for a TLS stream.
     #[inline]
     pub fn is_tls(&self) -> bool {
@@ -347,10 +354,7 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.register(registry, token, interests),
-            Stream::Tls(t) => t.tcp.register(registry, token, interests),
-        }
+        self.tcp_mut().register(registry, token, interests)
     }
 
     fn reregister(
@@ -359,16 +363,10 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.reregister(registry, token, interests),
-            Stream::Tls(t) => t.tcp.reregister(registry, token, interests),
-        }
+        self.tcp_mut().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.deregister(registry),
-            Stream::Tls(t) => t.tcp.deregister(registry),
-        }
+        self.tcp_mut().deregister(registry)
     }
 }

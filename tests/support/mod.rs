@@ -45,8 +45,8 @@ pub use proxy::{config_for, config_over, patient, wait_for_roles, RawClient, Tes
 pub use servers::{Fleet, Nutcracker, RedisServer};
 #[allow(unused_imports)]
 pub use tls::{
-    cert_der, client_config, client_hello, info_number, ping_over_tls, unix_now, Pki, TlsClient,
-    TlsRedis, SERVER_CERT_DAYS,
+    cert_der, client_config, client_hello, info_number, ping_over_tls, tls_proxy, tls_stat,
+    unix_now, Pki, TlsClient, TlsRedis, SERVER_CERT_DAYS,
 };
 
 use std::net::{SocketAddr, TcpListener};

@@ -150,6 +150,33 @@ pub fn wait_for_roles(proxy: &TestProxy) {
     assert!(ready, "every shard reported its role");
 }
 
+/// Reads one complete reply from `from` into `buf` (which keeps what follows it), `chunk` bytes
+/// at a time with `pause` between reads (a slow reader keeps the server's socket full); the I/O
+/// error otherwise (EOF is `UnexpectedEof`).
+pub fn read_reply(
+    from: &mut impl Read,
+    buf: &mut Vec<u8>,
+    scanner: &mut ReplyScanner,
+    chunk: usize,
+    pause: Duration,
+) -> std::io::Result<Vec<u8>> {
+    let mut read = vec![0u8; chunk];
+    loop {
+        let scanned = scanner.scan(buf);
+        if let Some(n) =
+            scanned.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+        {
+            return Ok(buf.drain(..n).collect());
+        }
+        let n = from.read(&mut read)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&read[..n]);
+        std::thread::sleep(pause);
+    }
+}
+
 /// A client that speaks raw bytes, with a read timeout.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -203,21 +230,13 @@ impl RawClient {
 
     /// Reads one reply, or the I/O error (EOF is `UnexpectedEof`).
     pub fn try_reply(&mut self) -> std::io::Result<Vec<u8>> {
-        loop {
-            if let Some(n) = self
-                .scanner
-                .scan(&self.buf)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-            {
-                return Ok(self.buf.drain(..n).collect());
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        read_reply(
+            &mut self.stream,
+            &mut self.buf,
+            &mut self.scanner,
+            65536,
+            Duration::ZERO,
+        )
     }
 
     /// Sends a command and reads its reply.

@@ -6,16 +6,17 @@
 //! Every certificate's validity is counted from now, so that a run on any date sees the good
 //! ones valid and the expired one expired.
 
-use super::{free_port, wait_until};
+use super::{config_over, free_port, wait_until, RawClient, TestProxy};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use respite::resp::{encode_request, ReplyScanner};
+use respite::Config;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -283,22 +284,8 @@ impl TlsClient {
     /// Reads one complete reply `chunk` bytes at a time, pausing `pause` between reads (a slow
     /// reader keeps the server's socket full).
     pub fn reply_by(&mut self, chunk: usize, pause: Duration) -> std::io::Result<Vec<u8>> {
-        loop {
-            if let Some(n) = self
-                .scanner
-                .scan(&self.buf)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-            {
-                return Ok(self.buf.drain(..n).collect());
-            }
-            let mut read = vec![0u8; chunk];
-            let n = self.stream.read(&mut read)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&read[..n]);
-            std::thread::sleep(pause);
-        }
+        let (buf, scanner) = (&mut self.buf, &mut self.scanner);
+        super::proxy::read_reply(&mut self.stream, buf, scanner, chunk, pause)
     }
 
     /// The TCP socket under the TLS session, to write what is not TLS.
@@ -453,4 +440,25 @@ pub fn info_number(info: &[u8], field: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(&key))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// respite on a plaintext and a TLS port, serving `pki.server_cert`, in front of `backends`,
+/// with what `set` changes.
+pub fn tls_proxy(pki: &Pki, backends: Vec<SocketAddr>, set: impl FnOnce(&mut Config)) -> TestProxy {
+    let mut c = config_over(backends);
+    c.tls.cert = Some(pki.server_cert.clone());
+    c.tls.key = Some(pki.server_key.clone());
+    set(&mut c);
+    TestProxy::start_tls(c)
+}
+
+/// A number from respite's `INFO tls`.
+pub fn tls_stat(raw: &mut RawClient, field: &str) -> u64 {
+    let info = raw.cmd(&[b"INFO", b"tls"]);
+    info_number(&info, field).unwrap_or_else(|| {
+        panic!(
+            "INFO tls has no {field}:\n{}",
+            String::from_utf8_lossy(&info)
+        )
+    })
 }
