@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -140,13 +140,33 @@ fn backends_that_close_or_stall_the_handshake_are_counted_and_ejected() {
     closing.join().expect("closer");
 }
 
+/// A server that answers every connection with bytes that are not TLS, then closes it, for
+/// `secs` seconds.
+fn not_tls_server(secs: u64) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serving = std::thread::spawn(move || {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(secs) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.write_all(b"-ERR this is not TLS\r\n");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (addr, serving)
+}
+
 #[test]
 fn requests_toward_a_backend_whose_handshake_fails_go_to_another() {
     let pki = Pki::new();
     let good = TlsRedis::start(&pki, false);
-    // Not TLS at all: its handshake fails, after requests were already routed to it.
-    let plain = RedisServer::start();
-    let proxy = tls_proxy(&pki, vec![good.addr(), plain.addr()], |c| {
+    // Its handshake fails, after requests were already routed to it.
+    let (bad, serving) = not_tls_server(4);
+    let proxy = tls_proxy(&pki, vec![good.addr(), bad], |c| {
         c.tls.backend = true;
         c.tls.backend_ca = Some(pki.ca.clone());
         // Probes far apart: the failing backend stays in the rotation while requests run.
@@ -169,4 +189,63 @@ fn requests_toward_a_backend_whose_handshake_fails_go_to_another() {
         failed.first()
     );
     assert!(tls_stat(&mut proxy.raw(), "backend_tls_handshake_failures") >= 1);
+    serving.join().expect("server");
+}
+
+#[test]
+fn tls_1_2_clients_are_served_too() {
+    let pki = Pki::new();
+    let backend = RedisServer::start();
+    let proxy = tls_proxy(&pki, vec![backend.addr()], |_| {});
+    let addr = proxy.tls_addr.expect("a TLS listener");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der(&pki.ca).into()).expect("CA");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut client = TlsClient::connect_with(addr, std::sync::Arc::new(config)).expect("handshake");
+    assert_eq!(client.version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(client.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    assert_eq!(client.cmd(&[b"GET", b"k"]), bulk(b"v"));
+}
+
+#[test]
+fn clients_in_their_handshake_count_against_maxclients() {
+    let pki = Pki::new();
+    let backend = RedisServer::start();
+    let proxy = tls_proxy(&pki, vec![backend.addr()], |c| c.maxclients = 3);
+    let addr = proxy.tls_addr.expect("a TLS listener");
+    // Serving (past discovery, when accepts wait), and that client gone again.
+    assert_eq!(proxy.raw().cmd(&[b"PING"]), b"+PONG\r\n");
+    let free = wait_until(Duration::from_secs(3), || {
+        let info = proxy.raw().cmd(&[b"INFO", b"clients"]);
+        info_number(&info, "connected_clients") == Some(1)
+    });
+    assert!(free, "only the asking client is connected");
+    // Three connections that never say a word hold every place.
+    let stalled: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let counted = wait_until(Duration::from_secs(3), || {
+        let mut c = TcpStream::connect(proxy.addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut reply = [0u8; 64];
+        let n = std::io::Read::read(&mut c, &mut reply).unwrap_or(0);
+        reply[..n].starts_with(b"-ERR max number of clients reached")
+    });
+    assert!(
+        counted,
+        "a fourth client is refused while three handshakes wait"
+    );
+    drop(stalled);
+    let served = wait_until(Duration::from_secs(3), || {
+        let mut raw = proxy.raw();
+        raw.send(b"PING\r\n");
+        raw.try_reply().is_ok_and(|r| r == b"+PONG\r\n")
+    });
+    assert!(served, "a place is free again once they leave");
 }

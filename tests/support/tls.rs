@@ -264,6 +264,11 @@ impl TlsClient {
         })
     }
 
+    /// The TLS version the handshake agreed on.
+    pub fn version(&self) -> Option<rustls::ProtocolVersion> {
+        self.stream.conn.protocol_version()
+    }
+
     /// The DER of the certificate the server presented.
     pub fn peer_cert(&self) -> Vec<u8> {
         let certs = self.stream.conn.peer_certificates().expect("a server cert");
