@@ -133,7 +133,8 @@ pub struct Backend {
     /// Shards only: the master this one replicated before it was promoted, so that a fan-out
     /// knows the dead master's data is still served.
     pub promoted_from: Option<String>,
-    /// With `--backend-tls`: `notAfter` of the certificate it presented to the last probe.
+    /// With `--backend-tls`: `notAfter` of the certificate it presented to the last connection
+    /// that completed a handshake (a probe or a data connection).
     pub cert_expiry: Option<i64>,
 }
 

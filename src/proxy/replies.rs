@@ -256,6 +256,13 @@ impl Proxy {
                 if read.more {
                     self.revisit.push(r);
                 }
+                if read.tls.handshake_done {
+                    let expiry = bc
+                        .stream
+                        .peer_certificates()
+                        .and_then(crate::tls::expiry_of);
+                    self.ups.get_mut(bc.upstream).cert_expiry = expiry;
+                }
                 if read.tls.writable_again {
                     // Requests refused while the handshake ran may go now.
                     self.on_backend_writable(token);
