@@ -249,3 +249,65 @@ fn clients_in_their_handshake_count_against_maxclients() {
     });
     assert!(served, "a place is free again once they leave");
 }
+
+/// `n` pseudo-random bytes from `seed` (xorshift).
+fn noise(seed: &mut u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u8
+        })
+        .collect()
+}
+
+#[test]
+fn random_bytes_before_during_and_after_handshakes_leave_a_good_tls_client_alone() {
+    let pki = Pki::new();
+    let backend = RedisServer::start();
+    let proxy = tls_proxy(&pki, vec![backend.addr()], |c| {
+        c.tls.handshake_timeout = Duration::from_secs(1);
+    });
+    let addr = proxy.tls_addr.expect("a TLS listener");
+    let mut good = TlsClient::connect(addr, &pki.ca, None).expect("handshake");
+    let hello = client_hello(&pki.ca);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut hostile = Vec::new();
+    let mut established = Vec::new();
+    for i in 0..200 {
+        let mut bytes = noise(&mut seed, 2048);
+        match i % 3 {
+            // Noise instead of a ClientHello.
+            0 => {}
+            // The start of a real ClientHello, then noise.
+            1 => bytes = [&hello[..hello.len() / 2], &bytes[..]].concat(),
+            // A real session, then noise where records should be.
+            _ => {
+                let mut c = TlsClient::connect(addr, &pki.ca, None).expect("handshake");
+                let _ = c.sock_mut().write_all(&bytes);
+                established.push(c);
+                continue;
+            }
+        }
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_write_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let _ = s.write_all(&bytes);
+        hostile.push(s);
+    }
+    for i in 0..100 {
+        let k = format!("k{i}");
+        assert_eq!(good.cmd(&[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
+        assert_eq!(good.cmd(&[b"GET", k.as_bytes()]), bulk(b"v"));
+    }
+    // Every hostile connection is closed (at once, or at the handshake timeout); the good one
+    // stays.
+    let closed = wait_until(Duration::from_secs(6), || {
+        tls_stat(&mut proxy.raw(), "tls_clients") == 1
+    });
+    assert!(closed, "only the good TLS client is left");
+    assert!(established.iter_mut().all(|c| c.try_reply().is_err()));
+    assert_eq!(good.cmd(&[b"PING"]), b"+PONG\r\n");
+    drop(hostile);
+}
