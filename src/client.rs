@@ -131,6 +131,9 @@ pub struct ClientConn {
     pub held: bool,
     /// The client closed its side: close once every reply is written.
     pub read_closed: bool,
+    /// An event said the peer closed (or failed): reads go on to EOF instead of stopping at a
+    /// short read.
+    pub peer_hup: bool,
     /// Close once the queued output is written (QUIT, protocol error).
     pub close_after_flush: bool,
     /// A fan-out, session command or streamed request is in flight or waits for earlier
@@ -183,6 +186,7 @@ impl ClientConn {
             paused: false,
             held: false,
             read_closed: false,
+            peer_hup: false,
             close_after_flush: false,
             barrier: false,
             mode: Mode::Normal,

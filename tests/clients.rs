@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -254,4 +254,27 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         std::net::TcpStream::connect(child.addr).is_err(),
         "stopped accepting"
     );
+}
+
+#[test]
+fn a_pipeline_past_client_max_pending_then_a_half_close_gets_every_reply() {
+    // 3,000 requests (over the 1,024 a client may have waiting, so respite pauses it with
+    // requests still unread), then the client closes its side: every reply comes, then EOF.
+    let a = RedisServer::start();
+    let proxy = TestProxy::over(&[&a]);
+    let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut req = b"*3\r\n$3\r\nSET\r\n$2\r\nof\r\n$3\r\nabc\r\n".to_vec();
+    for _ in 0..3_000 {
+        req.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$2\r\nof\r\n");
+    }
+    s.write_all(&req).expect("pipeline");
+    s.shutdown(std::net::Shutdown::Write).expect("half close");
+    let mut got = Vec::new();
+    let read = s.read_to_end(&mut got);
+    assert!(read.is_ok(), "EOF after the replies: {read:?}");
+    let expected = [&b"+OK\r\n"[..], &b"$3\r\nabc\r\n".repeat(3_000)].concat();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected);
 }

@@ -106,10 +106,16 @@ impl Proxy {
             return;
         };
         c.readable = true;
+        // Kept: a client not read now (paused) must still find the peer's close later, when
+        // the short-read shortcut would otherwise stop before it.
+        c.peer_hup |= hup;
         if c.reading_stopped(self.draining_until.is_some()) {
             return;
         }
-        match c.stream.read_into(&mut c.rbuf, &mut self.scratch, hup) {
+        match c
+            .stream
+            .read_into(&mut c.rbuf, &mut self.scratch, c.peer_hup)
+        {
             Ok(r) => {
                 if r.tls != crate::tls::TlsEvents::default() {
                     self.stats.tls.handshakes += u64::from(r.tls.handshake_done);

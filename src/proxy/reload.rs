@@ -44,8 +44,14 @@ impl Proxy {
             new.tls.listen = self.config.tls.listen;
         }
         if new.tls.backend != self.config.tls.backend {
-            warn!("reload: turning backend_tls on or off needs a restart");
-            new.tls.backend = self.config.tls.backend;
+            warn!("reload: turning backend_tls on or off needs a restart; its settings are kept");
+            let old = &self.config.tls;
+            new.tls.backend = old.backend;
+            new.tls.backend_ca.clone_from(&old.backend_ca);
+            new.tls.backend_cert.clone_from(&old.backend_cert);
+            new.tls.backend_key.clone_from(&old.backend_key);
+            new.tls.backend_sni.clone_from(&old.backend_sni);
+            new.tls.backend_insecure = old.backend_insecure;
         }
         if new.metrics_listen != self.config.metrics_listen {
             warn!("reload: metrics_listen changes need a restart");

@@ -174,7 +174,10 @@ impl Proxy {
             }
         }
         let done = c.out.is_empty() && c.pending.is_empty() && !c.stream.wants_write();
-        if done && (c.close_after_flush || c.read_closed || draining) {
+        // A paused client may still hold requests it sent before closing its side: they are
+        // framed once it resumes (below), and answered before it is closed.
+        let closing = c.close_after_flush || draining || (c.read_closed && !c.paused);
+        if done && closing {
             self.close_client(token, "done");
             return;
         }
@@ -186,6 +189,8 @@ impl Proxy {
             if readable {
                 self.on_client_readable(token, false);
             }
+            // Once more: it may be done now, and have closed its side.
+            self.mark_client_dirty(token);
         }
     }
 

@@ -188,6 +188,14 @@ impl Stream {
 }
 
 impl TlsStream {
+    /// A failure now is the handshake's: while it runs, and on a connection to a backend until
+    /// the first plaintext (a TLS 1.3 server refuses a client certificate after the client has
+    /// finished its side).
+    fn handshake_may_fail(&self) -> bool {
+        let to_backend = matches!(self.conn, Connection::Client(_));
+        self.conn.is_handshaking() || (to_backend && !self.established)
+    }
+
     fn flush_records(&mut self) -> io::Result<bool> {
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut self.tcp) {
@@ -207,7 +215,7 @@ impl TlsStream {
         let result = self.read_records(out);
         if let Err(e) = result.as_ref() {
             let fatal = e.kind() != io::ErrorKind::WouldBlock;
-            if fatal && (self.conn.is_handshaking() || !self.established) {
+            if fatal && self.handshake_may_fail() {
                 self.failure.get_or_insert(super::Failure::of_io(e));
             }
         }
@@ -271,7 +279,7 @@ impl TlsStream {
             if let Err(e) = self.conn.process_new_packets() {
                 // Send the alert rustls queued, once; the connection is done.
                 let _ = self.conn.write_tls(&mut self.tcp);
-                if handshaking || !self.established {
+                if handshaking || self.handshake_may_fail() {
                     self.failure.get_or_insert(super::Failure::of(&e));
                 }
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
