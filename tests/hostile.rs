@@ -56,13 +56,7 @@ fn random_bytes_on_200_connections_do_not_disturb_a_good_client() {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut conns = Vec::new();
     for _ in 0..200 {
-        let mut bytes = vec![0u8; 4096];
-        for b in bytes.iter_mut() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *b = seed as u8;
-        }
+        let bytes = noise(&mut seed, 4096);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
         let _ = s.write_all(&bytes);

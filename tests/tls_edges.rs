@@ -250,18 +250,6 @@ fn clients_in_their_handshake_count_against_maxclients() {
     assert!(served, "a place is free again once they leave");
 }
 
-/// `n` pseudo-random bytes from `seed` (xorshift).
-fn noise(seed: &mut u64, n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            *seed ^= *seed << 13;
-            *seed ^= *seed >> 7;
-            *seed ^= *seed << 17;
-            *seed as u8
-        })
-        .collect()
-}
-
 #[test]
 fn random_bytes_before_during_and_after_handshakes_leave_a_good_tls_client_alone() {
     let pki = Pki::new();

@@ -95,16 +95,10 @@ impl Proxy {
         let port = self.tls_addr().map_or(0, |a| a.port());
         let _ = write!(
             out,
-            "# TLS\r\ntls_port:{port}\r\ntls_clients:{}\r\ntls_handshakes:{}\r\n\
-             tls_handshake_failures:{}\r\n",
-            t.clients,
-            t.handshakes,
-            t.client_failures.iter().sum::<u64>(),
+            "# TLS\r\ntls_port:{port}\r\ntls_clients:{}\r\ntls_handshakes:{}\r\n",
+            t.clients, t.handshakes,
         );
-        for f in Failure::ALL {
-            let n = t.client_failures[f.index()];
-            let _ = write!(out, "tls_handshake_failures_{}:{n}\r\n", f.name());
-        }
+        write_failures(out, "tls_handshake_failures", &t.client_failures);
         if let Some(e) = self.tls.served_expiry {
             let _ = write!(
                 out,
@@ -113,15 +107,8 @@ impl Proxy {
             );
         }
         let on = if self.tls.to_backends() { "yes" } else { "no" };
-        let _ = write!(
-            out,
-            "backend_tls:{on}\r\nbackend_tls_handshake_failures:{}\r\n",
-            t.backend_failures.iter().sum::<u64>()
-        );
-        for f in Failure::ALL {
-            let n = t.backend_failures[f.index()];
-            let _ = write!(out, "backend_tls_handshake_failures_{}:{n}\r\n", f.name());
-        }
+        let _ = write!(out, "backend_tls:{on}\r\n");
+        write_failures(out, "backend_tls_handshake_failures", &t.backend_failures);
         if let Some(e) = self.tls.client_cert_expiry {
             let _ = write!(
                 out,
@@ -197,5 +184,13 @@ impl Proxy {
             let left = seconds_left(e);
             let _ = writeln!(o, "{name}{{cert=\"upstream\",upstream=\"{addr}\"}} {left}");
         }
+    }
+}
+
+/// INFO lines of handshake failures: `name:total`, then `name_reason:count` for each reason.
+fn write_failures(out: &mut String, name: &str, counts: &[u64; Failure::ALL.len()]) {
+    let _ = write!(out, "{name}:{}\r\n", counts.iter().sum::<u64>());
+    for f in Failure::ALL {
+        let _ = write!(out, "{name}_{}:{}\r\n", f.name(), counts[f.index()]);
     }
 }

@@ -101,3 +101,15 @@ pub fn client_at(addr: SocketAddr) -> redis::Connection {
         .expect("timeout");
     conn
 }
+
+/// `n` pseudo-random bytes from `seed`, which moves on (xorshift: the same seed, the same bytes).
+pub fn noise(seed: &mut u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u8
+        })
+        .collect()
+}
